@@ -1,0 +1,5 @@
+import sys
+
+from jcausal.cli import main
+
+sys.exit(main())

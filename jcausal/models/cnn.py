@@ -1,0 +1,100 @@
+"""Convolutional classifiers for 28x28 images: the GCE paper's CNN and a small AlexNet-style CNN."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+__all__ = ["GCECNN", "AlexNetSmall", "as_image"]
+
+
+def as_image(x: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
+    """Accept ONE image as ``(H*W*C,)``, ``(H, W)`` or ``(H, W, C)``; return ``(H, W, C)``."""
+    size = shape[0] * shape[1] * shape[2]
+    if x.shape not in ((size,), shape[:2], shape) or (x.shape == shape[:2] and shape[2] != 1):
+        raise ValueError(f"expected one image of shape {shape}, {shape[:2]} or ({size},), got {x.shape}")
+    return x.reshape(shape)
+
+
+class GCECNN(nnx.Module):
+    """The MNIST classifier of the GCE paper (O'Shaughnessy et al. 2020, appendix E.1, Table 1):
+    conv32 3x3 - ReLU - conv64 3x3 - ReLU - maxpool 2x2 - dropout 0.5 - fc128 - ReLU - dropout 0.5
+    - fcM (logits; apply softmax for probabilities).
+
+    Call: ``model(x, key=None)``, ``x`` one image ``(28, 28)``, ``(28, 28, 1)`` or ``(784,)`` ->
+    ``(num_classes,)`` logits. Dropout is active only when ``key`` is given.
+    """
+
+    def __init__(self, num_classes: int, *, input_shape=(28, 28, 1), dropout: float = 0.5,
+                 rngs: nnx.Rngs):
+        h, w, c = input_shape
+        self.input_shape = tuple(input_shape)
+        self.conv1 = nnx.Conv(c, 32, (3, 3), padding="VALID", rngs=rngs)
+        self.conv2 = nnx.Conv(32, 64, (3, 3), padding="VALID", rngs=rngs)
+        flat = ((h - 4) // 2) * ((w - 4) // 2) * 64
+        self.fc1 = nnx.Linear(flat, 128, rngs=rngs)
+        self.fc2 = nnx.Linear(128, num_classes, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        k1, k2 = (None, None) if key is None else tuple(jax.random.split(key))
+        x = as_image(x, self.input_shape)[None]
+        x = jax.nn.relu(self.conv1(x))
+        x = jax.nn.relu(self.conv2(x))
+        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = self.dropout(x.reshape(-1), deterministic=k1 is None, rngs=k1)
+        x = jax.nn.relu(self.fc1(x))
+        x = self.dropout(x, deterministic=k2 is None, rngs=k2)
+        return self.fc2(x)
+
+
+class AlexNetSmall(nnx.Module):
+    """A small AlexNet-style CNN for 28x28 inputs (the classifier TRACER analyses): five conv layers
+    and three dense layers, i.e. eight activation outputs.
+
+    conv32 5x5 - pool - conv64 3x3 - pool - conv96 3x3 - conv96 3x3 - conv64 3x3 - pool -
+    fc256 - fc128 - fcM, ReLU after every hidden layer, dropout before fc256 and fc128.
+
+    Call: ``model(x, key=None, return_activations=False)`` on ONE image; with
+    ``return_activations`` it returns ``(logits, [8 activations])``.
+    """
+
+    def __init__(self, num_classes: int = 10, *, input_shape=(28, 28, 1), dropout: float = 0.5,
+                 rngs: nnx.Rngs):
+        h, w, c = input_shape
+        self.input_shape = tuple(input_shape)
+        self.convs = nnx.List([
+            nnx.Conv(c, 32, (5, 5), rngs=rngs),
+            nnx.Conv(32, 64, (3, 3), rngs=rngs),
+            nnx.Conv(64, 96, (3, 3), rngs=rngs),
+            nnx.Conv(96, 96, (3, 3), rngs=rngs),
+            nnx.Conv(96, 64, (3, 3), rngs=rngs),
+        ])
+        flat = (h // 8) * (w // 8) * 64
+        self.fcs = nnx.List([
+            nnx.Linear(flat, 256, rngs=rngs),
+            nnx.Linear(256, 128, rngs=rngs),
+            nnx.Linear(128, num_classes, rngs=rngs),
+        ])
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None,
+                 return_activations: bool = False):
+        keys = (None, None) if key is None else tuple(jax.random.split(key))
+        acts = []
+        x = as_image(x, self.input_shape)[None]
+        for i, conv in enumerate(self.convs):
+            x = jax.nn.relu(conv(x))
+            acts.append(x[0])
+            if i in (0, 1, 4):
+                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape(-1)
+        for fc, k in zip(self.fcs[:2], keys):
+            x = self.dropout(x, deterministic=k is None, rngs=k)
+            x = jax.nn.relu(fc(x))
+            acts.append(x)
+        x = self.fcs[2](x)
+        acts.append(x)
+        return (x, acts) if return_activations else x
+
+

@@ -1,0 +1,103 @@
+"""GRU/LSTM sequence models: a length-aware sequence classifier and a one-step predictor."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jcausal.models.core import get_activation
+
+__all__ = ["SequenceClassifier", "OneStepPredictor"]
+
+
+def _cell(kind: str, in_features: int, hidden: int, activation: str, gate: str, rngs):
+    kw = dict(gate_fn=get_activation(gate), activation_fn=get_activation(activation), rngs=rngs)
+    if kind == "gru":
+        return nnx.GRUCell(in_features, hidden, **kw)
+    if kind == "lstm":
+        return nnx.LSTMCell(in_features, hidden, **kw)
+    raise ValueError(f"cell must be 'gru' or 'lstm', got {kind!r}")
+
+
+def _as_sequence(x: jax.Array, in_features: int) -> jax.Array:
+    if x.ndim == 1 and in_features == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[1] != in_features:
+        raise ValueError(f"expected one sequence of shape (T, {in_features}), got {x.shape}")
+    return x
+
+
+class _Recurrent(nnx.Module):
+    def __init__(self, in_features, hidden, out_features, cell, activation, gate, output_activation,
+                 rngs):
+        get_activation(output_activation)
+        self.in_features, self.hidden, self.kind = in_features, hidden, cell
+        self.output_activation = output_activation
+        self.cell = _cell(cell, in_features, hidden, activation, gate, rngs)
+        self.readout = nnx.Linear(hidden, out_features, rngs=rngs)
+
+    def init_carry(self):
+        """The zero initial carry (``(hidden,)``, or a pair of them for LSTM)."""
+        z = jnp.zeros((self.hidden,), self.readout.kernel.dtype)
+        return (z, z) if self.kind == "lstm" else z
+
+    def step(self, carry, x_t: jax.Array):
+        """One time step: ``(carry, x_t (in_features,)) -> (carry, output (out_features,))``."""
+        carry, h = self.cell(carry, x_t)
+        return carry, get_activation(self.output_activation)(self.readout(h))
+
+
+class SequenceClassifier(_Recurrent):
+    """Many-to-one recurrent classifier on ONE sequence (ACE paper section 5.2 uses a GRU with one
+    input, one hidden and one output unit, sigmoid activations).
+
+    Call: ``model(x, length=None, key=None)`` with ``x`` of shape ``(T, in_features)`` (or ``(T,)``
+    when ``in_features == 1``); returns ``(out_features,)`` read out from the state after step
+    ``length - 1`` -- padding past ``length`` never touches the state.
+    ``output_activation`` defaults to ``identity`` (logits).
+    """
+
+    def __init__(self, in_features: int, hidden: int, out_features: int, *, cell: str = "gru",
+                 activation: str = "tanh", gate: str = "sigmoid",
+                 output_activation: str = "identity", rngs: nnx.Rngs):
+        super().__init__(in_features, hidden, out_features, cell, activation, gate,
+                         output_activation, rngs)
+
+    def __call__(self, x: jax.Array, length: jax.Array | None = None, *,
+                 key: jax.Array | None = None) -> jax.Array:
+        del key  # no dropout
+        x = _as_sequence(x, self.in_features)
+        T = x.shape[0]
+        length = T if length is None else length
+
+        def body(carry, inp):
+            t, x_t = inp
+            new, _ = self.cell(carry, x_t)
+            keep = t < length
+            return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, carry), None
+
+        carry, _ = jax.lax.scan(body, self.init_carry(), (jnp.arange(T), x))
+        h = carry[1] if self.kind == "lstm" else carry
+        return get_activation(self.output_activation)(self.readout(h))
+
+
+class OneStepPredictor(_Recurrent):
+    """Sequence-to-sequence predictor of the next input (output-to-input feedback at inference,
+    ACE paper section 4.5 and Algorithm 2).
+
+    Call: ``model(x, key=None)`` with ``x`` ``(T, in_features)`` -> ``(T, in_features)`` where row
+    ``t`` predicts ``x[t + 1]``. :meth:`step` advances one step for closed-loop rollouts.
+    """
+
+    def __init__(self, in_features: int, hidden: int, *, cell: str = "gru",
+                 activation: str = "tanh", gate: str = "sigmoid",
+                 output_activation: str = "identity", rngs: nnx.Rngs):
+        super().__init__(in_features, hidden, in_features, cell, activation, gate,
+                         output_activation, rngs)
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        del key
+        x = _as_sequence(x, self.in_features)
+        _, ys = jax.lax.scan(self.step, self.init_carry(), x)
+        return ys

@@ -1,0 +1,166 @@
+"""A small, seeded, jit-compiled trainer (optax) shared by every reference model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from jcausal.models.core import functional
+
+__all__ = ["TrainResult", "train", "predict", "accuracy"]
+
+LOSSES: dict[str, Callable] = {
+    "xent": lambda out, y: optax.softmax_cross_entropy_with_integer_labels(out, y),
+    "mse": lambda out, y: jnp.mean((out - y) ** 2),
+    "bce": lambda out, y: optax.sigmoid_binary_cross_entropy(out.squeeze(-1), y.astype(out.dtype)),
+}
+
+
+class TrainResult(NamedTuple):
+    """``model``: the trained module (updated in place too); ``history``: per-epoch dict of lists
+    (``loss``, and ``val_accuracy`` / ``val_loss`` when validation data was given)."""
+
+    model: nnx.Module
+    history: dict[str, list[float]]
+
+
+def _as_tuple(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
+def _check_finite(name: str, arrays) -> None:
+    for a in arrays:
+        a = np.asarray(a)
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            bad = int(np.sum(~np.isfinite(a)))
+            raise ValueError(f"{name} contains {bad} NaN/inf values; clean the data before training")
+
+
+@partial(jax.jit, static_argnames=("apply", "batch_size"))
+def predict(apply, params, inputs, batch_size: int = 1024):
+    """Deterministic outputs of ``apply`` for a batch: ``inputs`` is an array (or tuple of arrays)
+    with a leading batch axis ``n``; returns ``(n, ...)``. Memory is bounded by ``batch_size``."""
+    inputs = _as_tuple(inputs)
+    return jax.lax.map(lambda ex: apply(params, *ex), inputs, batch_size=batch_size)
+
+
+def accuracy(apply, params, inputs, labels, batch_size: int = 1024) -> float:
+    """Top-1 accuracy (argmax of outputs; a single output is thresholded at 0)."""
+    out = predict(apply, params, inputs, batch_size=batch_size)
+    pred = (out[:, 0] > 0).astype(jnp.int32) if out.shape[-1] == 1 else jnp.argmax(out, -1)
+    return float(jnp.mean(pred == jnp.asarray(labels)))
+
+
+def train(
+    model: nnx.Module,
+    X,
+    y,
+    *,
+    key: jax.Array,
+    epochs: int = 10,
+    batch_size: int = 64,
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float = 1e-3,
+    loss: str | Callable = "xent",
+    X_val=None,
+    y_val=None,
+    progress: bool = True,
+) -> TrainResult:
+    """Minibatch training of an NNX module on one-example semantics.
+
+    Each epoch draws a seeded permutation and runs ``n // batch_size`` jitted steps on fixed-shape
+    batches (the remainder of each permutation is skipped that epoch), with per-example dropout
+    keys. Data and parameters travel as arguments, never as closed-over constants.
+
+    Args:
+      model: NNX module called as ``model(*inputs, key=...)`` on ONE example.
+      X: ``(n, ...)`` array, or a tuple of such arrays (e.g. ``(sequences, lengths)``).
+      y: ``(n, ...)`` targets (int labels for ``"xent"``/``"bce"``, values for ``"mse"``).
+      key: PRNG key for shuffling and dropout.
+      epochs, batch_size: schedule.
+      optimizer: an optax transformation (default ``optax.adam(learning_rate)``).
+      loss: ``"xent"`` (softmax cross-entropy), ``"bce"`` (sigmoid, one output), ``"mse"``, or a
+        callable ``loss(output, target) -> scalar`` for one example.
+      X_val, y_val: optional validation data; accuracy (``xent``/``bce``) or loss is recorded.
+      progress: show a progress bar over epochs.
+
+    Raises:
+      ValueError: NaN/inf in the data, empty data, or mismatched lengths.
+    """
+    xs = tuple(jnp.asarray(a) for a in _as_tuple(X))
+    y = jnp.asarray(y)
+    n = y.shape[0]
+    if n == 0 or any(a.shape[0] != n for a in xs):
+        raise ValueError(f"X and y need the same non-zero length, got {[a.shape[0] for a in xs]} and {n}")
+    _check_finite("training data X", xs)
+    _check_finite("training targets y", (y,))
+    if X_val is not None:
+        _check_finite("validation data X_val", _as_tuple(X_val))
+    loss_fn = LOSSES[loss] if isinstance(loss, str) else loss
+    tx = optimizer or optax.adam(learning_rate)
+    apply, params = functional(model)
+    with jax.numpy_dtype_promotion("standard"):
+        opt_state = tx.init(params)
+    bs = min(int(batch_size), n)
+    nb = n // bs
+
+    def batch_loss(params, xb, yb, keys):
+        out = jax.vmap(lambda *a: apply(params, *a[:-1], key=a[-1]))(*xb, keys)
+        return jnp.mean(jax.vmap(loss_fn)(out, yb))
+
+    @jax.jit
+    def step(params, opt_state, xs, y, i, k):
+        xb = tuple(a[i] for a in xs)
+        val, grads = jax.value_and_grad(batch_loss)(params, xb, y[i], k)
+        with jax.numpy_dtype_promotion("standard"):  # optax is not strict-promotion clean
+            updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, val
+
+    @jax.jit
+    def schedule(key):
+        k_perm, k_drop = jax.random.split(key)
+        idx = jax.random.permutation(k_perm, n)[: nb * bs].reshape(nb, bs)
+        return idx, jax.random.split(k_drop, nb * bs).reshape(nb, bs)
+
+    def epoch(params, opt_state, key):
+        # A Python loop of jitted steps: XLA:CPU runs convolutions inside a scanned loop ~14x
+        # slower than as separate calls (measured: 82 s vs 6 s per MNIST epoch of the GCE CNN).
+        idx, keys = schedule(key)
+        losses = []
+        for b in range(nb):
+            params, opt_state, val = step(params, opt_state, xs, y, idx[b], keys[b])
+            losses.append(val)
+        return params, opt_state, jnp.mean(jnp.stack(losses))
+
+    history: dict[str, list[float]] = {"loss": []}
+    classify = loss in ("xent", "bce")
+    bar = tqdm(range(epochs), desc=f"train {type(model).__name__}", disable=not progress,
+               leave=False)
+    for _ in bar:
+        key, sub = jax.random.split(key)
+        params, opt_state, ep_loss = epoch(params, opt_state, sub)
+        ep_loss = float(ep_loss)
+        if not np.isfinite(ep_loss):
+            raise FloatingPointError(f"training loss became {ep_loss}; lower the learning rate")
+        history["loss"].append(ep_loss)
+        post: dict[str, Any] = {"loss": f"{ep_loss:.4f}"}
+        if X_val is not None and classify:
+            acc = accuracy(apply, params, tuple(jnp.asarray(a) for a in _as_tuple(X_val)), y_val)
+            history.setdefault("val_accuracy", []).append(acc)
+            post["val_acc"] = f"{acc:.4f}"
+        elif X_val is not None:
+            out = predict(apply, params, tuple(jnp.asarray(a) for a in _as_tuple(X_val)))
+            vl = float(jnp.mean(jax.vmap(loss_fn)(out, jnp.asarray(y_val))))
+            history.setdefault("val_loss", []).append(vl)
+            post["val_loss"] = f"{vl:.4f}"
+        bar.set_postfix(post)
+    nnx.update(model, params)
+    return TrainResult(model, history)
