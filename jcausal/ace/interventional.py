@@ -106,7 +106,7 @@ def _point(model: _Model, cfg: _Config, params, mean, cov, V, data, key, i, a, p
     """One (feature i, alpha a) point -> (value (m,), stderr (m,))."""
     k = mean.shape[0]
     x = mean.at[i].set(a)
-    keep = (jnp.arange(k) != i).astype(mean.dtype)
+    keep = (jnp.arange(k, dtype=i.dtype) != i).astype(mean.dtype)
     D = V * keep[:, None]  # columns P_i v_r: one factor for every feature
     zero = None
     method = cfg.method

@@ -45,7 +45,7 @@ class InputStats(NamedTuple):
 @jax.jit
 def _batch_moments(x):
     mean = jnp.mean(x, axis=0)
-    xc = x - mean
+    xc = x - mean[None, :]
     return mean, xc.T @ xc, jnp.min(x, axis=0), jnp.max(x, axis=0)
 
 
@@ -120,7 +120,7 @@ def input_stats(X, *, low=None, high=None) -> InputStats:
     high = hi if high is None else jnp.broadcast_to(jnp.asarray(high, mean.dtype), mean.shape)
     if bool(jnp.any(low > high)):
         raise ValueError(f"low > high for features {np.flatnonzero(np.asarray(low > high))[:10].tolist()}")
-    return InputStats(mean, cov, U * jnp.sqrt(w), w, explained, low, high, n)
+    return InputStats(mean, cov, U * jnp.sqrt(w)[None, :], w, explained, low, high, n)
 
 
 def truncate(stats: InputStats, rank: int | float | None) -> tuple[jax.Array, float]:
