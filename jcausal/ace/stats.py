@@ -107,8 +107,9 @@ def input_stats(X, *, low=None, high=None) -> InputStats:
         mean, m2, lo, hi = _batch_moments(xb)
         cur = (jnp.asarray(xb.shape[0], mean.dtype), mean, m2, lo, hi)
         acc = cur if acc is None else _combine(acc, cur)
-    if acc is None or int(acc[0]) < 2:
-        raise ValueError(f"X needs at least 2 rows to estimate a covariance, got {0 if acc is None else int(acc[0])}")
+    rows = 0 if acc is None else int(acc[0])
+    if rows < 2:
+        raise ValueError(f"X needs at least 2 rows to estimate a covariance, got {rows}")
     n, mean, m2, lo, hi = acc
     cov = m2 / n
     cov = 0.5 * (cov + cov.T)

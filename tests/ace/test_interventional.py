@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jcausal.ace import input_stats, interventional_expectation, intervention_grid
+from jcausal.ace import input_stats, intervention_grid, interventional_expectation
 from jcausal.data import load_digits
 from jcausal.models import MLP, functional
 from tests.conftest import REPO
