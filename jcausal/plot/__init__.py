@@ -1,0 +1,5 @@
+"""Matplotlib figures for jcausal results: data in, Figure out (nothing is computed here)."""
+
+from jcausal.plot.ace import plot_causal_regressors, plot_saliency
+
+__all__ = ["plot_causal_regressors", "plot_saliency"]
