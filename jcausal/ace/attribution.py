@@ -79,6 +79,7 @@ def explain(
     low=None,
     high=None,
     baseline_at=None,
+    regressor_options: dict | None = None,
     **phase1,
 ) -> ACEResult:
     """Average causal effects of input features on every output of ``f``, in one call.
@@ -95,6 +96,8 @@ def explain(
       low, high: intervention domain (default the data's min and max).
       baseline_at: ``None`` for the paper's uniform-intervention baseline, or a domain-knowledge
         point per feature (scalar or ``(F,)``): baseline = ``E[y | do(x_f = baseline_at_f)]``.
+      regressor_options: extra arguments of :func:`jcausal.ace.fit_regressors`, e.g.
+        ``{"inference": "nuts", "key": key}``.
       **phase1: passed to :func:`jcausal.ace.interventional_expectation` (``method``, ``rank``,
         ``batch_size``, ``key``, ``data``, ``head``, ``devices``, ...).
 
@@ -122,7 +125,7 @@ def explain(
                                               **phase1)
     lo = np.asarray(stats.low)[feats]
     hi = np.asarray(stats.high)[feats]
-    reg = R.fit_regressors(alphas, expectations, lo, hi, max_order=max_order)
+    reg = R.fit_regressors(alphas, expectations, lo, hi, max_order=max_order, **(regressor_options or {}))
     if baseline_at is None:
         base = R.baseline(reg)
     else:

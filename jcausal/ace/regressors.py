@@ -191,7 +191,47 @@ def _fit_all(u, t, D):
         return jax.vmap(partial(_fit_one, D=D))(u, t)
 
 
-def fit_regressors(alphas, curves, low, high, *, max_order: int = 5) -> Regressor:
+def _nuts_model(Phi, y=None):
+    """All curves at once: ``Phi`` ``(B, N, M)`` (masked to each curve's order), ``y`` ``(B, N)``.
+    Weakly informative log-normal hyperpriors on ``alpha`` and ``beta`` (standardised units)."""
+    B, N, M = Phi.shape
+    with numpyro.plate("curves", B):
+        log_alpha = numpyro.sample("log_alpha", dist.Normal(0.0, 3.0))
+        log_beta = numpyro.sample("log_beta", dist.Normal(np.log(100.0), 3.0))
+        w = numpyro.sample("w", dist.Normal(jnp.zeros((B, M)), jnp.exp(-0.5 * log_alpha)[:, None])
+                           .to_event(1))
+        mean = jnp.einsum("bnm,bm->bn", Phi, w)
+        numpyro.sample("t", dist.Normal(mean, jnp.exp(-0.5 * log_beta)[:, None]).to_event(1), obs=y)
+
+
+def _nuts(u, t, order, const, D, key, num_warmup, num_samples, progress):
+    """Posterior moments of (alpha, beta, w) by NUTS for the given orders (one joint run)."""
+    from numpyro.infer import MCMC, NUTS
+
+    offset = t.mean(axis=1)
+    scale = np.where(const, 1.0, t.std(axis=1))
+    y = (t - offset[:, None]) / scale[:, None]
+    mask = (np.arange(D + 1)[None, :] <= order[:, None]).astype(np.float64)
+    Phi = (u[..., None] ** np.arange(D + 1)) * mask[:, None, :]
+    with jax.numpy_dtype_promotion("standard"):
+        mcmc = MCMC(NUTS(_nuts_model), num_warmup=num_warmup, num_samples=num_samples,
+                    progress_bar=progress)
+        mcmc.run(key, jnp.asarray(Phi), jnp.asarray(y))
+    s = mcmc.get_samples()
+    w = np.asarray(s["w"]) * mask[None]  # (S, B, M)
+    coef = w.mean(0)
+    dev = w - coef[None]
+    cov = np.einsum("sbi,sbj->bij", dev, dev) / max(w.shape[0] - 1, 1)
+    noise = np.exp(-np.asarray(s["log_beta"])).mean(0)
+    alpha = np.exp(np.asarray(s["log_alpha"])).mean(0)
+    zero = const.astype(bool)
+    coef[zero], cov[zero], noise[zero] = 0.0, 0.0, 0.0
+    return coef, cov, noise, alpha
+
+
+def fit_regressors(alphas, curves, low, high, *, max_order: int = 5, inference: str = "type2",
+                   key: jax.Array | None = None, num_warmup: int = 500, num_samples: int = 1000,
+                   progress: bool = False) -> Regressor:
     """Fit a causal regressor to every (feature, output) curve.
 
     Args:
@@ -199,6 +239,12 @@ def fit_regressors(alphas, curves, low, high, *, max_order: int = 5) -> Regresso
       curves: ``(F, A, m)`` interventional expectations ``E[y_m | do(x_f = alphas[f, a])]``.
       low, high: ``(F,)`` intervention domains (mapped to ``u = -1, 1``).
       max_order: highest polynomial order tried.
+      inference: ``"type2"`` (default): hyperparameters by maximum evidence, closed-form Gaussian
+        posterior of the weights. ``"nuts"``: orders still chosen by maximum evidence, then
+        ``(alpha, beta, w)`` drawn jointly for all curves with NumPyro's NUTS (log-normal
+        hyperpriors); the regressor then holds the posterior mean and covariance of ``w`` and the
+        posterior mean noise variance, so :func:`predict` gives the posterior predictive moments.
+      key, num_warmup, num_samples, progress: NUTS settings (``key`` required for ``"nuts"``).
 
     Returns:
       :class:`Regressor` with batch shape ``(F, m)``.
@@ -233,6 +279,10 @@ def fit_regressors(alphas, curves, low, high, *, max_order: int = 5) -> Regresso
         raise ValueError(
             f"degenerate intervention domain (low >= high) for feature rows {degenerate[:10].tolist()}: "
             "pass explicit low/high bounds (e.g. input_stats(X, low=0.0, high=1.0))")
+    if inference not in ("type2", "nuts"):
+        raise ValueError(f"inference must be 'type2' or 'nuts', got {inference!r}")
+    if inference == "nuts" and key is None:
+        raise ValueError("inference='nuts' needs an explicit key= (PRNG key)")
     dtype = curves.dtype
     with jax.enable_x64(True):
         u = to_unit(np.asarray(alphas, np.float64), low[:, None], high[:, None])  # (F, A)
@@ -240,6 +290,10 @@ def fit_regressors(alphas, curves, low, high, *, max_order: int = 5) -> Regresso
         t = jnp.asarray(np.moveaxis(np.asarray(curves, np.float64), 2, 1).reshape(F * m, A))
         out = _fit_all(u_rep, t, max_order)
         out = [np.asarray(o) for o in out]
+        if inference == "nuts":
+            const = np.asarray(t).std(axis=1) <= 1e-12 * (1.0 + np.abs(np.asarray(t).mean(axis=1)))
+            out[0], out[1], out[2], out[3] = _nuts(np.asarray(u_rep), np.asarray(t), out[4], const,
+                                                   max_order, key, num_warmup, num_samples, progress)
     D1 = max_order + 1
     shapes = [(D1,), (D1, D1), (), (), (), (D1,), (), ()]
     out = [o.reshape((F, m) + s) for o, s in zip(out, shapes)]

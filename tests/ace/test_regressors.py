@@ -89,3 +89,18 @@ def test_bad_input():
         fit_regressors(A[None], ok, [1.0], [1.0])
     with pytest.raises(ValueError, match="shape|need"):
         fit_regressors(A[None], ok[0], [-2.0], [3.0])
+
+
+def test_nuts_posterior_agrees_with_type2():
+    curves = np.stack([_noisy(3), np.full(A.size, 1.5)], -1)[None].astype(np.float32)
+    t2 = fit_regressors(A[None], curves, [-2.0], [3.0], max_order=4)
+    nuts = fit_regressors(A[None], curves, [-2.0], [3.0], max_order=4, inference="nuts",
+                          key=jax.random.key(0), num_warmup=300, num_samples=400)
+    np.testing.assert_array_equal(nuts.order, t2.order)
+    m2, v2 = predict(t2, A)
+    mn, vn = predict(nuts, A)
+    assert np.all(np.abs(np.asarray(mn - m2))[0, 0] <= np.sqrt(np.asarray(v2))[0, 0])
+    assert np.all(np.abs(np.asarray(mn)[0, 0] - TRUTH) <= 3 * np.sqrt(np.asarray(vn)[0, 0]))
+    assert np.all(np.asarray(value_at(nuts, A))[0, 1] == 0.0)  # constant curve stays exactly 0
+    with pytest.raises(ValueError, match="key"):
+        fit_regressors(A[None], curves, [-2.0], [3.0], inference="nuts")
