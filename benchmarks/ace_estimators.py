@@ -14,57 +14,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    DEFAULT_DATA,
+    RESULTS,
+    cast,
+    machine,
+    require_mnist,
+    timed,
+    trained_mlp,
+    write_json,
+)
 
 from jcausal.ace import input_stats, interventional_expectation  # noqa: E402
 from jcausal.data import load_mnist  # noqa: E402
-from jcausal.models import MLP, functional, train  # noqa: E402
-from jcausal.models.checkpoint import atomic_write_bytes  # noqa: E402
 
 SIZES = (784, 256, 128, 64, 32, 10)
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
-
-
-def _cast(tree, dtype):
-    return jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)
-
-
-def _time(fn, repeats):
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        runs.append(time.perf_counter() - t0)
-    med = statistics.median(runs)
-    return out, med, max(first - med, 0.0)
-
-
-def _trained(activation, data, epochs, seed=0):
-    model = MLP(SIZES, activation=activation, rngs=nnx.Rngs(seed))
-    train(model, data.x_train, data.y_train, key=jax.random.key(seed), epochs=epochs, batch_size=128,
-          learning_rate=1e-3, progress=False)
-    return functional(model)
 
 
 def run(data_dir: Path, quick: bool, out_dir: Path, repeats: int) -> dict:
-    if not (data_dir / "t10k-images-idx3-ubyte.gz").is_file() and not (
-            data_dir / "t10k-images-idx3-ubyte").is_file():
-        raise SystemExit(f"MNIST IDX files not found in {data_dir}; pass --data DIR")
+    require_mnist(data_dir)
     data = load_mnist(data_dir, flatten=True, val_fraction=0.2, seed=0)
     epochs = 1 if quick else 3
     feats = [350, 405, 460] if quick else [300, 350, 378, 405, 430, 460, 490, 520]
@@ -73,8 +49,8 @@ def run(data_dir: Path, quick: bool, out_dir: Path, repeats: int) -> dict:
     X = data.x_train
     stats32 = input_stats(X, low=0.0, high=1.0)
 
-    smooth = _trained("softplus", data, epochs)
-    relu = _trained("relu", data, epochs, seed=1)
+    smooth = trained_mlp(SIZES, "softplus", data, epochs)
+    relu = trained_mlp(SIZES, "relu", data, epochs, seed=1)
     probs = {}  # softmax outputs of each model, as (f, params) pairs sharing one callable
 
     def softmax_of(apply):
@@ -89,7 +65,7 @@ def run(data_dir: Path, quick: bool, out_dir: Path, repeats: int) -> dict:
         stats64 = input_stats(jnp.asarray(X, jnp.float64), low=0.0, high=1.0)
         for name, (f, params, _) in probs.items():
             refs[name] = np.asarray(interventional_expectation(
-                f, stats64, alphas, params=_cast(params, jnp.float64), features=feats, method="exact",
+                f, stats64, alphas, params=cast(params, jnp.float64), features=feats, method="exact",
                 batch_size=4))
 
     rows = []
@@ -101,7 +77,7 @@ def run(data_dir: Path, quick: bool, out_dir: Path, repeats: int) -> dict:
         ctx = jax.enable_x64(x64)
         with ctx:
             st = stats64 if x64 else stats32
-            p = _cast(params, jnp.float64 if x64 else jnp.float32)
+            p = cast(params, jnp.float64 if x64 else jnp.float32)
             if method == "monte_carlo":
                 kw["data"] = jnp.asarray(X[: kw.pop("n")], st.mean.dtype)
 
@@ -109,7 +85,7 @@ def run(data_dir: Path, quick: bool, out_dir: Path, repeats: int) -> dict:
                 return interventional_expectation(f, st, alphas, params=p, features=feats,
                                                   method=method, return_info=True, **kw)
 
-            (out, info), t, compile_s = _time(call, repeats)
+            (out, info), t, compile_s = timed(call, repeats)
         ref = refs[model_name]
         err = np.abs(np.asarray(out, np.float64) - ref)
         rows.append({
@@ -147,15 +123,12 @@ def run(data_dir: Path, quick: bool, out_dir: Path, repeats: int) -> dict:
     result = {
         "benchmark": "ace_estimators", "quick": quick, "model": list(SIZES),
         "features": feats, "alphas": alphas.tolist(), "points": n_pts, "repeats": repeats,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": jax.local_device_count(), "devices": [str(d) for d in jax.devices()],
-                    "python": platform.python_version(), "jax": jax.__version__},
+        "machine": machine(),
         "rows": rows, "summary": summary,
     }
     print(json.dumps(summary, indent=2))
-    out_dir.mkdir(parents=True, exist_ok=True)
     name = "ace_estimators_quick" if quick else "ace_estimators"
-    atomic_write_bytes(out_dir / f"{name}.json", json.dumps(result, indent=2).encode())
+    write_json(out_dir / f"{name}.json", result)
     _plot(rows, out_dir / f"{name}.png")
     return result
 
@@ -186,7 +159,7 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the MNIST IDX files")
     ap.add_argument("--quick", action="store_true", help="few points, one training epoch")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     run(args.data, args.quick, args.out, args.repeats)
 

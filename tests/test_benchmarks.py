@@ -24,3 +24,51 @@ def test_ace_estimators_quick(mnist_dir, tmp_path):
     assert by["directional full (softplus)"]["rel_error"] <= 1e-4
     assert by["gauss_newton (relu)"]["rel_error"] <= 1e-4
     assert (tmp_path / "ace_estimators_quick.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_hessian_quick_writes_valid_json(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import SHARED_MNIST
+
+    cmd = [sys.executable, str(REPO / "benchmarks" / "hessian.py"), "--quick", "--repeats", "1",
+           "--out", str(tmp_path)]
+    have_mnist = (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file()
+    cmd += ["--data", str(SHARED_MNIST)] if have_mnist else ["--no-mnist"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((tmp_path / "hessian_quick.json").read_text())
+    assert result["quick"] is True and result["rows"]
+    for row in result["rows"]:
+        assert row["seconds_per_point"] > 0 and row["peak_bytes"] >= 0
+        if row["method"] in ("exact", "directional") and "%" not in row["label"]:
+            assert row["rel_error"] <= 1e-4, row  # exact methods agree with the float64 reference
+    assert set(result["scaling"]) == {"k", "alphas", "rank"}
+    for name in ("pareto", "scaling"):
+        assert (tmp_path / f"hessian_quick_{name}.png").stat().st_size > 0
+    if have_mnist and "torch_func" in result["peers"]:
+        assert result["peers"]["torch_func"]["rel_error_vs_f64_exact"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_synthetic_sequence_study_quick(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("syn", REPO / "benchmarks" / "synthetic_sequences.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--quick", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "synthetic_sequences_quick.json").read_text())
+    assert r["train"]["val_accuracy"] >= 0.95
+    pos = r["saliency"]["mean_positive_ace_by_position"]
+    assert pos[0] > 0 and pos[1] > 0  # ACE saliency is positive on positions 0 and 1
+    # the informative positions (0-2) carry more causal effect than any noise position
+    mean_abs = r["saliency"]["mean_abs_ace_by_position"]
+    assert min(mean_abs[:3]) > max(mean_abs[3:])
+    imp = r["imputation"]
+    assert imp["test_sequences"] >= 100_000
+    assert all(imp[f"x{p}"]["prediction_changes"] > 0 for p in range(3))
+    for name in ("saliency", "lag"):
+        assert (tmp_path / f"synthetic_sequences_quick_{name}.png").stat().st_size > 0

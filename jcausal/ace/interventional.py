@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from jcausal.ace.stats import InputStats, truncate
 
-__all__ = ["METHODS", "Info", "interventional_expectation", "make_mesh"]
+__all__ = ["METHODS", "Info", "compiled", "interventional_expectation", "make_mesh", "taylor_expectation"]
 
 METHODS = ("directional", "exact", "hutchinson", "gauss_newton", "finite_difference", "monte_carlo")
 _FACTOR_METHODS = ("directional", "hutchinson", "gauss_newton", "finite_difference")
@@ -101,6 +101,20 @@ def _second_directional(model, params, x, v, w=None):
         return jax.jvp(lambda z: model(params, z), (y,), (v,))[1]
 
     return jax.jvp(first, (x,), (v if w is None else w,))[1]
+
+
+def taylor_expectation(f: Callable, mean: jax.Array, factor: jax.Array, *, params=None,
+                       direction_batch_size: int | None = None) -> jax.Array:
+    """Second-order expectation ``E[f(x)] ~= f(mu) + 1/2 sum_r v_r^T H(mu) v_r`` for
+    ``x ~ (mu, V V^T)`` (ACE eqn 4 without an intervened coordinate), every output at once.
+
+    ``mean``: ``(k,)``; ``factor``: ``(k, r)``. Pure and jittable: ``vmap`` it over several
+    ``(mean, factor)`` pairs, e.g. the interventional moments of recurrent rollouts (Algorithm 2).
+    """
+    model = _Model(f, params is not None, None)
+    f0 = model(params, mean)
+    d2 = partial(_second_directional, model, params, mean)
+    return f0 + 0.5 * _sum_over_directions(d2, factor, direction_batch_size)
 
 
 def _point(model: _Model, cfg: _Config, params, mean, cov, V, data, key, i, a, pid):
@@ -247,6 +261,7 @@ def interventional_expectation(
     devices=None,
     mesh: Mesh | None = None,
     return_info: bool = False,
+    _compile_only: bool = False,
 ):
     r"""Interventional expectations ``E[y | do(x_i = a)]`` for features x alphas x outputs.
 
@@ -368,8 +383,11 @@ def interventional_expectation(
     if method == "gauss_newton" and check_gauss_newton:
         _check_gauss_newton(model, params, stats, stats.factor, int(idx[0]), alph[0, 0], key)
 
-    vals, se = _run(model, cfg, params, stats.mean, stats.cov, V, data, key,
-                    jnp.asarray(flat_idx), jnp.asarray(flat_a, dtype), jnp.arange(n_pad, dtype=jnp.int32))
+    args = (params, stats.mean, stats.cov, V, data, key, jnp.asarray(flat_idx),
+            jnp.asarray(flat_a, dtype), jnp.arange(n_pad, dtype=jnp.int32))
+    if _compile_only:
+        return _run.lower(model, cfg, *args).compile()
+    vals, se = _run(model, cfg, *args)
     m = vals.shape[-1]
     vals = vals[:n_pts].reshape(F, A, m)
     if check_finite:
@@ -385,6 +403,13 @@ def interventional_expectation(
     info = Info(method, int(V.shape[1]) if method in _FACTOR_METHODS else k, discarded,
                 se[:n_pts].reshape(F, A, m) if stoch else None)
     return vals, info
+
+
+def compiled(f: Callable, stats: InputStats, alphas, **kwargs):
+    """The compiled XLA program :func:`interventional_expectation` would run for these arguments
+    (nothing is executed): use ``.memory_analysis()`` for its buffer sizes and ``.cost_analysis()``
+    for XLA's flop estimate. Takes the same arguments."""
+    return interventional_expectation(f, stats, alphas, _compile_only=True, **kwargs)
 
 
 def _check_gauss_newton(model, params, stats, V, i, a, key, tol=1e-3):

@@ -1,0 +1,84 @@
+"""Helpers shared by the benchmark scripts: timing, machine description, JSON output, MNIST models."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from jcausal.models.checkpoint import atomic_write_bytes  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def cast(tree, dtype):
+    """Every floating leaf of ``tree`` as ``dtype``."""
+    return jax.tree.map(lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
+                        else a, tree)
+
+
+def timed(fn, repeats: int):
+    """``(output, median seconds, compile seconds)``: one warm-up call (its excess over the median
+    is the compile time), then ``repeats`` timed calls, each ended by ``block_until_ready``."""
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    runs = []
+    for _ in range(max(repeats, 1)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        runs.append(time.perf_counter() - t0)
+    med = statistics.median(runs)
+    return out, med, max(first - med, 0.0)
+
+
+def machine() -> dict:
+    import numpy as np
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "jax": jax.__version__, "numpy": np.__version__,
+            "devices": [str(d) for d in jax.devices()]}
+    try:
+        import os
+
+        info["cpus"] = os.cpu_count()
+        with open("/proc/cpuinfo") as fh:
+            names = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
+        if names:
+            info["cpu_model"] = names[0]
+    except OSError:
+        pass
+    return info
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
+
+
+def require_mnist(data_dir: Path) -> None:
+    if not any((data_dir / f"t10k-images-idx3-ubyte{ext}").is_file() for ext in ("", ".gz")):
+        raise SystemExit(f"MNIST IDX files not found in {data_dir}; pass --data DIR")
+
+
+def trained_mlp(sizes, activation, data, epochs, seed=0):
+    """An MLP trained on ``data`` (an ImageData with flattened images): ``(apply, params)``."""
+    from flax import nnx
+
+    from jcausal.models import MLP, functional, train
+
+    model = MLP(sizes, activation=activation, rngs=nnx.Rngs(seed))
+    train(model, data.x_train, data.y_train, key=jax.random.key(seed), epochs=epochs, batch_size=128,
+          learning_rate=1e-3, progress=False)
+    return functional(model)
