@@ -61,14 +61,15 @@ def test_synthetic_sequence_study_quick(tmp_path):
     spec.loader.exec_module(mod)
     mod.main(["--quick", "--out", str(tmp_path)])
     r = json.loads((tmp_path / "synthetic_sequences_quick.json").read_text())
-    assert r["train"]["val_accuracy"] >= 0.95
-    pos = r["saliency"]["mean_positive_ace_by_position"]
-    assert pos[0] > 0 and pos[1] > 0  # ACE saliency is positive on positions 0 and 1
-    # the informative positions (0-2) carry more causal effect than any noise position
-    mean_abs = r["saliency"]["mean_abs_ace_by_position"]
-    assert min(mean_abs[:3]) > max(mean_abs[3:])
-    imp = r["imputation"]
-    assert imp["test_sequences"] >= 100_000
-    assert all(imp[f"x{p}"]["prediction_changes"] > 0 for p in range(3))
-    for name in ("saliency", "lag"):
-        assert (tmp_path / f"synthetic_sequences_quick_{name}.png").stat().st_size > 0
+    for label, m in r["models"].items():
+        assert m["train"]["val_accuracy"] >= 0.9, label
+        pos = m["saliency"]["mean_positive_ace_by_position"]
+        assert pos[0] > 0 and pos[1] > 0, label  # ACE saliency is positive on positions 0 and 1
+        assert m["imputation"]["test_sequences"] >= 100_000
+        for name in ("saliency", "lag"):
+            assert (tmp_path / f"synthetic_sequences_quick_{label}_{name}.png").stat().st_size > 0
+    rev = r["models"]["reversed"]
+    changes = [rev["imputation"][f"x{p}"]["prediction_changes"] for p in range(3)]
+    ace = rev["saliency"]["mean_abs_ace_by_position"]
+    assert changes[0] > 10 * changes[2]  # position 0 changes far more predictions than position 2
+    assert ace[2] < 0.5 * ace[0]  # and ACE tells the same story

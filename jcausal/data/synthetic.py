@@ -29,21 +29,23 @@ def make_sequences(
     n: int,
     *,
     T: int = 10,
-    scale: float = 0.2,
+    scale: float = 0.2 ** 0.5,
     pad_value: float = 0.0,
 ) -> SequenceData:
     """The synthetic sequences of the ACE paper, appendix A.6.1 (used in section 5.2).
 
     Lengths are uniform on ``{T, ..., T+5}``. With probability 0.5 the first three values are
     ``N(+1, scale^2)`` and the label is 1, else ``N(-1, scale^2)`` and the label is 0; every later
-    value is ``N(0, scale^2)``. The paper writes ``N(mu, 0.2)``; we read 0.2 as the standard
-    deviation (pass ``scale=0.2**0.5`` for the variance reading).
+    value is ``N(0, scale^2)``. The paper writes ``N(mu, 0.2)``; we read 0.2 as the variance
+    (``scale = sqrt(0.2)``): then a classifier that looks at one of the first three values alone is
+    98.74% accurate, close to the paper's reported 98.94% (with 0.2 as the standard deviation it
+    would be 99.99997%). Pass ``scale=0.2`` for the other reading.
 
     Args:
       key: PRNG key.
       n: number of sequences.
       T: minimum length (paper: 10).
-      scale: noise standard deviation.
+      scale: noise standard deviation (default ``sqrt(0.2)``).
       pad_value: value written past each sequence's end.
     """
     if n < 1 or T < 3:

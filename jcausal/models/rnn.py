@@ -54,32 +54,41 @@ class SequenceClassifier(_Recurrent):
 
     Call: ``model(x, length=None, key=None)`` with ``x`` of shape ``(T, in_features)`` (or ``(T,)``
     when ``in_features == 1``); returns ``(out_features,)`` read out from the state after step
-    ``length - 1`` -- padding past ``length`` never touches the state.
+    ``length - 1`` -- padding past ``length`` never touches the state. With ``all_steps=True`` it
+    returns the readout after every step, ``(T, out_features)`` (for per-step training losses).
+    ``reverse=True`` reads the valid steps from last to first (so ``x[0]`` is read last).
     ``output_activation`` defaults to ``identity`` (logits).
     """
 
     def __init__(self, in_features: int, hidden: int, out_features: int, *, cell: str = "gru",
                  activation: str = "tanh", gate: str = "sigmoid",
-                 output_activation: str = "identity", rngs: nnx.Rngs):
+                 output_activation: str = "identity", reverse: bool = False, rngs: nnx.Rngs):
         super().__init__(in_features, hidden, out_features, cell, activation, gate,
                          output_activation, rngs)
+        self.reverse = reverse
 
     def __call__(self, x: jax.Array, length: jax.Array | None = None, *,
-                 key: jax.Array | None = None) -> jax.Array:
+                 key: jax.Array | None = None, all_steps: bool = False) -> jax.Array:
         del key  # no dropout
         x = _as_sequence(x, self.in_features)
         T = x.shape[0]
         length = T if length is None else length
+        if self.reverse:  # read the valid steps last-to-first (padding stays at the end)
+            t = jnp.arange(T)
+            x = x[jnp.where(t < length, length - 1 - t, t)]
 
         def body(carry, inp):
             t, x_t = inp
-            new, _ = self.cell(carry, x_t)
+            new, h = self.cell(carry, x_t)
             keep = t < length
-            return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, carry), None
+            return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, carry), h
 
-        carry, _ = jax.lax.scan(body, self.init_carry(), (jnp.arange(T), x))
+        carry, hs = jax.lax.scan(body, self.init_carry(), (jnp.arange(T), x))
+        act = get_activation(self.output_activation)
+        if all_steps:  # (T, out): the readout after every step (rows >= length are padding)
+            return act(jax.vmap(self.readout)(hs))
         h = carry[1] if self.kind == "lstm" else carry
-        return get_activation(self.output_activation)(self.readout(h))
+        return act(self.readout(h))
 
 
 class OneStepPredictor(_Recurrent):

@@ -36,3 +36,17 @@ def test_saliency_figures():
     fig = plot_saliency(np.random.default_rng(0).normal(size=(2, 16)), image_shape=(4, 4),
                         positive_only=True)
     assert np.asarray(fig.get_axes()[0].get_images()[0].get_array()).min() >= 0
+
+
+def test_sequence_figures():
+    from jcausal.ace.recurrent import LagTau
+    from jcausal.plot import plot_lag_tau, plot_sequence_saliency
+
+    X = np.random.default_rng(0).normal(size=(4, 12))
+    ace = X * 0.1
+    fig = plot_sequence_saliency(X, ace, -ace)
+    assert [a.get_title() for a in fig.get_axes()[:3]] == ["input sequence", "causal attribution (ACE > 0)",
+                                                           "Integrated Gradients"]
+    np.testing.assert_allclose(fig.get_axes()[1].get_images()[0].get_array(), np.maximum(ace, 0))
+    fig = plot_lag_tau(LagTau(jnp.asarray(2.5), jnp.asarray([2, 3, 2, 3]), jnp.zeros((4, 5))), tol=1e-3)
+    assert "2.50" in fig.get_axes()[0].get_title()
