@@ -33,7 +33,6 @@ from numpyro.infer.util import log_density
 __all__ = [
     "Regressor",
     "marginal_model",
-    "weight_model",
     "log_evidence",
     "bishop_log_evidence",
     "fit_regressors",
@@ -84,12 +83,6 @@ def marginal_model(Phi, t=None, *, alpha, beta):
     N = Phi.shape[0]
     cov = jnp.eye(N, dtype=Phi.dtype) / beta + (Phi @ Phi.T) / alpha
     numpyro.sample("t", dist.MultivariateNormal(jnp.zeros(N, Phi.dtype), covariance_matrix=cov), obs=t)
-
-
-def weight_model(Phi, t=None, *, alpha, beta):
-    """The same regression with explicit weights ``w ~ N(0, I/alpha)``, ``t ~ N(Phi w, 1/beta)``."""
-    w = numpyro.sample("w", dist.Normal(jnp.zeros(Phi.shape[1], Phi.dtype), alpha ** -0.5).to_event(1))
-    numpyro.sample("t", dist.Normal(Phi @ w, beta ** -0.5).to_event(1), obs=t)
 
 
 def log_evidence(Phi, t, alpha, beta):
