@@ -159,6 +159,7 @@ def feedback_expectation(
     horizon: int | None = None,
     output_time: int | None = None,
     batch_size: int = 8,
+    sequence_batch_size: int = 1024,
     direction_batch_size: int | None = None,
 ) -> FeedbackResult:
     """Algorithm 2 of the ACE paper: interventional expectations through output-to-input feedback.
@@ -177,7 +178,9 @@ def feedback_expectation(
       t_hat, feature: where to intervene.
       horizon: length of the rollouts (default ``T``); ``output_time``: which output ``y^t``
         (default ``horizon - 1``).
-      batch_size: alphas processed at once; ``direction_batch_size``: see Phase I.
+      batch_size: alphas processed at once; ``sequence_batch_size``: sequences rolled out at once
+        (the moments are accumulated chunk by chunk, so memory does not grow with ``n``);
+        ``direction_batch_size``: see Phase I.
 
     Raises:
       ValueError: ``t_hat``/``feature``/``output_time`` out of range, too few long-enough sequences.
@@ -195,9 +198,14 @@ def feedback_expectation(
         raise ValueError(f"output_time = {t_out} outside [0, {horizon})")
     keep = _usable(X, lengths, t_hat + 1, f"t_hat = {t_hat}")
     data = X[keep, : t_hat + 1]
+    sbs = max(1, min(int(sequence_batch_size), keep.size))
+    pad = -keep.size % sbs  # fixed chunk shapes: pad the last chunk, mask it out of the moments
+    data = jnp.concatenate([data, jnp.repeat(data[:1], pad, axis=0)])
+    mask = jnp.arange(data.shape[0]) < keep.size
     alphas = jnp.asarray(alphas, X.dtype).reshape(-1)
-    mean, cov, expect = _feedback(step, params, init_carry, data, alphas, feature, horizon, t_out,
-                                  batch_size, direction_batch_size)
+    mean, cov, expect = _feedback(step, params, init_carry, data.reshape(-1, sbs, t_hat + 1, F),
+                                  mask.reshape(-1, sbs), alphas, feature, horizon, t_out, batch_size,
+                                  direction_batch_size)
     bad = ~np.all(np.isfinite(np.asarray(mean)), axis=1)
     if bad.any():
         raise FloatingPointError(
@@ -206,8 +214,9 @@ def feedback_expectation(
 
 
 @partial(jax.jit, static_argnames=("step", "feature", "horizon", "t_out", "batch_size", "dbs"))
-def _feedback(step, params, init_carry, data, alphas, feature, horizon, t_out, batch_size, dbs):
-    n, t1, F = data.shape
+def _feedback(step, params, init_carry, chunks, mask, alphas, feature, horizon, t_out, batch_size, dbs):
+    _, _, t1, F = chunks.shape
+    n = jnp.sum(mask).astype(chunks.dtype)
 
     def rollout(xs, a):
         xs = xs.at[t1 - 1, feature].set(a)
@@ -226,10 +235,20 @@ def _feedback(step, params, init_carry, data, alphas, feature, horizon, t_out, b
         return ys[-1]
 
     def per_alpha(a):
-        seqs = jax.vmap(rollout, in_axes=(0, None))(data, a).reshape(n, -1)
-        mu = jnp.mean(seqs, axis=0)
-        xc = seqs - mu[None, :]
-        cov = xc.T @ xc / n
+        pivot = rollout(chunks[0, 0], a).reshape(-1)  # shift for a stable one-pass covariance
+
+        def accumulate(acc, chunk):
+            xs, m = chunk
+            r = (jax.vmap(rollout, in_axes=(0, None))(xs, a).reshape(xs.shape[0], -1) - pivot[None, :])
+            r = r * m[:, None].astype(r.dtype)
+            return (acc[0] + jnp.sum(r, axis=0), acc[1] + r.T @ r), None
+
+        D = pivot.shape[0]
+        zero = (jnp.zeros((D,), chunks.dtype), jnp.zeros((D, D), chunks.dtype))
+        (s1, s2), _ = jax.lax.scan(accumulate, zero, (chunks, mask))
+        shift = s1 / n
+        mu = pivot + shift
+        cov = s2 / n - jnp.outer(shift, shift)
         w, U = jnp.linalg.eigh(0.5 * (cov + cov.T))
         V = U * jnp.sqrt(jnp.clip(w, 0.0))[None, :]
         return mu, cov, taylor_expectation(f_out, mu, V, params=params, direction_batch_size=dbs)

@@ -103,3 +103,20 @@ def test_lag_tau_of_a_three_step_filter_is_three():
     assert float(res.tau) == 3.0 and np.all(np.asarray(res.per_sequence) == 3)
     np.testing.assert_allclose(res.dets[0, :4], np.abs(np.asarray(w)), rtol=1e-6)
     assert np.all(np.asarray(res.dets)[:, 4:] == 0.0)
+
+
+def test_feedback_chunking_changes_nothing():
+    X = _ar1(1000, 7, seed=3)
+    phi = jnp.asarray(PHI, jnp.float32)
+
+    def step(p, carry, x):  # a nonlinear predictor, so the Hessian term matters
+        return carry, jnp.tanh(p * x) + 0.1 * x**2
+
+    kw = dict(t_hat=2, feature=0, params=phi, output_time=5)
+    one = feedback_expectation(step, jnp.zeros((1,)), X, [-1.0, 0.3], sequence_batch_size=1000, **kw)
+    many = feedback_expectation(step, jnp.zeros((1,)), X, [-1.0, 0.3], sequence_batch_size=64, **kw)
+    np.testing.assert_allclose(many.mean, one.mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(many.cov, one.cov, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(many.expectations, one.expectations, rtol=1e-4, atol=1e-6)
+    full = X[:, :3].astype(np.float64)
+    np.testing.assert_allclose(one.cov[0][:2, :2], np.cov(full[:, :2].T, bias=True), rtol=1e-3, atol=1e-5)
