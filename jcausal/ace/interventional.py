@@ -112,17 +112,16 @@ def taylor_expectation(f: Callable, mean: jax.Array, factor: jax.Array, *, param
     ``(mean, factor)`` pairs, e.g. the interventional moments of recurrent rollouts (Algorithm 2).
     """
     model = _Model(f, params is not None, None)
-    f0 = model(params, mean)
-    d2 = partial(_second_directional, model, params, mean)
-    return f0 + 0.5 * _sum_over_directions(d2, factor, direction_batch_size)
+    return model(params, mean) + 0.5 * _sum_over_directions(
+        partial(_second_directional, model, params, mean), factor, direction_batch_size)
 
 
 def _point(model: _Model, cfg: _Config, params, mean, cov, V, data, key, i, a, pid):
     """One (feature i, alpha a) point -> (value (m,), stderr (m,))."""
     k = mean.shape[0]
     x = mean.at[i].set(a)
-    keep = (jnp.arange(k, dtype=i.dtype) != i).astype(mean.dtype)
-    zero = None
+    e_i = (jnp.arange(k, dtype=i.dtype) == i).astype(mean.dtype)
+    keep = 1.0 - e_i  # the diagonal of P_i
     method = cfg.method
     if method == "directional":
         # sum_r (P_i v_r)^T H (P_i v_r) with P_i v_r = v_r - c_r e_i, c = V[i]:
@@ -133,7 +132,6 @@ def _point(model: _Model, cfg: _Config, params, mean, cov, V, data, key, i, a, p
         d2 = partial(_second_directional, model, params, x)
         total = _sum_over_directions(d2, V, cfg.direction_batch_size)
         c = V[i]
-        e_i = (jnp.arange(k, dtype=i.dtype) == i).astype(mean.dtype)
         second = total - 2.0 * d2(e_i, V @ c) + jnp.dot(c, c) * d2(e_i)
         return f0 + 0.5 * second, jnp.zeros_like(f0)
     if method == "exact":
@@ -155,7 +153,8 @@ def _point(model: _Model, cfg: _Config, params, mean, cov, V, data, key, i, a, p
         W = (J * keep[None, :]) @ V  # (c, r) = J P_i V; V is shared by all points: one GEMM
         G = W @ W.T  # J Sigma_i J^T
         Hs = jax.hessian(lambda u: jnp.atleast_1d(model.head(u)))(z)  # (m, c, c)
-        return jnp.atleast_1d(model.head(z)) + 0.5 * jnp.einsum("mab,ab->m", Hs, G), zero
+        f0 = jnp.atleast_1d(model.head(z))
+        return f0 + 0.5 * jnp.einsum("mab,ab->m", Hs, G), jnp.zeros_like(f0)
     if method == "finite_difference":
         f0 = model(params, x)
         h = cfg.step
@@ -181,8 +180,7 @@ def _point(model: _Model, cfg: _Config, params, mean, cov, V, data, key, i, a, p
 def _run(model, cfg, params, mean, cov, V, data, key, idx, alphas, pids):
     def local(params, mean, cov, V, data, key, idx, alphas, pids):
         def one(pt):
-            val, se = _point(model, cfg, params, mean, cov, V, data, key, *pt)
-            return val, (jnp.zeros_like(val) if se is None else se)
+            return _point(model, cfg, params, mean, cov, V, data, key, *pt)
 
         return jax.lax.map(one, (idx, alphas, pids), batch_size=cfg.batch_size)
 
