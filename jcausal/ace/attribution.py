@@ -15,7 +15,7 @@ import numpy as np
 
 from jcausal.ace import regressors as R
 from jcausal.ace.interventional import interventional_expectation
-from jcausal.ace.stats import InputStats, input_stats, intervention_grid
+from jcausal.ace.stats import InputStats, input_stats, intervention_grid, with_domain
 from jcausal.models.checkpoint import atomic_write_bytes
 
 __all__ = ["ACEResult", "explain", "save_result", "load_result"]
@@ -108,12 +108,8 @@ def explain(
         if X is None:
             raise ValueError("explain needs training inputs X or precomputed stats=")
         stats = input_stats(X, low=low, high=high)
-    elif low is not None or high is not None:
-        stats = stats._replace(
-            low=stats.low if low is None else jnp.broadcast_to(jnp.asarray(low, stats.mean.dtype),
-                                                                stats.low.shape),
-            high=stats.high if high is None else jnp.broadcast_to(jnp.asarray(high, stats.mean.dtype),
-                                                                  stats.high.shape))
+    else:
+        stats = with_domain(stats, low, high)
     k = stats.mean.shape[0]
     feats = np.arange(k) if features is None else np.atleast_1d(np.asarray(features))
     if alphas is None:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["InputStats", "input_stats", "truncate", "intervention_grid"]
+__all__ = ["InputStats", "input_stats", "intervention_grid", "truncate", "with_domain"]
 
 
 class InputStats(NamedTuple):
@@ -117,11 +117,19 @@ def input_stats(X, *, low=None, high=None) -> InputStats:
     w, U = jnp.clip(w[::-1], 0.0), U[:, ::-1]
     total = jnp.sum(w)
     explained = jnp.cumsum(w) / jnp.where(total > 0, total, 1.0)
-    low = lo if low is None else jnp.broadcast_to(jnp.asarray(low, mean.dtype), mean.shape)
-    high = hi if high is None else jnp.broadcast_to(jnp.asarray(high, mean.dtype), mean.shape)
+    stats = InputStats(mean, cov, U * jnp.sqrt(w)[None, :], w, explained, lo, hi, n)
+    return with_domain(stats, low, high)
+
+
+def with_domain(stats: InputStats, low=None, high=None) -> InputStats:
+    """``stats`` with the intervention domain replaced where ``low`` / ``high`` (scalar or
+    ``(k,)``) are given. Raises ``ValueError`` when ``low > high`` for some feature."""
+    dt, shape = stats.mean.dtype, stats.mean.shape
+    low = stats.low if low is None else jnp.broadcast_to(jnp.asarray(low, dt), shape)
+    high = stats.high if high is None else jnp.broadcast_to(jnp.asarray(high, dt), shape)
     if bool(jnp.any(low > high)):
         raise ValueError(f"low > high for features {np.flatnonzero(np.asarray(low > high))[:10].tolist()}")
-    return InputStats(mean, cov, U * jnp.sqrt(w)[None, :], w, explained, low, high, n)
+    return stats._replace(low=low, high=high)
 
 
 def truncate(stats: InputStats, rank: int | float | None) -> tuple[jax.Array, float]:
