@@ -16,7 +16,10 @@ def _version() -> str:
     return __version__
 
 
-def _train_iris(args) -> int:
+def _fit_iris_mlp(out: Path, hidden, activation: str, epochs: int, lr: float, seed: int,
+                  progress: bool) -> dict:
+    """Train the reference Iris MLP, save ``iris_mlp.msgpack`` and ``iris_mlp.json`` in ``out``,
+    and return the metadata (held-out accuracy on 30 samples included)."""
     import jax
     from flax import nnx
 
@@ -25,20 +28,26 @@ def _train_iris(args) -> int:
     from jcausal.models.checkpoint import atomic_write_bytes
 
     data = load_iris()
-    tr, te = train_test_split(len(data.y), test_size=30, seed=args.seed)
-    model = MLP((4, *args.hidden, 3), activation=args.activation, rngs=nnx.Rngs(args.seed))
-    result = train(model, data.X[tr], data.y[tr], key=jax.random.key(args.seed), epochs=args.epochs,
-                   batch_size=16, learning_rate=args.lr, X_val=data.X[te], y_val=data.y[te],
-                   progress=not args.quiet)
+    tr, te = train_test_split(len(data.y), test_size=30, seed=seed)
+    sizes = [4, *hidden, 3]
+    model = MLP(sizes, activation=activation, rngs=nnx.Rngs(seed))
+    result = train(model, data.X[tr], data.y[tr], key=jax.random.key(seed), epochs=epochs,
+                   batch_size=16, learning_rate=lr, X_val=data.X[te], y_val=data.y[te],
+                   progress=progress)
     apply, params = functional(model)
-    acc = accuracy(apply, params, data.X[te], data.y[te])
-    out = Path(args.out)
-    save(out / "iris_mlp.msgpack", model)
-    meta = {"model": "MLP", "sizes": [4, *args.hidden, 3], "activation": args.activation,
-            "seed": args.seed, "epochs": args.epochs, "test_accuracy": acc,
+    meta = {"model": "MLP", "sizes": sizes, "activation": activation, "seed": seed, "epochs": epochs,
+            "test_accuracy": accuracy(apply, params, data.X[te], data.y[te]),
             "final_loss": result.history["loss"][-1]}
+    save(out / "iris_mlp.msgpack", model)
     atomic_write_bytes(out / "iris_mlp.json", json.dumps(meta, indent=2).encode())
-    print(f"Iris MLP {meta['sizes']}: held-out accuracy {acc:.3f} on 30 samples "
+    return meta
+
+
+def _train_iris(args) -> int:
+    out = Path(args.out)
+    meta = _fit_iris_mlp(out, args.hidden, args.activation, args.epochs, args.lr, args.seed,
+                         progress=not args.quiet)
+    print(f"Iris MLP {meta['sizes']}: held-out accuracy {meta['test_accuracy']:.3f} on 30 samples "
           f"(final training loss {meta['final_loss']:.4f})")
     print(f"wrote {out / 'iris_mlp.msgpack'} and {out / 'iris_mlp.json'}")
     return 0
@@ -87,13 +96,10 @@ def _ace(args) -> int:
         sizes = tuple(args.sizes or (4, 8, 3))
         feature_names, output_names = list(data.feature_names), list(data.target_names)
         ckpt = Path(args.checkpoint) if args.checkpoint else out / "iris_mlp.msgpack"
-        if not ckpt.is_file():
+        if not args.checkpoint and not ckpt.is_file():  # a named checkpoint must exist
             steps.set_postfix_str("training the Iris MLP")
-            if _train_iris(argparse.Namespace(out=str(out), hidden=list(sizes[1:-1]),
-                                              activation=args.activation, epochs=300, lr=1e-2,
-                                              seed=args.seed, quiet=True)):
-                return 1
-            ckpt = out / "iris_mlp.msgpack"
+            _fit_iris_mlp(out, sizes[1:-1], args.activation, epochs=300, lr=1e-2, seed=args.seed,
+                          progress=False)
     else:
         if not (args.data and args.checkpoint and args.sizes):
             raise SystemExit("jcausal ace file: needs --data, --checkpoint and --sizes")
