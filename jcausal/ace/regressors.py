@@ -197,12 +197,11 @@ def _nuts_model(Phi, y=None):
         numpyro.sample("t", dist.Normal(mean, jnp.exp(-0.5 * log_beta)[:, None]).to_event(1), obs=y)
 
 
-def _nuts(u, t, order, const, D, key, num_warmup, num_samples, progress):
-    """Posterior moments of (alpha, beta, w) by NUTS for the given orders (one joint run)."""
+def _nuts(u, t, order, offset, scale, const, D, key, num_warmup, num_samples, progress):
+    """Posterior moments of (alpha, beta, w) by NUTS for the given orders (one joint run), on the
+    curves standardised exactly as the type-II fit did (``offset``, ``scale``)."""
     from numpyro.infer import MCMC, NUTS
 
-    offset = t.mean(axis=1)
-    scale = np.where(const, 1.0, t.std(axis=1))
     y = (t - offset[:, None]) / scale[:, None]
     mask = (np.arange(D + 1)[None, :] <= order[:, None]).astype(np.float64)
     Phi = (u[..., None] ** np.arange(D + 1)) * mask[:, None, :]
@@ -284,9 +283,10 @@ def fit_regressors(alphas, curves, low, high, *, max_order: int = 5, inference: 
         out = _fit_all(u_rep, t, max_order)
         out = [np.asarray(o) for o in out]
         if inference == "nuts":
-            const = np.asarray(t).std(axis=1) <= 1e-12 * (1.0 + np.abs(np.asarray(t).mean(axis=1)))
-            out[0], out[1], out[2], out[3] = _nuts(np.asarray(u_rep), np.asarray(t), out[4], const,
-                                                   max_order, key, num_warmup, num_samples, progress)
+            const = out[2] == 0.0  # the type-II fit marks constant curves with zero noise
+            out[0], out[1], out[2], out[3] = _nuts(np.asarray(u_rep), np.asarray(t), out[4], out[6],
+                                                   out[7], const, max_order, key, num_warmup,
+                                                   num_samples, progress)
     D1 = max_order + 1
     shapes = [(D1,), (D1, D1), (), (), (), (D1,), (), ()]
     out = [o.reshape((F, m) + s) for o, s in zip(out, shapes)]
