@@ -104,6 +104,8 @@ def train(
     _check_finite("training targets y", (y,))
     if X_val is not None:
         _check_finite("validation data X_val", _as_tuple(X_val))
+        X_val = tuple(jnp.asarray(a) for a in _as_tuple(X_val))  # on device once, not every epoch
+        y_val = jnp.asarray(y_val)
     loss_fn = LOSSES[loss] if isinstance(loss, str) else loss
     tx = optimizer or optax.adam(learning_rate)
     apply, params = functional(model)
@@ -153,12 +155,12 @@ def train(
         history["loss"].append(ep_loss)
         post: dict[str, Any] = {"loss": f"{ep_loss:.4f}"}
         if X_val is not None and classify:
-            acc = accuracy(apply, params, tuple(jnp.asarray(a) for a in _as_tuple(X_val)), y_val)
+            acc = accuracy(apply, params, X_val, y_val)
             history.setdefault("val_accuracy", []).append(acc)
             post["val_acc"] = f"{acc:.4f}"
         elif X_val is not None:
-            out = predict(apply, params, tuple(jnp.asarray(a) for a in _as_tuple(X_val)))
-            vl = float(jnp.mean(jax.vmap(loss_fn)(out, jnp.asarray(y_val))))
+            out = predict(apply, params, X_val)
+            vl = float(jnp.mean(jax.vmap(loss_fn)(out, y_val)))
             history.setdefault("val_loss", []).append(vl)
             post["val_loss"] = f"{vl:.4f}"
         bar.set_postfix(post)
