@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from jcausal.models.checkpoint import atomic_write_bytes  # noqa: E402
+from jcausal._src.io import atomic_write_bytes  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
 RESULTS = REPO / "benchmarks" / "results"

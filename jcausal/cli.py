@@ -23,9 +23,9 @@ def _fit_iris_mlp(out: Path, hidden, activation: str, epochs: int, lr: float, se
     import jax
     from flax import nnx
 
+    from jcausal._src.io import atomic_write_bytes
     from jcausal.data import load_iris, train_test_split
     from jcausal.models import MLP, accuracy, functional, save, train
-    from jcausal.models.checkpoint import atomic_write_bytes
 
     data = load_iris()
     tr, te = train_test_split(len(data.y), test_size=30, seed=seed)
@@ -80,9 +80,10 @@ def _ace(args) -> int:
     from flax import nnx
     from tqdm.auto import tqdm
 
+    from jcausal._src.io import atomic_write_bytes
     from jcausal.ace import explain, save_result
     from jcausal.models import MLP, functional, load
-    from jcausal.models.checkpoint import CheckpointMismatchError, atomic_write_bytes
+    from jcausal.models.checkpoint import CheckpointMismatchError
     from jcausal.plot import plot_causal_regressors
 
     out = Path(args.out)

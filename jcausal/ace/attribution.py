@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.io import atomic_write_bytes
 from jcausal.ace import regressors as R
 from jcausal.ace.interventional import interventional_expectation
 from jcausal.ace.stats import InputStats, input_stats, intervention_grid, with_domain
-from jcausal.models.checkpoint import atomic_write_bytes
 
 __all__ = ["ACEResult", "explain", "save_result", "load_result"]
 

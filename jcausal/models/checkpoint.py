@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx, serialization
 
+from jcausal._src.io import atomic_write_bytes
+
 __all__ = ["CheckpointMismatchError", "save", "load", "atomic_write_bytes"]
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint's parameter names, shapes or dtypes do not match the model's."""
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
-    A crash leaves either the old file or the new one, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _state(obj):
