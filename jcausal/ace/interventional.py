@@ -1,22 +1,24 @@
 """Phase I of the ACE paper: interventional expectations ``E[y | do(x_i = a)]``.
 
-Chattopadhyay et al. (ICML 2019), section 4.2 (eqn 4), section 4.6 and appendix A.5::
+Chattopadhyay et al. (ICML 2019). The quantity asked for is the definition, eqn 2: the mean of
+``f`` over the data with ``x_i`` set to ``a``. Section 4.2 (eqn 4) approximates it from the input
+moments by a second-order expansion::
 
     E[y | do(x_i = a)] ~= f(mu_ia) + 1/2 Tr(H(mu_ia) Sigma_i)
 
 where ``mu_ia`` is the data mean with entry ``i`` set to ``a`` and ``Sigma_i = P_i Sigma P_i`` the
-covariance with row and column ``i`` zeroed (Corollary 2.1). Every estimator returns all outputs of
-``f`` at once, for every (feature, alpha) point, as an array ``(F, A, m)``.
+covariance with row and column ``i`` zeroed (Corollary 2.1). On trained networks the expansion can
+be far from the definition (measured: 5x max|E| on an MNIST MLP; Iris curves leave [0, 1]), so eqn 2
+is the default whenever data rows are given, and every eqn-4 run with rows is checked against it.
 
-Batching: ``vmap`` over covariance directions inside a point, ``lax.map(batch_size=...)`` over the
-(feature, alpha) points outside, on fixed padded shapes (a second call with the same shapes does not
-recompile). Sharding: the points are split over a 1-D device mesh with ``jax.shard_map``; params,
-moments and data are replicated.
+Every estimator (:mod:`jcausal.ace.estimators`) returns all outputs of ``f`` at once, for every
+(feature, alpha) point, as an array ``(F, A, m)``. Batching and sharding go through the shared
+driver :mod:`jcausal._src.batching` (``lax.map`` over padded points, ``shard_map`` over a 1-D mesh).
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -26,81 +28,52 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
-from jax.sharding import PartitionSpec as P
 
-from jcausal.ace.stats import InputStats, truncate
+from jcausal._src.batching import make_mesh, map_sharded, pad_points, resolve_mesh
+from jcausal._src.calling import Model, Split, warn_closed_over_arrays
+from jcausal.ace import estimators as E
+from jcausal.ace.stats import InputStats
 
 __all__ = ["METHODS", "Info", "compiled", "interventional_expectation", "make_mesh", "taylor_expectation"]
 
-METHODS = ("directional", "exact", "hutchinson", "gauss_newton", "finite_difference", "monte_carlo")
-_FACTOR_METHODS = ("directional", "hutchinson", "gauss_newton", "finite_difference")
+METHODS = ("definition", "directional", "exact", "hutchinson", "gauss_newton", "finite_difference",
+           "monte_carlo")
+
+CHECK_ROWS = 512  # rows of the seeded subsample an eqn-4 run is checked against (eqn 2)
+CHECK_FEATURES = 3  # features checked (first, middle, last), every alpha of each
+GAP_WARN = 0.10  # warn when the expansion is off the definition by more than this x max|E|
 
 
 class Info(NamedTuple):
     """Details of one :func:`interventional_expectation` call.
 
     Fields:
-      method: the estimator used.
-      rank: covariance directions used per point (``k`` for ``exact``/``monte_carlo``).
+      method: the estimator used (its registry name).
+      eqn: the ACE paper's equation it computes (2: the definition, 4: the expansion).
+      rank: covariance directions used per point (``k`` for ``exact`` and eqn 2).
       discarded_variance: ``Tr(Sigma)`` left out by rank truncation (0.0 at full rank).
-      stderr: ``(F, A, m)`` standard error of the stochastic estimators (``hutchinson``,
-        ``monte_carlo``), else ``None``.
+      stderr: ``(F, A, m)`` standard error of stochastic estimators (``hutchinson``, eqn 2), else
+        ``None``. For eqn 2 it is the spread of ``f`` over the rows / sqrt(n).
+      stderr_ace: ``(F, A, m)`` (eqn 2 only) standard error of the ACE differences
+        ``E(a) - mean_a' E(a')``: the same rows serve every alpha (common random numbers), so this
+        is usually far smaller than ``stderr``.
+      num_rows: data rows averaged over (eqn 2), else ``None``.
+      expansion_gap: for an eqn-4 run given rows: ``max |E4 - E2| / max |E2|`` measured on a
+        seeded subsample of ``CHECK_ROWS`` rows at ``CHECK_FEATURES`` features (every alpha);
+        ``None`` when not checked.
+      batch_size: points (eqn 4) or (row, alpha) evaluations per feature (eqn 2) in flight, after
+        ``max_memory``.
     """
 
     method: str
+    eqn: int
     rank: int
     discarded_variance: float
     stderr: jax.Array | None
-
-
-class _Model(NamedTuple):
-    """Hashable wrapper so the jitted core is cached on the user's callables (by identity)."""
-
-    f: Callable
-    has_params: bool
-    head: Callable | None
-
-    def body(self, params, x):
-        return jnp.atleast_1d(self.f(params, x) if self.has_params else self.f(x))
-
-    def __call__(self, params, x):
-        z = self.body(params, x)
-        return z if self.head is None else jnp.atleast_1d(self.head(z))
-
-
-class _Config(NamedTuple):
-    method: str
-    batch_size: int
-    direction_batch_size: int | None
-    data_batch_size: int
-    num_samples: int
-    step: float
-    mesh: Mesh | None
-
-
-def make_mesh(devices=None) -> Mesh:
-    """A 1-D mesh (axis ``"points"``) over ``devices`` (default: every device JAX sees, across
-    hosts after ``jax.distributed.initialize``)."""
-    devices = jax.devices() if devices is None else list(devices)
-    return Mesh(np.asarray(devices), ("points",))
-
-
-# ----------------------------------------------------------------------------- per-point estimators
-
-
-def _sum_over_directions(fn, D, dbs):
-    """``sum_r fn(D[:, r])`` with at most ``dbs`` directions in flight (``None``: all)."""
-    vals = jax.lax.map(fn, D.T, batch_size=dbs or D.shape[1])
-    return jnp.sum(vals, axis=0)
-
-
-def _second_directional(model, params, x, v, w=None):
-    """``v^T H(x) w`` (``w = v`` by default) for every output: forward-over-forward ``jax.jvp``
-    (exact, no differencing)."""
-    def first(y):
-        return jax.jvp(lambda z: model(params, z), (y,), (v,))[1]
-
-    return jax.jvp(first, (x,), (v if w is None else w,))[1]
+    stderr_ace: jax.Array | None = None
+    num_rows: int | None = None
+    expansion_gap: float | None = None
+    batch_size: int | None = None
 
 
 def taylor_expectation(f: Callable, mean: jax.Array, factor: jax.Array, *, params=None,
@@ -111,91 +84,42 @@ def taylor_expectation(f: Callable, mean: jax.Array, factor: jax.Array, *, param
     ``mean``: ``(k,)``; ``factor``: ``(k, r)``. Pure and jittable: ``vmap`` it over several
     ``(mean, factor)`` pairs, e.g. the interventional moments of recurrent rollouts (Algorithm 2).
     """
-    model = _Model(f, params is not None, None)
-    return model(params, mean) + 0.5 * _sum_over_directions(
-        partial(_second_directional, model, params, mean), factor, direction_batch_size)
+    model = Model(f, params is not None, None)
+    return model(params, mean) + 0.5 * E._sum_over_directions(
+        partial(E.second_directional, model, params, mean), factor, direction_batch_size)
 
 
-def _point(model: _Model, cfg: _Config, params, mean, cov, V, data, key, i, a, pid):
-    """One (feature i, alpha a) point -> (value (m,), stderr (m,))."""
-    k = mean.shape[0]
-    x = mean.at[i].set(a)
-    e_i = (jnp.arange(k, dtype=i.dtype) == i).astype(mean.dtype)
-    keep = 1.0 - e_i  # the diagonal of P_i
-    method = cfg.method
-    if method == "directional":
-        # sum_r (P_i v_r)^T H (P_i v_r) with P_i v_r = v_r - c_r e_i, c = V[i]:
-        #   = sum_r v_r^T H v_r - 2 e_i^T H (V c) + |c|^2 H_ii      (V c = Sigma e_i)
-        # The directions v_r are the same for every point, so tangents that do not depend on the
-        # point (e.g. a first linear layer's W v_r) are computed once per batch of points by vmap.
-        f0 = model(params, x)
-        d2 = partial(_second_directional, model, params, x)
-        total = _sum_over_directions(d2, V, cfg.direction_batch_size)
-        c = V[i]
-        second = total - 2.0 * d2(e_i, V @ c) + jnp.dot(c, c) * d2(e_i)
-        return f0 + 0.5 * second, jnp.zeros_like(f0)
-    if method == "exact":
-        f0 = model(params, x)
-        H = jax.hessian(lambda z: model(params, z))(x)  # (m, k, k)
-        Si = cov * keep[:, None] * keep[None, :]
-        return f0 + 0.5 * jnp.einsum("mjk,jk->m", H, Si), jnp.zeros_like(f0)
-    if method == "hutchinson":
-        f0 = model(params, x)
-        z = jax.random.normal(jax.random.fold_in(key, pid), (cfg.num_samples, V.shape[1]), mean.dtype)
-        probes = (V @ z.T) * keep[:, None]  # (k, S) = P_i V z, E[u u^T] = P_i V V^T P_i
-        vals = jax.lax.map(partial(_second_directional, model, params, x), probes.T,
-                           batch_size=cfg.direction_batch_size or cfg.num_samples)  # (S, m)
-        se = jnp.std(vals, axis=0, ddof=1) / math.sqrt(cfg.num_samples)
-        return f0 + 0.5 * jnp.mean(vals, axis=0), 0.5 * se
-    if method == "gauss_newton":
-        z = model.body(params, x)
-        J = jax.jacrev(lambda y: model.body(params, y))(x)  # (c, k): c reverse passes
-        W = (J * keep[None, :]) @ V  # (c, r) = J P_i V; V is shared by all points: one GEMM
-        G = W @ W.T  # J Sigma_i J^T
-        Hs = jax.hessian(lambda u: jnp.atleast_1d(model.head(u)))(z)  # (m, c, c)
-        f0 = jnp.atleast_1d(model.head(z))
-        return f0 + 0.5 * jnp.einsum("mab,ab->m", Hs, G), jnp.zeros_like(f0)
-    if method == "finite_difference":
-        f0 = model(params, x)
-        h = cfg.step
-
-        def fd(v):
-            # Step h along the unit direction, then rescale by |v|^2: a fixed absolute step keeps
-            # round-off bounded for the many directions with tiny variance.
-            nv = jnp.sqrt(jnp.sum(v * v))
-            u = v / jnp.where(nv > 0, nv, 1.0)
-            return nv * nv * (model(params, x + h * u) + model(params, x - h * u) - 2.0 * f0) / (h * h)
-
-        D = V * keep[:, None]  # columns P_i v_r
-        return f0 + 0.5 * _sum_over_directions(fd, D, cfg.direction_batch_size), jnp.zeros_like(f0)
-    if method == "monte_carlo":
-        vals = jax.lax.map(lambda row: model(params, row.at[i].set(a)), data,
-                           batch_size=min(cfg.data_batch_size, data.shape[0]))  # (n, m)
-        n = data.shape[0]
-        return jnp.mean(vals, axis=0), jnp.std(vals, axis=0) / math.sqrt(n)
-    raise AssertionError(method)
+# ----------------------------------------------------------------------------- jitted runners
 
 
-@partial(jax.jit, static_argnames=("model", "cfg"))
-def _run(model, cfg, params, mean, cov, V, data, key, idx, alphas, pids):
-    def local(params, mean, cov, V, data, key, idx, alphas, pids):
-        def one(pt):
-            return _point(model, cfg, params, mean, cov, V, data, key, *pt)
+@partial(jax.jit, static_argnames=("model", "bs", "mesh"))
+def _run_points(model, est, bs, mesh, params, mom, idx, alphas, pids):
+    def fn(rep, pt):
+        e, p, mo = rep
+        return e.point(model, p, mo, *pt)
 
-        return jax.lax.map(one, (idx, alphas, pids), batch_size=cfg.batch_size)
-
-    if cfg.mesh is None:
-        return local(params, mean, cov, V, data, key, idx, alphas, pids)
-    ax = cfg.mesh.axis_names[0]
-    rep, pts = P(), P(ax)
-    return jax.shard_map(
-        local, mesh=cfg.mesh,
-        in_specs=(rep, rep, rep, rep, rep, rep, pts, pts, pts),
-        out_specs=(pts, pts), check_vma=False,
-    )(params, mean, cov, V, data, key, idx, alphas, pids)
+    return map_sharded(fn, (est, params, mom), (idx, alphas, pids), batch_size=bs, mesh=mesh)
 
 
-# ----------------------------------------------------------------------------- public entry point
+@partial(jax.jit, static_argnames=("model", "mesh", "cache"))
+def _run_features(model, est, mesh, cache, params, mom, idx, alphas, fids):
+    aux = est.setup(model, params, cache)
+
+    def fn(rep, pt):
+        e, p, mo, ax = rep
+        return e.feature(model, p, mo, ax, *pt)
+
+    return map_sharded(fn, (est, params, mom, aux), (idx, alphas, fids), batch_size=1, mesh=mesh)
+
+
+@partial(jax.jit, static_argnames=("model",))
+def _apply_rows(model, params, X):
+    return jax.vmap(lambda x: model(params, x))(X)
+
+
+def _output_shape(model, params, x):
+    """The shape of ``f(x)`` for one input (traced once per model and input type, cached)."""
+    return _apply_rows.eval_shape(model, params, x[None]).shape[1:]
 
 
 def _features(features, k: int) -> np.ndarray:
@@ -236,80 +160,126 @@ def _alphas(alphas, stats: InputStats, idx: np.ndarray, strict: bool, dtype) -> 
     return a.astype(dtype)
 
 
+def _check_split(model: Model, params, X0, idx, dtype):
+    """A split model's first part must be affine: ``first(x + t e_i) == first(x) + t
+    first_linear(e_i)`` at one row for a few features (checked before any work)."""
+    k = X0.shape[0]
+    feats = np.unique(np.asarray([idx[0], idx[len(idx) // 2], idx[-1]]))
+    tol = 1e-3 if dtype == jnp.float32 else 1e-8
+
+    @jax.jit
+    def gap(params, x, e, t):
+        z0, col = jax.jvp(lambda y: model.first(params, y), (x,), (e,))
+        z1 = model.first(params, x + t * e)
+        scale = jnp.max(jnp.abs(z1 - z0)) + jnp.max(jnp.abs(z0)) + 1e-30
+        return jnp.max(jnp.abs(z1 - (z0 + t * col))) / scale
+
+    for i in feats:
+        e = jnp.zeros((k,), dtype).at[int(i)].set(1.0)
+        for t in (1.0, -2.5):
+            g = float(gap(params, X0, e, jnp.asarray(t, dtype)))
+            if not g <= tol:
+                raise ValueError(
+                    f"the first part of the Split model is not affine in x: at feature {int(i)}, "
+                    f"first(x + {t} e_i) differs from first(x) + {t} first_linear(e_i) by {g:.2e} "
+                    "(relative). Put only the first linear/conv layer (with bias) in `first`; the "
+                    "activation belongs to `rest`.")
+
+
+def _memory_bytes(compiled_program) -> int | None:
+    ma = compiled_program.memory_analysis()
+    if ma is None:
+        return None
+    return int(ma.temp_size_in_bytes + ma.argument_size_in_bytes + ma.output_size_in_bytes
+               + ma.generated_code_size_in_bytes - ma.alias_size_in_bytes)
+
+
 def interventional_expectation(
-    f: Callable,
+    f: Callable | Split,
     stats: InputStats,
     alphas,
     *,
     params: Any = None,
     features=None,
-    method: str = "directional",
+    method: str | E.Estimator | None = None,
+    data=None,
     rank: int | float | None = None,
     head: Callable | None = None,
     key: jax.Array | None = None,
-    num_samples: int = 16,
-    data=None,
-    step: float = 1e-4,
+    num_samples: int | None = None,
+    step: float | None = None,
+    num_rows: int | None = None,
+    target_stderr: float | None = None,
+    row_batch_size: int | None = None,
     batch_size: int = 32,
     direction_batch_size: int | None = None,
-    data_batch_size: int = 256,
+    max_memory: int | None = None,
+    check_expansion: bool = True,
     strict: bool = False,
     check_finite: bool = True,
     check_gauss_newton: bool = False,
     devices=None,
     mesh: Mesh | None = None,
     return_info: bool = False,
+    data_batch_size: int | None = None,
     _compile_only: bool = False,
 ):
     r"""Interventional expectations ``E[y | do(x_i = a)]`` for features x alphas x outputs.
 
-    .. math::
-        \mathbb{E}[y \mid do(x_i = a)] \approx f(\mu_{ia}) + \tfrac12 \operatorname{Tr}
-        \big(\nabla^2 f(\mu_{ia})\, \Sigma_i\big), \quad \Sigma_i = P_i \Sigma P_i
+    The definition (ACE paper eqn 2) and its second-order expansion (eqn 4, Corollary 2.1):
 
-    (ACE paper eqn 4 with Corollary 2.1; eqn 2 for ``monte_carlo``; appendix A.5 for
-    ``finite_difference``.)
+    .. math::
+        \mathbb{E}[y \mid do(x_i = a)] = \frac1n \sum_r f(x^{(r)}_{x_i = a})
+        \approx f(\mu_{ia}) + \tfrac12 \operatorname{Tr}\big(\nabla^2 f(\mu_{ia})\, \Sigma_i\big),
+        \quad \Sigma_i = P_i \Sigma P_i
 
     Args:
       f: the model on ONE input ``(k,) -> (m,)`` (a scalar output counts as ``m = 1``); called
-        ``f(params, x)`` when ``params`` is given, else ``f(x)``. Pass the parameters through
-        ``params`` (e.g. from :func:`jcausal.models.functional`) rather than closing over them:
-        closed-over arrays become compile-time constants. ``f`` is a static argument, cached by
-        identity: reuse the same callable to avoid recompiling.
+        ``f(params, x)`` when ``params`` is given, else ``f(x)``. Or a
+        :class:`jcausal.models.Split` ``(first, rest)`` with ``first`` the model's affine first
+        layer: eqn 2 then runs the first layer once per row (a rank-one update per intervention),
+        several times faster. Pass the parameters through ``params`` (e.g. from
+        :func:`jcausal.models.functional`) rather than closing over them: ``f`` is a static
+        argument cached by identity, so closed-over arrays are compiled in as constants and go
+        stale when they change (a warning names them). Reuse the same callable to avoid
+        recompiling.
       stats: :func:`jcausal.ace.input_stats` of the training inputs.
       alphas: ``(A,)`` intervention values shared by all features, or ``(F, A)`` per feature.
       params: pytree passed to ``f``.
       features: the ``F`` feature indices to intervene on (default all ``k``).
-      method: one of
+      method: an estimator object from :mod:`jcausal.ace.estimators`, or its name:
 
-        - ``"directional"`` (default): ``sum_r (P_i v_r)^T H (P_i v_r)``, each term one
-          forward-over-forward ``jax.jvp`` (exact; all outputs in one pass).
-        - ``"exact"``: ``jax.hessian`` contracted with ``Sigma_i``; the reference, ``O(k)`` passes.
-        - ``"hutchinson"``: unbiased stochastic trace with ``num_samples`` probes ``P_i V z``,
-          ``z ~ N(0, I)``; needs ``key``; standard errors in ``Info.stderr``.
-        - ``"gauss_newton"``: ``f`` is the *body* and ``head`` the smooth map after it
-          (e.g. ``jax.nn.softmax``). ASSUMES the body is piecewise linear (ReLU / max-pool /
-          linear layers), so its Hessian vanishes almost everywhere and
-          ``H = J^T (d^2 head) J`` exactly a.e.; then ``Tr(H Sigma_i) = Tr(d^2 head(z)
-          J Sigma_i J^T)`` from ``c`` reverse passes. Wrong for smooth bodies (tanh, softplus):
-          set ``check_gauss_newton=True`` to compare with ``exact`` at one probe point.
-        - ``"finite_difference"``: the paper's 3-pass central difference (eqn 9) along each
-          ``P_i v_r``, taken with absolute step ``step`` along the unit vector and rescaled by
-          ``|P_i v_r|^2``; float64 only (in float32 the paper's eps = 1e-6 gave relative errors
-          ~1e13 on this project's MNIST MLP).
-        - ``"monte_carlo"``: eqn 2 directly, the mean of ``f`` over the rows of ``data`` with
-          column ``i`` set to ``a``; standard errors in ``Info.stderr``.
+        - ``"definition"`` (alias ``"monte_carlo"``; the default when ``data`` is given): eqn 2,
+          the mean of ``f`` over the rows of ``data`` with column ``i`` set to ``a``; the same
+          rows for every alpha; ``num_rows=`` / ``target_stderr=`` for a seeded subsample;
+          standard errors of ``E`` and of the ACE differences in :class:`Info`.
+        - ``"directional"`` (the default without ``data``): eqn 4 with ``sum_r (P_i v_r)^T H
+          (P_i v_r)``, each term one forward-over-forward ``jax.jvp`` (exact; all outputs in one
+          pass).
+        - ``"exact"``: eqn 4 with ``jax.hessian`` contracted with ``Sigma_i``; the reference.
+        - ``"hutchinson"``: eqn 4 with an unbiased stochastic trace, ``num_samples`` probes
+          ``P_i V z``; needs ``key``.
+        - ``"gauss_newton"``: eqn 4 for a piecewise-linear body ``f`` and a smooth ``head``
+          (exact a.e.; wrong for smooth bodies: ``check_gauss_newton=True`` compares with
+          ``exact`` at one point).
+        - ``"finite_difference"``: the paper's central difference (eqn 9), float64 only.
 
-      rank: keep the top directions of the factor: an int, or a variance fraction such as 0.95
-        (factor methods only); the discarded variance is in ``Info``.
+      data: ``(n, k)`` training rows. Averaged over by eqn 2; for an eqn-4 method they are used
+        to check the expansion against the definition on a seeded subsample of ``CHECK_ROWS`` rows
+        (``Info.expansion_gap``; a warning above ``GAP_WARN`` x max |E|, or when an expectation
+        of probabilities leaves ``[0, 1]``). ``check_expansion=False`` skips the check.
+      rank: eqn-4 factor methods: keep the top directions (int, or a variance fraction like 0.95).
       head: the smooth output map for ``gauss_newton``.
-      key: PRNG key for ``hutchinson``.
-      num_samples: probes per point for ``hutchinson``.
-      data: ``(n, k)`` rows for ``monte_carlo``.
-      step: finite-difference step along each unit direction (input units).
-      batch_size: (feature, alpha) points evaluated at once per device (bounds memory).
+      key: PRNG key (``hutchinson`` probes; eqn 2 row subsample).
+      num_samples: ``hutchinson`` probes per point (default 16).
+      step: ``finite_difference`` step along each unit direction (default 1e-4).
+      num_rows, target_stderr: eqn 2 on a seeded subsample of rows (see
+        :class:`jcausal.ace.estimators.Definition`).
+      row_batch_size: eqn 2: (row, alpha) evaluations in flight per feature (default 2048).
+      batch_size: eqn-4 (feature, alpha) points evaluated at once per device (bounds memory).
       direction_batch_size: directions in flight per point (``None``: all ``r`` at once).
-      data_batch_size: rows in flight per point for ``monte_carlo``.
+      max_memory: bytes: halve ``batch_size`` (eqn 4) or ``row_batch_size`` (eqn 2) until XLA's
+        memory analysis of the compiled program fits.
       strict: raise (instead of warn) when an alpha lies outside ``[stats.low, stats.high]``.
       check_finite: raise ``FloatingPointError`` naming the (feature, alpha) points where the
         result is NaN/inf, instead of returning them.
@@ -317,90 +287,184 @@ def interventional_expectation(
       devices, mesh: where to run: a 1-D ``Mesh`` over which the points are sharded, or a list of
         devices for one (default: every visible device; one device runs unsharded).
       return_info: also return an :class:`Info`.
+      data_batch_size: deprecated name of ``row_batch_size``.
 
     Returns:
       ``(F, A, m)`` array in the dtype of ``stats`` (and an :class:`Info` with ``return_info``).
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np
+      >>> from jcausal.ace import input_stats, interventional_expectation
+      >>> X = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+      >>> E = interventional_expectation(lambda x: jnp.sum(x ** 2), input_stats(X), [0.0, 1.0], data=X)
+      >>> E.shape
+      (3, 2, 1)
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     dtype = stats.mean.dtype
     k = stats.mean.shape[0]
     idx = _features(features, k)
     alph = _alphas(alphas, stats, idx, strict, dtype)
     F, A = alph.shape
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if max_memory is not None and not max_memory > 0:
+        raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
+    if data_batch_size is not None and row_batch_size is None:
+        row_batch_size = data_batch_size
+    warn_closed_over_arrays(f, stacklevel=3)
 
-    if rank is not None and method not in _FACTOR_METHODS:
-        raise ValueError(f"rank= applies to {_FACTOR_METHODS}, not to method={method!r}")
-    V, discarded = truncate(stats, rank)
-    if method == "finite_difference" and dtype != jnp.float64:
-        raise ValueError(
-            "method='finite_difference' refuses to run in float32: second differences with a small "
-            "step cancel catastrophically (the paper's eps=1e-6 gave relative errors ~1e13 in float32 "
-            "on an MNIST MLP). Enable float64 (jax.config.update('jax_enable_x64', True) and float64 "
-            "stats), or use method='directional', which is exact.")
-    if method == "finite_difference" and not step > 0:
-        raise ValueError(f"step must be > 0, got {step}")
-    if method == "gauss_newton" and head is None:
-        raise ValueError("method='gauss_newton' needs head= (the smooth map after the piecewise-linear body)")
-    if method != "gauss_newton" and head is not None:
-        raise ValueError("head= is only used by method='gauss_newton'")
-    if method == "hutchinson":
-        if key is None:
-            raise ValueError("method='hutchinson' needs an explicit key= (PRNG key)")
-        if num_samples < 2:
-            raise ValueError(f"num_samples must be >= 2, got {num_samples}")
-    if method == "monte_carlo":
-        if data is None:
-            raise ValueError("method='monte_carlo' needs data= (the (n, k) rows to average over)")
-        data = jnp.asarray(data, dtype)
-        if data.ndim != 2 or data.shape[1] != k or data.shape[0] < 1:
-            raise ValueError(f"data must have shape (n, {k}) with n >= 1, got {data.shape}")
+    if method is None:
+        method = "definition" if data is not None else "directional"
+    if isinstance(method, E.Estimator):
+        est = method
+        if data is not None and est.kind == "feature" and getattr(est, "data", None) is None:
+            est = dataclasses.replace(est, data=data)
     else:
-        data = jnp.zeros((1, k), dtype)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    key = jax.random.key(0) if key is None else key
+        if not isinstance(method, str):
+            raise TypeError(f"method must be a name or an Estimator, got {type(method).__name__}")
+        feature_kind = E.REGISTRY.get(E.ALIASES.get(method, method), E.Directional).kind == "feature"
+        est = E.make_estimator(
+            method, rank=rank, head=head, key=key, num_samples=num_samples, step=step,
+            direction_batch_size=direction_batch_size, num_rows=num_rows, target_stderr=target_stderr,
+            row_batch_size=row_batch_size, data=data if feature_kind else None,
+            check=check_gauss_newton or None)
+    if head is not None and not isinstance(est, E.GaussNewton):
+        raise ValueError("head= is only used by method='gauss_newton'")
+    model = Model(f, params is not None, getattr(est, "head", None))
+    est, mom, r, discarded = est.prepare(stats, dtype=dtype, model=model)
 
-    if mesh is None and (devices is not None or len(jax.devices()) > 1):
-        mesh = make_mesh(devices)
-    if mesh is not None and mesh.devices.size == 1:
-        mesh = None
+    out_shape = _output_shape(model, params, stats.mean)
+    if len(out_shape) != 1:
+        raise ValueError(f"f must return a scalar or a vector (m,) for one input; it returned shape "
+                         f"{tuple(out_shape)} (flatten it, or select the outputs you want)")
+    if model.is_split:
+        X0 = est.data[0] if est.kind == "feature" else stats.mean
+        _check_split(model, params, X0, idx, dtype)
+
+    mesh = resolve_mesh(devices, mesh)
     ndev = 1 if mesh is None else mesh.devices.size
 
-    # Pad the flattened (feature, alpha) points to a multiple of (devices x batch): fixed shapes.
-    n_pts = F * A
-    bs = min(batch_size, -(-n_pts // ndev))
-    n_pad = -(-n_pts // (ndev * bs)) * ndev * bs
-    flat_idx = np.zeros(n_pad, np.int32)
-    flat_idx[:n_pts] = np.repeat(idx, A)
-    flat_a = np.full(n_pad, float(np.asarray(stats.mean)[0]), np.float64)
-    flat_a[:n_pts] = alph.reshape(-1)
-    model = _Model(f, params is not None, head)
-    cfg = _Config(method, bs, direction_batch_size, data_batch_size, num_samples, float(step), mesh)
+    if isinstance(est, E.GaussNewton) and est.check:
+        _check_gauss_newton(model, params, mom, est, int(idx[0]), alph[0, 0])
 
-    if method == "gauss_newton" and check_gauss_newton:
-        _check_gauss_newton(model, params, stats, stats.factor, int(idx[0]), alph[0, 0], key)
-
-    args = (params, stats.mean, stats.cov, V, data, key, jnp.asarray(flat_idx),
-            jnp.asarray(flat_a, dtype), jnp.arange(n_pad, dtype=jnp.int32))
+    if est.kind == "feature":
+        if est.target_stderr is not None:
+            est = _choose_rows(model, est, mesh, params, mom, idx, alph, dtype)
+        runner, bs_name, bs0 = _feature_runner(model, est, mesh, params, mom, idx, alph, dtype), \
+            "row_batch_size", est.row_batch_size
+    else:
+        runner, bs_name, bs0 = _point_runner(model, est, mesh, ndev, params, mom, idx, alph, dtype), \
+            "batch_size", batch_size
+    bs = bs0
+    if max_memory is not None:
+        while True:
+            need = _memory_bytes(runner(bs, compile_only=True))
+            if need is None or need <= max_memory or bs == 1:
+                break
+            bs = max(1, bs // 2)
+        if need is not None and need > max_memory:
+            raise MemoryError(f"even {bs_name}=1 needs {need / 2**20:.0f} MiB > max_memory="
+                              f"{max_memory / 2**20:.0f} MiB")
     if _compile_only:
-        return _run.lower(model, cfg, *args).compile()
-    vals, se = _run(model, cfg, *args)
-    m = vals.shape[-1]
-    vals = vals[:n_pts].reshape(F, A, m)
+        return runner(bs, compile_only=True)
+    vals, se, se_ace = runner(bs)
+
     if check_finite:
         bad = ~np.all(np.isfinite(np.asarray(vals)), axis=-1)
         if np.any(bad):
-            where = [(int(idx[r]), float(alph[r, c])) for r, c in np.argwhere(bad)[:10]]
+            where = [(int(idx[r_]), float(alph[r_, c])) for r_, c in np.argwhere(bad)[:10]]
             raise FloatingPointError(
-                f"f gave non-finite interventional expectations at {int(bad.sum())} of {n_pts} "
+                f"f gave non-finite interventional expectations at {int(bad.sum())} of {F * A} "
                 f"(feature, alpha) points, e.g. {where}; pass check_finite=False to get them anyway")
+    gap = None
+    if est.eqn == 4 and data is not None and check_expansion:
+        gap = _check_expansion(model, params, stats, np.asarray(data), idx, alph, np.asarray(vals), key)
     if not return_info:
         return vals
-    stoch = method in ("hutchinson", "monte_carlo")
-    info = Info(method, int(V.shape[1]) if method in _FACTOR_METHODS else k, discarded,
-                se[:n_pts].reshape(F, A, m) if stoch else None)
+    num = int(est.data.shape[0]) if est.kind == "feature" else None
+    info = Info(est.name, est.eqn, r, discarded, se if est.stochastic else None, se_ace, num, gap, bs)
     return vals, info
+
+
+def _point_runner(model, est, mesh, ndev, params, mom, idx, alph, dtype):
+    F, A = alph.shape
+
+    def run(bs, compile_only=False):
+        n = F * A
+        pts = (np.repeat(idx, A).astype(np.int32), alph.reshape(-1), np.arange(n, dtype=np.int32))
+        (fi, fa, fp), b = pad_points(pts, n, bs, ndev)
+        args = (params, mom, jnp.asarray(fi), jnp.asarray(fa, dtype), jnp.asarray(fp))
+        if compile_only:
+            return _run_points.lower(model, est, b, mesh, *args).compile()
+        vals, se = _run_points(model, est, b, mesh, *args)
+        m = vals.shape[-1]
+        return vals[:n].reshape(F, A, m), se[:n].reshape(F, A, m), None
+
+    return run
+
+
+def _feature_runner(model, est, mesh, params, mom, idx, alph, dtype):
+    F, A = alph.shape
+    ndev = 1 if mesh is None else mesh.devices.size
+    cache = est.first_cache_ok(model, params)
+
+    def run(rbs, compile_only=False):
+        e = dataclasses.replace(est, row_batch_size=int(rbs))
+        pts = (idx.astype(np.int32), alph, np.arange(F, dtype=np.int32))
+        (fi, fa, fid), _ = pad_points(pts, F, 1, ndev)
+        args = (params, mom, jnp.asarray(fi), jnp.asarray(fa, dtype), jnp.asarray(fid))
+        if compile_only:
+            return _run_features.lower(model, e, mesh, cache, *args).compile()
+        vals, se, se_ace = _run_features(model, e, mesh, cache, *args)
+        return vals[:F], se[:F], se_ace[:F]
+
+    return run
+
+
+def _choose_rows(model, est, mesh, params, mom, idx, alph, dtype, pilot=256):
+    """Eqn 2 subsample size for ``target_stderr``: a ``pilot``-row run estimates the largest
+    per-row spread, then ``n = ceil(pilot * (se_pilot / target)^2)`` rows (at most all)."""
+    n = int(est.data.shape[0])
+    if n <= pilot:
+        return dataclasses.replace(est, target_stderr=None)
+    probe = est.subsample(pilot)
+    _, se, _ = _feature_runner(model, probe, mesh, params, mom, idx, alph, dtype)(probe.row_batch_size)
+    worst = float(np.max(np.asarray(se)))
+    need = int(np.ceil(pilot * (worst / est.target_stderr) ** 2))
+    return est.subsample(max(2, min(n, need)))
+
+
+def _check_expansion(model, params, stats, data, idx, alph, vals, key):
+    """Measure the eqn-4 result against eqn 2 on a seeded subsample at a few features; warn when
+    the gap exceeds ``GAP_WARN`` x max|E| or an expectation of probabilities leaves [0, 1]."""
+    F = len(idx)
+    rows = np.arange(F)
+    pick = np.unique(rows[[0, F // 2, F - 1]])[:CHECK_FEATURES]
+    dtype = stats.mean.dtype
+    ref_est = E.Definition(data=jnp.asarray(data, dtype), key=jax.random.key(0))
+    ref_est, mom, _, _ = ref_est.prepare(stats, dtype=dtype, model=model)
+    if ref_est.data.shape[0] > CHECK_ROWS:
+        ref_est = ref_est.subsample(CHECK_ROWS)
+    ref, _, _ = _feature_runner(model, ref_est, None, params, mom, idx[pick], alph[pick], dtype)(
+        ref_est.row_batch_size)
+    ref = np.asarray(ref, np.float64)
+    mine = vals[pick].astype(np.float64)
+    gap = float(np.max(np.abs(mine - ref)) / max(np.max(np.abs(ref)), 1e-30))
+    if gap > GAP_WARN:
+        warnings.warn(
+            f"the second-order expansion (eqn 4) is off the definition (eqn 2) by {gap:.2f} x max|E| "
+            f"on a {ref_est.data.shape[0]}-row subsample at features {idx[pick].tolist()}: the "
+            "network is not quadratic over the data's spread. Use method='definition' (eqn 2).",
+            UserWarning, stacklevel=3)
+    probe = np.asarray(_apply_rows(model, params, jnp.asarray(data[:64], dtype)))
+    is_prob = np.all(probe >= -1e-6) and np.all(probe <= 1 + 1e-6) and probe.shape[-1] > 1 and \
+        np.allclose(probe.sum(-1), 1.0, atol=1e-3)
+    if is_prob and (np.min(vals) < -1e-4 or np.max(vals) > 1 + 1e-4):
+        warnings.warn(
+            f"expectations of probabilities leave [0, 1] (range [{np.min(vals):.3f}, {np.max(vals):.3f}]): "
+            "the second-order expansion (eqn 4) is not valid here. Use method='definition' (eqn 2).",
+            UserWarning, stacklevel=3)
+    return gap
 
 
 def compiled(f: Callable, stats: InputStats, alphas, **kwargs):
@@ -410,13 +474,11 @@ def compiled(f: Callable, stats: InputStats, alphas, **kwargs):
     return interventional_expectation(f, stats, alphas, _compile_only=True, **kwargs)
 
 
-def _check_gauss_newton(model, params, stats, V, i, a, key, tol=1e-3):
+def _check_gauss_newton(model, params, mom, est, i, a, tol=1e-3):
     """Compare gauss_newton with exact at one point; raise when the body is not piecewise linear."""
-    args = (params, stats.mean, stats.cov, V, jnp.zeros((1, V.shape[0]), V.dtype), key,
-            jnp.asarray(i), jnp.asarray(a, V.dtype), jnp.asarray(0))
-    base = _Config("gauss_newton", 1, None, 1, 2, 0.0, None)
-    gn, _ = jax.jit(partial(_point, model, base))(*args)
-    ex, _ = jax.jit(partial(_point, model, base._replace(method="exact")))(*args)
+    args = (params, mom, jnp.asarray(i), jnp.asarray(a, mom.mean.dtype), jnp.asarray(0))
+    gn, _ = jax.jit(partial(est.point, model))(*args)
+    ex, _ = jax.jit(partial(E.Exact().point, model))(*args)
     err = float(jnp.max(jnp.abs(gn - ex)) / jnp.maximum(jnp.max(jnp.abs(ex)), 1e-30))
     if not err <= tol:
         raise ValueError(

@@ -1,8 +1,16 @@
 """Reference Flax NNX models, a pure-function bridge, a small trainer and safe checkpoints."""
 
+from jcausal._src.calling import Split
 from jcausal.models.checkpoint import CheckpointMismatchError, atomic_write_bytes, load, save
 from jcausal.models.cnn import GCECNN, AlexNetSmall
-from jcausal.models.core import ACTIVATIONS, Functional, functional, get_activation
+from jcausal.models.core import (
+    ACTIVATIONS,
+    Functional,
+    SplitFunctional,
+    functional,
+    get_activation,
+    split_functional,
+)
 from jcausal.models.mlp import MLP
 from jcausal.models.rnn import OneStepPredictor, SequenceClassifier
 from jcausal.models.train import TrainResult, accuracy, predict, train
@@ -15,6 +23,8 @@ __all__ = [
     "CheckpointMismatchError",
     "Functional",
     "OneStepPredictor",
+    "Split",
+    "SplitFunctional",
     "SequenceClassifier",
     "TrainResult",
     "accuracy",
@@ -24,5 +34,6 @@ __all__ = [
     "load",
     "predict",
     "save",
+    "split_functional",
     "train",
 ]

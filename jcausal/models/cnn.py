@@ -36,16 +36,23 @@ class GCECNN(nnx.Module):
         self.fc2 = nnx.Linear(128, num_classes, rngs=rngs)
         self.dropout = nnx.Dropout(dropout)
 
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+    def first_affine(self, x: jax.Array) -> jax.Array:
+        """The first convolution's pre-activation, ``(26, 26, 32)`` for 28x28 inputs (affine in x)."""
+        return self.conv1(as_image(x, self.input_shape)[None])[0]
+
+    def after_first(self, z: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        """Everything after :meth:`first_affine`: ``model(x) == after_first(first_affine(x))``."""
         k1, k2 = (None, None) if key is None else tuple(jax.random.split(key))
-        x = as_image(x, self.input_shape)[None]
-        x = jax.nn.relu(self.conv1(x))
+        x = jax.nn.relu(z)[None]
         x = jax.nn.relu(self.conv2(x))
         x = nnx.max_pool(x, (2, 2), strides=(2, 2))
         x = self.dropout(x.reshape(-1), deterministic=k1 is None, rngs=k1)
         x = jax.nn.relu(self.fc1(x))
         x = self.dropout(x, deterministic=k2 is None, rngs=k2)
         return self.fc2(x)
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        return self.after_first(self.first_affine(x), key=key)
 
 
 class AlexNetSmall(nnx.Module):

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 from flax import nnx
 
-__all__ = ["Functional", "functional", "ACTIVATIONS", "get_activation"]
+__all__ = ["Functional", "functional", "SplitFunctional", "split_functional", "ACTIVATIONS", "get_activation"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -57,3 +57,51 @@ def functional(model: nnx.Module) -> Functional:
         return nnx.merge(graphdef, params)(*inputs, key=key)
 
     return Functional(apply, params)
+
+
+class SplitFunctional(NamedTuple):
+    """A module as its first affine map, the rest, and its parameters (see
+    :class:`jcausal._src.calling.Split`): ``split = Split(first, rest)`` is what the fast eqn 2 of
+    :mod:`jcausal.ace` takes; ``split.then(jax.nn.softmax)`` gives probabilities.
+
+    ``first(params, x)`` is the first layer's pre-activation on ONE example, ``rest(params, z)``
+    the remaining network (deterministic); ``rest(params, first(params, x)) == apply(params, x)``.
+    """
+
+    split: Any
+    params: nnx.State
+
+    @property
+    def first(self):
+        return self.split.first
+
+    @property
+    def rest(self):
+        return self.split.rest
+
+
+def split_functional(model: nnx.Module) -> SplitFunctional:
+    """Split an NNX module with ``first_affine(x)`` and ``after_first(z)`` methods (the project's
+    MLP, GCECNN) into pure ``first(params, x)``, ``rest(params, z)`` and its parameters.
+
+    Example::
+
+        (first, rest), params = split_functional(MLP((4, 8, 3), rngs=nnx.Rngs(0)))
+        z = first(params, X[0])                    # (8,) = W x + b
+        logits = rest(params, z)                   # (3,) == apply(params, X[0])
+    """
+    from jcausal._src.calling import Split
+
+    if not (hasattr(model, "first_affine") and hasattr(model, "after_first")):
+        raise TypeError(
+            f"{type(model).__name__} has no first_affine/after_first methods: hand your model as "
+            "jcausal.models.Split(first, rest) yourself, with first the affine first layer")
+    graphdef, params = nnx.split(model)
+
+    def first(params, x):
+        return nnx.merge(graphdef, params).first_affine(x)
+
+    def rest(params, z):
+        return nnx.merge(graphdef, params).after_first(z)
+
+    return SplitFunctional(Split(first, rest), params)

@@ -46,12 +46,22 @@ class MLP(nnx.Module):
         )
         self.dropout = nnx.Dropout(dropout)
 
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+    def first_affine(self, x: jax.Array) -> jax.Array:
+        """The first dense layer's pre-activation ``W x + b``, ``(sizes[1],)`` (affine in ``x``)."""
         if x.shape != (self.sizes[0],):
             raise ValueError(f"MLP expects one example of shape ({self.sizes[0]},), got {x.shape}")
+        return self.layers[0](x)
+
+    def after_first(self, z: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        """Everything after :meth:`first_affine`: ``model(x) == after_first(first_affine(x))``."""
         act = get_activation(self.activation)
         keys = [None] * len(self.layers) if key is None else list(jax.random.split(key, len(self.layers)))
-        for layer, k in zip(self.layers[:-1], keys):
-            x = act(layer(x))
+        x = z
+        for layer, k in zip(self.layers[1:], keys):
+            x = act(x)
             x = self.dropout(x, deterministic=k is None, rngs=k)
-        return self.layers[-1](x)
+            x = layer(x)
+        return x
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        return self.after_first(self.first_affine(x), key=key)
