@@ -1,0 +1,31 @@
+"""Generative causal explanations (O'Shaughnessy et al., NeurIPS 2020).
+
+Information flow from latent factors to a classifier's output (:mod:`.objectives`), generative
+maps (:mod:`.models`), training of ``C + lambda D`` (:mod:`.train`), Algorithm 1 parameter
+selection (:mod:`.select`) and evaluation (:mod:`.evaluate`).
+"""
+
+from jcausal.gce.models import Generative, LinearGaussian, conv_vae, generative, linear_gaussian_kl, mlp_vae
+from jcausal.gce.objectives import (
+    VARIANTS,
+    check_models,
+    entropy,
+    factor_flows,
+    information_flow,
+    mutual_information,
+)
+
+__all__ = [
+    "VARIANTS",
+    "Generative",
+    "LinearGaussian",
+    "check_models",
+    "conv_vae",
+    "entropy",
+    "factor_flows",
+    "generative",
+    "information_flow",
+    "linear_gaussian_kl",
+    "mlp_vae",
+    "mutual_information",
+]

@@ -1,0 +1,251 @@
+"""Sample estimates of the causal influence of latent factors on a classifier's output.
+
+O'Shaughnessy et al. 2020 (GCE), section 3.2 and appendices A and D. The latent vector
+``z = [alpha; beta]`` has the ``K`` causal factors first and the ``L`` noncausal ones after; every
+factor is drawn from the prior ``N(0, 1)``. A generative map ``decode`` takes ONE latent vector to
+ONE classifier input, ``classify`` returns that input's class probabilities ``p(y | x)``.
+
+All estimators draw one grid of latents (``n_outer`` draws of the factors whose influence is
+measured times ``n_inner`` draws of the others), decode and classify the whole grid as one
+``vmap``-ed batch and reduce it with entropies. They are pure functions of the key and the
+parameters: jit-able (sizes are Python ints) and differentiable in the generator's parameters.
+Logs are taken of ``max(p, tiny)``, so gradients stay finite where a probability is exactly 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "VARIANTS",
+    "information_flow",
+    "mutual_information",
+    "factor_flows",
+    "check_models",
+    "entropy",
+]
+
+VARIANTS = ("joint", "independent", "joint_conditional", "independent_conditional")
+
+
+def entropy(p: jax.Array, axis: int = -1) -> jax.Array:
+    """Shannon entropy in nats, ``-sum p log p`` over ``axis``, with ``0 log 0 = 0`` and finite
+    gradients (the log is taken of ``max(p, tiny)``)."""
+    tiny = jnp.finfo(p.dtype).tiny
+    return -jnp.sum(p * jnp.log(jnp.maximum(p, tiny)), axis=axis)
+
+
+def _caller(f: Callable, params: Any, noisy: bool = False) -> Callable:
+    """``f(x)`` / ``f(params, x)``, optionally with ``key=`` (the decoder's noise)."""
+    if noisy:
+        return (lambda x, k: f(x, key=k)) if params is None else (lambda x, k: f(params, x, key=k))
+    return (lambda x: f(x)) if params is None else (lambda x: f(params, x))
+
+
+def _split_params(params) -> tuple[Any, Any]:
+    if params is None:
+        return None, None
+    if not (isinstance(params, (tuple, list)) and len(params) == 2):
+        raise ValueError(
+            "params must be a pair (decode_params, classify_params) (either may be None), got "
+            f"{type(params).__name__}")
+    return params[0], params[1]
+
+
+def _is_traced(*trees) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
+
+
+def _check_sizes(K: int, L: int, n_outer: int, n_inner: int, names=("n_alpha", "n_beta")) -> None:
+    for name, v in (("K", K), ("L", L), (names[0], n_outer), (names[1], n_inner)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise ValueError(f"{name} must be a Python int (it fixes array shapes), got {v!r}")
+    if K < 1:
+        raise ValueError(f"K = {K}: the number of causal factors must be at least 1")
+    if L < 0:
+        raise ValueError(f"L = {L}: the number of noncausal factors must be at least 0")
+    if n_outer < 1:
+        raise ValueError(f"{names[0]} = {n_outer}: need at least one sample")
+    if n_inner < 1:
+        raise ValueError(f"{names[1]} = {n_inner}: need at least one sample")
+
+
+def check_models(decode: Callable, classify: Callable, dim: int, *, params=None, noisy: bool = False,
+                 atol: float = 1e-3) -> int:
+    """Probe ``decode`` and ``classify`` once at ``z = 0`` (outside ``jit``) and return the number
+    of classes ``M``.
+
+    Raises:
+      ValueError: the classifier rejects the decoder's output (naming its shape), or its output
+        is not a probability vector: not 1-d, NaN/inf, negative, or not summing to 1 within
+        ``atol`` (the sum is named).
+    """
+    dparams, cparams = _split_params(params)
+    dec = _caller(decode, dparams, noisy)
+    clf = _caller(classify, cparams)
+    z = jnp.zeros((dim,), jnp.float32)
+    x = dec(z, jax.random.key(0)) if noisy else dec(z)
+    try:
+        p = clf(x)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"classify rejected the decoder's output of shape {tuple(jnp.shape(x))}: {err}") from err
+    p = np.asarray(p, np.float64)
+    if p.ndim != 1 or p.size < 2:
+        raise ValueError(f"classify must return a vector of >= 2 class probabilities for ONE input, "
+                         f"got shape {p.shape} for an input of shape {tuple(jnp.shape(x))}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError(f"classify returned non-finite class probabilities {p.tolist()} at the probe "
+                         "latent z = 0")
+    if np.any(p < -atol):
+        raise ValueError(f"classify returned negative class probabilities {p.tolist()}: pass "
+                         "probabilities (e.g. jax.nn.softmax of the logits), not logits")
+    if abs(p.sum() - 1.0) > atol:
+        raise ValueError(f"class probabilities sum to {p.sum():.6g}, not 1, at the probe latent z = 0: "
+                         "pass probabilities (e.g. jax.nn.softmax of the logits), not logits")
+    return int(p.size)
+
+
+def _grid_probs(decode, classify, key, dim: int, outer_mask: np.ndarray, n_outer: int, n_inner: int,
+                dparams, cparams, noisy: bool) -> jax.Array:
+    """``P[i, j] = p(y | decode(z_ij))``, ``(n_outer, n_inner, M)``: ``z_ij`` takes the masked
+    coordinates from outer draw ``i`` and the others from inner draw ``j`` (all ``N(0, I)``)."""
+    k_out, k_in, k_noise = jax.random.split(key, 3)
+    z_out = jax.random.normal(k_out, (n_outer, dim))
+    z_in = jax.random.normal(k_in, (n_inner, dim))
+    mask = jnp.asarray(outer_mask)
+    z = jnp.where(mask[None, None, :], z_out[:, None, :], z_in[None, :, :]).reshape(-1, dim)
+    dec = _caller(decode, dparams, noisy)
+    clf = _caller(classify, cparams)
+    if noisy:
+        keys = jax.random.split(k_noise, n_outer * n_inner)
+        p = jax.vmap(lambda zz, kk: clf(dec(zz, kk)))(z, keys)
+    else:
+        p = jax.vmap(lambda zz: clf(dec(zz)))(z)
+    return p.reshape(n_outer, n_inner, -1)
+
+
+def _unconditional(P: jax.Array) -> jax.Array:
+    """``I(outer; Y) = H(mean_ij P) - mean_i H(mean_j P[i])`` (Algorithm 2)."""
+    p_given = jnp.mean(P, axis=1)  # p(y | outer_i), (n_outer, M)
+    return entropy(jnp.mean(p_given, axis=0)) - jnp.mean(entropy(p_given))
+
+
+def _conditional(P: jax.Array) -> jax.Array:
+    """``I(outer; Y | inner) = mean_j [H(mean_i P[:, j]) - mean_i H(P[i, j])]``."""
+    p_inner = jnp.mean(P, axis=0)  # p(y | inner_j), (n_inner, M)
+    return jnp.mean(entropy(p_inner)) - jnp.mean(entropy(P))
+
+
+def mutual_information(decode: Callable, classify: Callable, key: jax.Array, *, dim: int, factors,
+                       n_outer: int, n_inner: int, conditional: bool = False, params=None,
+                       noisy: bool = False) -> jax.Array:
+    """``I(z_S; Y)`` (or ``I(z_S; Y | z_rest)``) for any set ``S`` of latent coordinates.
+
+    The building block of every estimator here (appendix D with ``N_x = 1``): ``n_outer`` draws
+    of ``z_S`` times ``n_inner`` draws of the other coordinates, one batch of
+    ``n_outer * n_inner`` decodes. Unconditional:
+
+    .. math:: \\hat I = H\\big(\\tfrac{1}{N_o N_i}\\sum_{ij} p(y|x_{ij})\\big)
+              - \\tfrac{1}{N_o}\\sum_i H\\big(\\tfrac{1}{N_i}\\sum_j p(y|x_{ij})\\big)
+
+    Conditional: the roles swap, ``mean_j H(mean_i P_ij) - mean_ij H(P_ij)``.
+
+    Args:
+      decode, classify, params, noisy: as in :func:`information_flow`.
+      key: PRNG key.
+      dim: ``K + L``, the latent dimension.
+      factors: indices of ``S`` (Python ints).
+      n_outer, n_inner: sample counts of ``z_S`` and of the rest.
+      conditional: condition on the other coordinates.
+
+    Returns:
+      Scalar estimate in nats (float dtype of the classifier output).
+    """
+    mask = np.zeros(dim, bool)
+    mask[list(factors)] = True
+    dparams, cparams = _split_params(params)
+    P = _grid_probs(decode, classify, key, dim, mask, n_outer, n_inner, dparams, cparams, noisy)
+    return _conditional(P) if conditional else _unconditional(P)
+
+
+def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K: int, L: int,
+                     n_alpha: int, n_beta: int, params=None, variant: str = "joint",
+                     noisy: bool = False, check: bool = True) -> jax.Array:
+    """The causal influence ``C`` of the ``K`` causal factors ``alpha`` on the classifier output.
+
+    GCE paper eqn (2) and Algorithm 2 (appendix D), with the variants of appendix A:
+
+    - ``"joint"`` (the paper's objective): :math:`\\mathcal{C} = I(\\alpha; Y)`.
+    - ``"independent"``: :math:`\\mathcal{C}_{iu} = \\frac1K \\sum_i I(\\alpha_i; Y)`.
+    - ``"joint_conditional"``: :math:`\\mathcal{C}_{jc} = I(\\alpha; Y \\mid \\beta)`.
+    - ``"independent_conditional"``:
+      :math:`\\mathcal{C}_{ic} = \\frac1K \\sum_i I(\\alpha_i; Y \\mid \\alpha_{\\neg i}, \\beta)`.
+
+    In the paper's DAG information flow equals mutual information (Propositions 2 and 6). The
+    estimate uses ``n_alpha * n_beta`` decodes (times ``K`` for the independent variants), all in
+    one ``vmap``-ed batch; it is biased upwards by ``O(1 / n_beta)`` (the plug-in entropy of
+    ``p(y | alpha)``).
+
+    Args:
+      decode: ``decode(z) -> x`` for ONE latent ``z`` of shape ``(K + L,)`` (causal factors first),
+        or ``decode(params[0], z)``; with ``noisy=True`` it is called with ``key=`` and draws
+        ``x ~ p(x | z)``.
+      classify: ``classify(x) -> (M,)`` class probabilities for ONE input, or
+        ``classify(params[1], x)``.
+      key: PRNG key.
+      K, L: numbers of causal (``>= 1``) and noncausal (``>= 0``) factors, Python ints.
+      n_alpha, n_beta: samples of the measured factors and of the others (``>= 1``).
+      params: ``None`` or a pair ``(decode_params, classify_params)`` (either may be ``None``);
+        pass parameters here rather than closing over them, so they are arguments of ``jit``.
+      variant: one of :data:`VARIANTS`.
+      noisy: the decoder takes ``key=`` and samples.
+      check: probe the models once at ``z = 0`` (skipped automatically under tracing).
+
+    Returns:
+      Scalar, nats.
+
+    Raises:
+      ValueError: ``K < 1``, ``L < 0``, ``n_alpha`` or ``n_beta < 1``, an unknown variant, or (on
+        the probe) a classifier that rejects the decoder's output or returns invalid probabilities.
+    """
+    _check_sizes(K, L, n_alpha, n_beta)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant = {variant!r}: choose one of {VARIANTS}")
+    dim = K + L
+    if check and not _is_traced(params, key):
+        check_models(decode, classify, dim, params=params, noisy=noisy)
+    kw = dict(dim=dim, n_outer=n_alpha, n_inner=n_beta, params=params, noisy=noisy,
+              conditional=variant.endswith("conditional"))
+    if variant in ("joint", "joint_conditional"):
+        return mutual_information(decode, classify, key, factors=range(K), **kw)
+    keys = jax.random.split(key, K)
+    return sum(mutual_information(decode, classify, keys[i], factors=[i], **kw) for i in range(K)) / K
+
+
+def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int, L: int,
+                 n_outer: int = 100, n_inner: int = 100, params=None, noisy: bool = False,
+                 check: bool = True) -> jax.Array:
+    """The information flow ``I(z_j; Y)`` from every single latent factor (GCE Figure 5a).
+
+    Each factor is measured with :func:`mutual_information` (``n_outer`` draws of ``z_j`` times
+    ``n_inner`` draws of the other ``K + L - 1`` factors); a factor the classifier ignores gives
+    ``~0`` (plus the ``O(1 / n_inner)`` upward bias).
+
+    Returns:
+      ``(K + L,)`` nats, causal factors first.
+    """
+    _check_sizes(K, L, n_outer, n_inner, names=("n_outer", "n_inner"))
+    dim = K + L
+    if check and not _is_traced(params, key):
+        check_models(decode, classify, dim, params=params, noisy=noisy)
+    keys = jax.random.split(key, dim)
+    return jnp.stack([
+        mutual_information(decode, classify, keys[j], dim=dim, factors=[j], n_outer=n_outer,
+                           n_inner=n_inner, params=params, noisy=noisy)
+        for j in range(dim)])

@@ -1,0 +1,228 @@
+"""Variational autoencoder building blocks (Flax NNX): Gaussian latents, ELBO, conv and MLP VAEs.
+
+Used by GCE (O'Shaughnessy et al. 2020) as its generative map, and reusable by the latent-ACE and
+counterfactual-GAN work. Modules act on ONE example; batch with ``jax.vmap``.
+
+- :func:`reparameterize`, :func:`gaussian_kl`, :func:`elbo`: pure functions of arrays.
+- :class:`ConvEncoder`, :class:`ConvDecoder`: the GCE paper's Table 2 for 28x28 images.
+- :class:`MLPEncoder`, :class:`MLPDecoder`: small dense versions for tabular data.
+- :class:`VAE`: an encoder and a decoder with ``encode``, ``decode``, ``elbo`` and ``__call__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jcausal.models.core import get_activation
+
+__all__ = [
+    "LIKELIHOODS",
+    "VAEOutput",
+    "reparameterize",
+    "gaussian_kl",
+    "log_likelihood",
+    "elbo",
+    "ConvEncoder",
+    "ConvDecoder",
+    "MLPEncoder",
+    "MLPDecoder",
+    "VAE",
+    "conv_vae",
+    "mlp_vae",
+]
+
+LIKELIHOODS = ("sse", "gaussian", "bernoulli")
+
+
+class VAEOutput(NamedTuple):
+    """One example through a VAE: ``recon`` (input shape), ``mean``/``log_var``/``z`` ``(latent,)``."""
+
+    recon: jax.Array
+    mean: jax.Array
+    log_var: jax.Array
+    z: jax.Array
+
+
+def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    """A draw ``z = mean + exp(log_var / 2) * eps``, ``eps ~ N(0, I)`` (Kingma and Welling 2014);
+    differentiable in ``mean`` and ``log_var``. Shapes ``(d,)`` -> ``(d,)``."""
+    return mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, mean.dtype)
+
+
+def gaussian_kl(mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    """``KL(N(mean, diag exp(log_var)) || N(0, I))`` summed over the latent ``(d,)`` -> scalar.
+
+    .. math:: \\tfrac12 \\sum_k (\\mu_k^2 + \\sigma_k^2 - \\log \\sigma_k^2 - 1)
+    """
+    return 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(log_var) - log_var - 1.0)
+
+
+def log_likelihood(x: jax.Array, recon: jax.Array, likelihood: str = "sse") -> jax.Array:
+    """``log p(x | z)`` of ONE example up to a constant, summed over its entries.
+
+    - ``"sse"``: ``-||x - recon||^2`` (the GCE authors' code; a Gaussian of variance 1/2).
+    - ``"gaussian"``: ``-||x - recon||^2 / 2`` (unit variance).
+    - ``"bernoulli"``: ``sum x log recon + (1 - x) log(1 - recon)``, ``recon`` in (0, 1), clamped.
+    """
+    if likelihood == "sse":
+        return -jnp.sum(jnp.square(x - recon))
+    if likelihood == "gaussian":
+        return -0.5 * jnp.sum(jnp.square(x - recon))
+    if likelihood == "bernoulli":
+        eps = jnp.asarray(1e-6, recon.dtype)
+        r = jnp.clip(recon, eps, 1 - eps)
+        return jnp.sum(x * jnp.log(r) + (1 - x) * jnp.log1p(-r))
+    raise ValueError(f"likelihood = {likelihood!r}: choose one of {LIKELIHOODS}")
+
+
+def elbo(x: jax.Array, recon: jax.Array, mean: jax.Array, log_var: jax.Array,
+         likelihood: str = "sse") -> jax.Array:
+    """The evidence lower bound of ONE example, ``log p(x | z) - KL(q(z | x) || p(z))`` (scalar),
+    with ``z`` the single reparameterised draw that produced ``recon``."""
+    return log_likelihood(x, recon, likelihood) - gaussian_kl(mean, log_var)
+
+
+class ConvEncoder(nnx.Module):
+    """GCE Table 2 encoder: conv64 4x4/2 pad 1 - ReLU - conv64 4x4/2 pad 1 - ReLU - conv64 4x4/1
+    pad 0 - ReLU - two linear heads (mean and log-variance of ``latent`` factors).
+
+    Call on ONE image ``(28, 28)``, ``(28, 28, 1)`` or ``(784,)`` -> ``(mean, log_var)``, each
+    ``(latent,)``.
+    """
+
+    def __init__(self, latent: int, *, input_shape=(28, 28, 1), channels: int = 64, rngs: nnx.Rngs):
+        h, w, c = input_shape
+        self.input_shape = tuple(input_shape)
+        self.conv1 = nnx.Conv(c, channels, (4, 4), strides=2, padding=((1, 1), (1, 1)), rngs=rngs)
+        self.conv2 = nnx.Conv(channels, channels, (4, 4), strides=2, padding=((1, 1), (1, 1)), rngs=rngs)
+        self.conv3 = nnx.Conv(channels, channels, (4, 4), strides=1, padding="VALID", rngs=rngs)
+        flat = (h // 4 - 3) * (w // 4 - 3) * channels
+        self.mean = nnx.Linear(flat, latent, rngs=rngs)
+        self.log_var = nnx.Linear(flat, latent, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = x.reshape(self.input_shape)[None]
+        x = jax.nn.relu(self.conv1(x))
+        x = jax.nn.relu(self.conv2(x))
+        x = jax.nn.relu(self.conv3(x)).reshape(-1)
+        return self.mean(x), self.log_var(x)
+
+
+def _torch_transpose_padding(kernel: int, pad: int) -> tuple[int, int]:
+    """PyTorch ``ConvTranspose2d(padding=pad)`` as ``lax.conv_transpose`` explicit padding."""
+    return (kernel - 1 - pad, kernel - 1 - pad)
+
+
+class ConvDecoder(nnx.Module):
+    """GCE Table 2 decoder: linear 3136 - ReLU - convT64 4x4/1 pad 1 - ReLU - convT64 4x4/2 pad 2
+    - ReLU - convT1 4x4/2 pad 1 - sigmoid (PyTorch padding conventions: 7 -> 8 -> 14 -> 28).
+
+    Call on ONE latent ``(latent,)`` -> image ``(28, 28, 1)`` in (0, 1).
+    """
+
+    def __init__(self, latent: int, *, out_channels: int = 1, channels: int = 64, rngs: nnx.Rngs):
+        self.channels = channels
+        self.fc = nnx.Linear(latent, 7 * 7 * channels, rngs=rngs)
+        p = _torch_transpose_padding
+        self.deconv1 = nnx.ConvTranspose(channels, channels, (4, 4), strides=1,
+                                         padding=(p(4, 1), p(4, 1)), rngs=rngs)
+        self.deconv2 = nnx.ConvTranspose(channels, channels, (4, 4), strides=2,
+                                         padding=(p(4, 2), p(4, 2)), rngs=rngs)
+        self.deconv3 = nnx.ConvTranspose(channels, out_channels, (4, 4), strides=2,
+                                         padding=(p(4, 1), p(4, 1)), rngs=rngs)
+
+    def logits(self, z: jax.Array) -> jax.Array:
+        """The pre-sigmoid image ``(28, 28, out_channels)``."""
+        x = jax.nn.relu(self.fc(z)).reshape(1, 7, 7, self.channels)
+        x = jax.nn.relu(self.deconv1(x))
+        x = jax.nn.relu(self.deconv2(x))
+        return self.deconv3(x)[0]
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        return jax.nn.sigmoid(self.logits(z))
+
+
+class MLPEncoder(nnx.Module):
+    """Dense encoder ``sizes[0] -> ... -> sizes[-1]`` (hidden activation) then linear heads for the
+    mean and log-variance of ``latent`` factors. ONE input ``(sizes[0],)`` -> two ``(latent,)``."""
+
+    def __init__(self, sizes: Sequence[int], latent: int, *, activation: str = "relu", rngs: nnx.Rngs):
+        sizes = tuple(int(s) for s in sizes)
+        self.act = get_activation(activation)
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.mean = nnx.Linear(sizes[-1], latent, rngs=rngs)
+        self.log_var = nnx.Linear(sizes[-1], latent, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        for layer in self.layers:
+            x = self.act(layer(x))
+        return self.mean(x), self.log_var(x)
+
+
+class MLPDecoder(nnx.Module):
+    """Dense decoder ``latent -> sizes[0] -> ... -> sizes[-1]`` with the hidden activation between
+    layers and ``output`` (``"identity"`` or ``"sigmoid"``, ...) at the end. ``(latent,)`` ->
+    ``(sizes[-1],)``."""
+
+    def __init__(self, latent: int, sizes: Sequence[int], *, activation: str = "relu",
+                 output: str = "identity", rngs: nnx.Rngs):
+        dims = (int(latent), *(int(s) for s in sizes))
+        self.act = get_activation(activation)
+        self.out = get_activation(output)
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])])
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        for layer in self.layers[:-1]:
+            z = self.act(layer(z))
+        return self.out(self.layers[-1](z))
+
+
+class VAE(nnx.Module):
+    """An encoder ``x -> (mean, log_var)`` and a decoder ``z -> x_hat`` on ONE example.
+
+    ``model(x, key=k)`` -> :class:`VAEOutput` (reparameterised ``z``; ``key=None`` uses the mean).
+    ``model.elbo(x, key)`` -> scalar ELBO with ``likelihood`` (see :func:`log_likelihood`).
+    """
+
+    def __init__(self, encoder: nnx.Module, decoder: nnx.Module, *, likelihood: str = "sse"):
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood = {likelihood!r}: choose one of {LIKELIHOODS}")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = likelihood
+
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.encoder(x)
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        return self.decoder(z)
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> VAEOutput:
+        mean, log_var = self.encoder(x)
+        z = mean if key is None else reparameterize(key, mean, log_var)
+        return VAEOutput(self.decoder(z), mean, log_var, z)
+
+    def elbo(self, x: jax.Array, key: jax.Array) -> jax.Array:
+        out = self(x, key=key)
+        return elbo(x.reshape(out.recon.shape), out.recon, out.mean, out.log_var, self.likelihood)
+
+
+def conv_vae(latent: int, *, rngs: nnx.Rngs, likelihood: str = "sse", channels: int = 64) -> VAE:
+    """The GCE paper's Table 2 VAE for 28x28 single-channel images, ``latent = K + L``."""
+    return VAE(ConvEncoder(latent, channels=channels, rngs=rngs),
+               ConvDecoder(latent, channels=channels, rngs=rngs), likelihood=likelihood)
+
+
+def mlp_vae(features: int, latent: int, *, hidden: Sequence[int] = (64, 64), activation: str = "relu",
+            output: str = "identity", likelihood: str = "gaussian", rngs: nnx.Rngs) -> VAE:
+    """A small dense VAE for tabular data: ``features -> hidden -> latent -> hidden[::-1] ->
+    features``."""
+    hidden = tuple(hidden)
+    return VAE(MLPEncoder((features, *hidden), latent, activation=activation, rngs=rngs),
+               MLPDecoder(latent, (*hidden[::-1], features), activation=activation, output=output,
+                          rngs=rngs), likelihood=likelihood)
