@@ -14,9 +14,14 @@ from jcausal.gce.objectives import (
     information_flow,
     mutual_information,
 )
+from jcausal.gce.train import StepInfo, TrainResult, build_step, train
 
 __all__ = [
     "VARIANTS",
+    "StepInfo",
+    "TrainResult",
+    "build_step",
+    "train",
     "Generative",
     "LinearGaussian",
     "check_models",

@@ -1,0 +1,117 @@
+"""Training C + lambda D: Proposition 3, frozen classifier, checkpoints, non-finite stop, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jcausal.gce import LinearGaussian, generative, information_flow, train
+from jcausal.models import load
+from jcausal.models.vae import mlp_vae
+
+
+def probit_params(a, x):
+    p1 = jax.scipy.stats.norm.cdf(a @ x)
+    return jnp.stack([1.0 - p1, p1])
+
+
+@pytest.mark.parametrize("N", [2, 4])
+def test_proposition_3_linear_classifier(N):
+    """K = 1, L = N - 1, unit columns: w_alpha -> +-a/|a| and W_beta^T a -> 0 (Proposition 3)."""
+    rng = np.random.default_rng(N)
+    a = jnp.asarray(rng.normal(size=N) * 2.0, jnp.float32)
+    model = LinearGaussian(N, 1, N - 1, gamma=0.05, unit_columns=True, rngs=nnx.Rngs(N))
+    res = train(model, probit_params, key=jax.random.key(0), K=1, L=N - 1, lam=0.1, steps=300,
+                classify_params=a, n_alpha=64, n_beta=16, learning_rate=0.05, progress=False)
+    assert res.nonfinite_step is None and res.steps == 300
+    W = np.asarray(model.weights)
+    an = np.asarray(a) / np.linalg.norm(np.asarray(a))
+    cos_alpha = abs(W[:, 0] @ an) / np.linalg.norm(W[:, 0])
+    cos_beta = np.abs(W[:, 1:].T @ an) / np.linalg.norm(W[:, 1:], axis=0)
+    print(f"\nN={N}: |cos(w_alpha, a)| = {cos_alpha:.4f}, max |cos(w_beta_j, a)| = {cos_beta.max():.4f}")
+    assert cos_alpha >= 0.99
+    assert cos_beta.max() <= 0.05
+    assert res.history["C"][-1] > res.history["C"][0]
+
+
+def test_classifier_is_frozen_and_params_are_arguments():
+    a = jnp.asarray([1.5, -0.5], jnp.float32)
+    a_before = np.asarray(a).copy()
+    model = LinearGaussian(2, 1, 1, gamma=0.0, rngs=nnx.Rngs(0))
+    res = train(model, probit_params, key=jax.random.key(1), K=1, L=1, lam=0.1, steps=3,
+                classify_params=a, n_alpha=8, n_beta=4, progress=False)
+    np.testing.assert_array_equal(np.asarray(a), a_before)
+    assert res.steps == 3 and len(res.history["C"]) == 3
+
+
+def test_same_seed_same_result_and_checkpoint(tmp_path):
+    X = jax.random.normal(jax.random.key(0), (40, 3))
+
+    def clf(x):
+        return jax.nn.softmax(jnp.stack([x[0], -x[0]]))
+
+    runs = []
+    for _ in range(2):
+        vae = mlp_vae(3, 2, hidden=(8,), rngs=nnx.Rngs(0))
+        ck = tmp_path / "vae.msgpack"
+        res = train(vae, clf, X, key=jax.random.key(3), K=1, L=1, lam=0.1, steps=6, batch_size=16,
+                    n_alpha=8, n_beta=4, checkpoint=ck, checkpoint_every=4, progress=False)
+        runs.append(res)
+    np.testing.assert_array_equal(runs[0].history["loss"], runs[1].history["loss"])
+    meta = json.loads((tmp_path / "vae.msgpack.json").read_text())
+    assert meta["step"] == 6
+    fresh = generative(mlp_vae(3, 2, hidden=(8,), rngs=nnx.Rngs(9))).params
+    loaded = load(tmp_path / "vae.msgpack", fresh)
+    for x, y in zip(jax.tree.leaves(loaded), jax.tree.leaves(runs[1].params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    """The classifier returns NaN once the generator's weight grows past a threshold."""
+
+    def clf(x):
+        p1 = jax.nn.sigmoid(x[0])
+        p1 = jnp.where(jnp.abs(x[0]) > 30.0, jnp.nan, p1)
+        return jnp.stack([1.0 - p1, p1])
+
+    model = LinearGaussian(2, 1, 1, gamma=0.0, rngs=nnx.Rngs(0))
+    model.W[...] = jnp.asarray([[1.0, 0.0], [0.0, 1.0]], jnp.float32)
+    ck = tmp_path / "lg.msgpack"
+    # C rewards a large |w_alpha|; lam = 0 and a big learning rate push it past the NaN threshold
+    res = train(model, clf, key=jax.random.key(0), K=1, L=1, lam=0.0, steps=200, n_alpha=16, n_beta=4,
+                learning_rate=20.0, checkpoint=ck, checkpoint_every=1000, progress=False)
+    assert res.nonfinite_step is not None and res.steps < res.nonfinite_step
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(res.params))
+    gen = generative(model)
+    C = information_flow(gen.decode, clf, jax.random.key(1), K=1, L=1, n_alpha=16, n_beta=4,
+                         params=(res.params, None))
+    assert np.isfinite(float(C))  # the kept parameters are good ones
+    meta = json.loads((tmp_path / "lg.msgpack.json").read_text())
+    assert meta["nonfinite_step"] == res.nonfinite_step and meta["step"] == res.steps
+    loaded = load(ck, generative(LinearGaussian(2, 1, 1, gamma=0.0, rngs=nnx.Rngs(5))).params)
+    np.testing.assert_array_equal(np.asarray(jax.tree.leaves(loaded)[0]),
+                                  np.asarray(jax.tree.leaves(res.params)[0]))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(lam=-0.1), "lam = -0.1"),
+    (dict(K=0), "K = 0"),
+    (dict(n_alpha=0), "n_alpha = 0"),
+    (dict(n_beta=0), "n_beta = 0"),
+])
+def test_bad_input(kw, match):
+    args = dict(key=jax.random.key(0), K=1, L=1, lam=0.1, steps=1, n_alpha=4, n_beta=4,
+                progress=False) | kw
+    with pytest.raises(ValueError, match=match):
+        train(LinearGaussian(2, 1, 1, rngs=nnx.Rngs(0)), lambda x: jax.nn.softmax(x), **args)
+
+
+def test_logits_instead_of_probabilities_is_rejected():
+    with pytest.raises(ValueError, match="sum to"):
+        train(LinearGaussian(2, 1, 1, rngs=nnx.Rngs(0)), lambda x: x * 3.0 + 1.0, key=jax.random.key(0),
+              K=1, L=1, lam=0.1, steps=1, n_alpha=4, n_beta=4, progress=False)
