@@ -75,3 +75,37 @@ def test_iris_petal_effects_match_the_paper():
         setosa, virginica = ace[feat, :, 0], ace[feat, :, 2]
         assert _spearman(a[feat], setosa) <= -0.8 and setosa[0] > 0 and setosa[0] > setosa[-1]
         assert _spearman(a[feat], virginica) >= 0.8 and virginica[-1] > 0 and virginica[-1] > virginica[0]
+
+
+def test_reliability_boundary_checks(tmp_path):
+    """Issue 15 items 2, 5 and 10: wrong widths, out-of-range indices, NaN baselines and files that
+    are not results are refused with a clear message instead of silently clamped or unpickled."""
+    from jcausal.ace import input_stats, intervention_grid
+
+    rng = np.random.default_rng(2)
+    X = rng.uniform(size=(80, 4)).astype(np.float32)
+
+    def f(x):
+        return jnp.stack([x[0] * x[2], jnp.sin(3 * x[3])])
+
+    res = explain(f, X, num_alphas=8, max_order=3)
+    assert res.stderr is not None and res.stderr.shape == (4, 8, 2)  # eqn 2 by default
+    assert int(res.input_dim) == 4
+    with pytest.raises(ValueError, match=r"shape \(B, 4\)"):
+        res.local_saliency(X[:, [2, 3]])
+    stats = input_stats(X)
+    with pytest.raises(ValueError, match="out of range"):
+        intervention_grid(stats, 3, [7])
+    with pytest.raises(ValueError, match="baseline_at"):
+        explain(f, X, num_alphas=8, max_order=3, baseline_at=np.nan)
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="not an ACE result"):
+        load_result(tmp_path / "x.npy")
+    (tmp_path / "junk.npz").write_bytes(np.random.default_rng(0).bytes(300))
+    with pytest.raises(ValueError, match="not an ACE result"):
+        load_result(tmp_path / "junk.npz")
+    with pytest.raises(FileNotFoundError):
+        load_result(tmp_path / "missing.npz")
+    # a result passes through jit as a pytree
+    out = jax.jit(lambda r: r.expectations.sum())(res)
+    np.testing.assert_allclose(out, np.asarray(res.expectations).sum(), rtol=1e-5)

@@ -104,3 +104,23 @@ def test_nuts_posterior_agrees_with_type2():
     assert np.all(np.asarray(value_at(nuts, A))[0, 1] == 0.0)  # constant curve stays exactly 0
     with pytest.raises(ValueError, match="key"):
         fit_regressors(A[None], curves, [-2.0], [3.0], inference="nuts")
+
+
+def test_noisy_constant_selects_order_zero_occam():
+    """0.42 + N(0, 0.002^2) on 60 points, max order 6: the evidences of all orders agree to ~1e-4
+    nats; ties must go to the simplest curve (the issue measured orders 0..6 by round-off)."""
+    a = np.linspace(0.0, 1.0, 60)
+    curves = np.stack([0.42 + 0.002 * np.random.default_rng(s).normal(size=60) for s in range(20)])
+    reg = fit_regressors(np.broadcast_to(a, (20, 60)), curves[..., None].astype(np.float32),
+                         np.zeros(20), np.ones(20), max_order=6)
+    orders = np.asarray(reg.order[:, 0])
+    assert np.sum(orders == 0) >= 19, orders.tolist()
+    # a noisy cubic still selects 3, and plain maximum evidence is bayes_factor=1
+    cub = fit_regressors(A[None], _noisy(4)[None, :, None].astype(np.float32), [-2.0], [3.0], max_order=6)
+    assert int(cub.order[0, 0]) == 3
+    plain = fit_regressors(np.broadcast_to(a, (20, 60)), curves[..., None], np.zeros(20), np.ones(20),
+                           max_order=6, bayes_factor=1.0)
+    le = np.asarray(plain.log_evidence[:, 0])
+    assert np.all(le[np.arange(20), np.asarray(plain.order[:, 0])] >= le.max(1) - 1e-9)
+    with pytest.raises(ValueError, match="bayes_factor"):
+        fit_regressors(A[None], _noisy()[None, :, None], [-2.0], [3.0], bayes_factor=0.5)
