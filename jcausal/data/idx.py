@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jcausal._src.io import atomic_write_bytes
+
 __all__ = [
     "IDXFormatError",
     "ImageData",
@@ -111,10 +113,9 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
         raise TypeError(f"IDX cannot store dtype {array.dtype}")
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
     payload = header + array.astype(_DTYPES[code]).tobytes()
-    tmp = path.with_name(path.name + ".tmp")
-    with (gzip.open(tmp, "wb") if path.suffix == ".gz" else open(tmp, "wb")) as fh:
-        fh.write(payload)
-    os.replace(tmp, path)
+    if path.suffix == ".gz":
+        payload = gzip.compress(payload, mtime=0)
+    atomic_write_bytes(path, payload)
 
 
 _SUBDIRS = {"mnist": ("mnist", "MNIST"), "fashion": ("fashion-mnist", "fashion_mnist", "fashion")}
@@ -149,6 +150,44 @@ def _find(root: Path, stem: str, kind: str) -> Path:
     raise FileNotFoundError(f"IDX file {stem}[.gz] not found; tried: {', '.join(tried)}")
 
 
+def _class_labels(classes) -> tuple[int, ...]:
+    """``classes`` as a tuple of distinct ints; strings, floats with a fraction, bools and scalars
+    are refused (``"10"`` is not ``(1, 0)``, ``3.7`` is not ``3``)."""
+    if isinstance(classes, (str, bytes)):
+        raise ValueError(f"classes must be a sequence of integer labels such as (3, 8), got the "
+                         f"string {classes!r}")
+    if np.ndim(classes) != 1:
+        raise ValueError(f"classes must be a sequence of integer labels such as (3, 8), got {classes!r}")
+    out = []
+    for c in classes:
+        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, float, np.integer, np.floating)) \
+                or float(c) != int(c):
+            raise ValueError(f"classes must be integers, got {c!r} in {tuple(classes)!r}")
+        out.append(int(c))
+    if not out:
+        raise ValueError("classes is empty: select at least one class")
+    if len(set(out)) != len(out):
+        raise ValueError(f"classes has duplicates: {tuple(out)}")
+    return tuple(out)
+
+
+def _unit_interval(images: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The selected images as float32 in [0, 1]: uint8 divided by 255; any other dtype kept if the
+    whole file already lies in [0, 1], else min-max scaled with the whole file's range (so the
+    scale does not depend on the classes selected)."""
+    x = images[keep].astype(np.float64)
+    if images.dtype == np.uint8:
+        return (x / 255.0).astype(np.float32)
+    if not np.all(np.isfinite(images)):
+        raise IDXFormatError("the image file contains NaN/inf values")
+    lo, hi = float(images.min()), float(images.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return x.astype(np.float32)
+    if hi == lo:  # a constant file outside [0, 1]
+        return np.zeros_like(x, np.float32)
+    return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
 def _load(
     path, *, kind, subset, classes, val_fraction, seed, flatten
 ) -> ImageData:
@@ -166,22 +205,15 @@ def _load(
             f"{lab_path} has {labels.shape[0]} labels"
         )
     present = sorted(int(c) for c in np.unique(labels))
-    if classes is None:
-        classes = tuple(present)
-    classes = tuple(int(c) for c in classes)
-    if len(classes) == 0:
-        raise ValueError("classes is empty: select at least one class")
-    if len(set(classes)) != len(classes):
-        raise ValueError(f"classes has duplicates: {classes}")
+    classes = tuple(present) if classes is None else _class_labels(classes)
     missing = [c for c in classes if c not in present]
     if missing:
         raise ValueError(f"requested classes {missing} are absent from {lab_path} (has {present})")
     keep = np.isin(labels, classes)
-    x = images[keep].astype(np.float32)
-    x /= 255.0 if images.dtype == np.uint8 else max(float(x.max()), 1.0)
-    remap = np.zeros(max(max(classes), int(labels.max())) + 1, np.int32)
-    remap[list(classes)] = np.arange(len(classes), dtype=np.int32)
-    y = remap[labels[keep]]
+    x = _unit_interval(images, keep)
+    # label classes[j] -> j, for any integer labels (negative ones included)
+    order = np.argsort(classes)
+    y = order[np.searchsorted(np.asarray(classes)[order], labels[keep])].astype(np.int32)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(len(y))
@@ -207,13 +239,20 @@ def load_mnist(
       path: folder holding ``{subset}-images-idx3-ubyte[.gz]`` and ``{subset}-labels-idx1-ubyte[.gz]``
         (or a ``mnist/`` subfolder of it). Defaults to ``$JCAUSAL_DATA``.
       subset: file prefix, ``"t10k"`` (the test set, the one shipped offline) or ``"train"``.
-      classes: original labels to keep, e.g. ``(3, 8)``; label ``classes[j]`` becomes ``j``.
+      classes: original labels to keep, a sequence of integers, e.g. ``(3, 8)``; label
+        ``classes[j]`` becomes ``j``. Default: every label present, in increasing order.
       val_fraction: fraction of the selection held out for validation (seeded permutation).
       seed: seed of the split.
       flatten: return images as ``(n, 784)`` instead of ``(n, 28, 28)``.
 
     Returns:
-      :class:`ImageData` with float32 images in [0, 1] and int32 labels.
+      :class:`ImageData` with float32 images in [0, 1] (uint8 files divided by 255; other dtypes
+      kept when the file lies in [0, 1], else min-max scaled with the whole file's range) and int32
+      labels.
+
+    Raises:
+      ValueError: ``classes`` is not a sequence of distinct integers, or names absent labels.
+      IDXFormatError: malformed files, or image/label counts that differ.
     """
     return _load(path, kind="mnist", subset=subset, classes=classes,
                  val_fraction=val_fraction, seed=seed, flatten=flatten)

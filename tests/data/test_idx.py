@@ -107,3 +107,88 @@ def test_class_absent_and_empty_selection(tmp_path):
         load_mnist(tmp_path, classes=(3, 11))
     with pytest.raises(ValueError, match="empty"):
         load_mnist(tmp_path, classes=())
+
+
+# ----------------------------------------------------------------- issue 15 item 5 (data side)
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("10", "string"),
+    ((3.7, 8), "integers"),
+    ((3, True), "integers"),
+    (3, "sequence"),
+    ((3, "8"), "integers"),
+])
+def test_classes_must_be_integer_labels(tmp_path, bad, match):
+    _fake_set(tmp_path)
+    with pytest.raises(ValueError, match=match):
+        load_mnist(tmp_path, classes=bad)
+
+
+def test_integer_like_classes_are_accepted(tmp_path):
+    _fake_set(tmp_path)
+    d = load_mnist(tmp_path, classes=np.array([8, 3]), val_fraction=0.0)
+    e = load_mnist(tmp_path, classes=[np.int64(8), 3.0], val_fraction=0.0)
+    assert d.classes == e.classes == (8, 3)
+    np.testing.assert_array_equal(d.y_train, e.y_train)
+
+
+def test_negative_label_is_its_own_class(tmp_path):
+    images = np.zeros((6, 28, 28), np.uint8)
+    images[:, 0, 0] = np.arange(6)  # image i is recognisable by pixel (0, 0)
+    labels = np.array([-1, 9, 0, -1, 9, 0], np.int8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
+    d = load_mnist(tmp_path, classes=(9, -1), val_fraction=0.0)
+    ids = np.round(d.x_train[:, 0, 0] * 255).astype(int)
+    assert d.classes == (9, -1)
+    np.testing.assert_array_equal(d.y_train, np.where(labels[ids] == 9, 0, 1))
+    all_ = load_mnist(tmp_path, val_fraction=0.0)
+    assert all_.classes == (-1, 0, 9)
+    ids = np.round(all_.x_train[:, 0, 0] * 255).astype(int)
+    np.testing.assert_array_equal(np.asarray(all_.classes)[all_.y_train], labels[ids])
+
+
+@pytest.mark.parametrize("dtype,values", [
+    (np.float32, (-1.0, 1.0)),     # e.g. images saved normalised to [-1, 1]
+    (np.float64, (0.0, 255.0)),    # raw intensities stored as floats
+    (np.int16, (-300, 500)),
+])
+def test_non_uint8_images_come_back_in_unit_interval(tmp_path, dtype, values):
+    rng = np.random.default_rng(0)
+    lo, hi = values
+    images = rng.uniform(lo, hi, size=(20, 28, 28)).astype(dtype)
+    images[0, 0, 0], images[1, 0, 0] = lo, hi
+    labels = (np.arange(20) % 2).astype(np.uint8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
+    d = load_mnist(tmp_path, classes=(1,), val_fraction=0.0)  # the selection lacks image 0 (lo)
+    assert d.x_train.dtype == np.float32
+    assert d.x_train.min() >= 0.0 and d.x_train.max() <= 1.0
+    # scaled with the whole file's range, so a selection does not change the scale
+    want = (images[1::2].astype(np.float64) - lo) / (hi - lo)
+    np.testing.assert_allclose(d.x_train[np.argsort(d.x_train[:, 0, 1])],
+                               want[np.argsort(want[:, 0, 1])], atol=1e-6)
+
+
+def test_float_images_already_in_unit_interval_are_unchanged(tmp_path):
+    images = np.random.default_rng(0).uniform(0.2, 0.7, size=(10, 28, 28)).astype(np.float32)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(10, np.uint8))
+    d = load_mnist(tmp_path, val_fraction=0.0)
+    np.testing.assert_array_equal(np.sort(d.x_train.ravel()), np.sort(images.ravel()))
+
+
+def test_write_idx_is_atomic_with_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_idx(tmp_path / "a.idx.gz", np.arange(4, dtype=np.uint8))
+        write_idx(tmp_path / "a.idx.gz", np.arange(5, dtype=np.uint8))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.idx.gz").st_mode) == 0o644
+    assert os.listdir(tmp_path) == ["a.idx.gz"]
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.idx.gz"), np.arange(5))
