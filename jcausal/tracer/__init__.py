@@ -1,6 +1,15 @@
 """TRACER (causal explanations of neural networks): interventions, layer activations, CKA, causal
 graphs with signed feature contributions, and the global view."""
 
+from jcausal.tracer.activations import (
+    Activations,
+    LayerOutputs,
+    RandomnessReport,
+    activations,
+    detect_randomness,
+    layer_outputs,
+    select_layers,
+)
 from jcausal.tracer.cka import (
     KERNELS,
     CKAAccumulator,
@@ -15,8 +24,35 @@ from jcausal.tracer.cka import (
     linear_gram,
     rbf_gram,
 )
+from jcausal.tracer.interventions import (
+    BASELINES,
+    Interventions,
+    baseline,
+    blur,
+    feature_index_sets,
+    intervene,
+    make_interventions,
+    membership,
+    patch_index_sets,
+)
 
 __all__ = [
+    "Activations",
+    "LayerOutputs",
+    "RandomnessReport",
+    "activations",
+    "detect_randomness",
+    "layer_outputs",
+    "select_layers",
+    "BASELINES",
+    "Interventions",
+    "baseline",
+    "blur",
+    "feature_index_sets",
+    "intervene",
+    "make_interventions",
+    "membership",
+    "patch_index_sets",
     "KERNELS",
     "CKAAccumulator",
     "CKAState",
