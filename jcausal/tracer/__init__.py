@@ -24,6 +24,18 @@ from jcausal.tracer.cka import (
     linear_gram,
     rbf_gram,
 )
+from jcausal.tracer.explain import Explanation, explain
+from jcausal.tracer.graph import (
+    CausalGraph,
+    NodeContribution,
+    causal_graph,
+    causal_links,
+    feature_contributions,
+    layer_groups,
+    merge_cka,
+    node_contribution,
+    unit_effects,
+)
 from jcausal.tracer.interventions import (
     BASELINES,
     Interventions,
@@ -37,6 +49,17 @@ from jcausal.tracer.interventions import (
 )
 
 __all__ = [
+    "CausalGraph",
+    "Explanation",
+    "NodeContribution",
+    "causal_graph",
+    "causal_links",
+    "explain",
+    "feature_contributions",
+    "layer_groups",
+    "merge_cka",
+    "node_contribution",
+    "unit_effects",
     "Activations",
     "LayerOutputs",
     "RandomnessReport",
