@@ -160,24 +160,24 @@ def _alphas(alphas, stats: InputStats, idx: np.ndarray, strict: bool, dtype) -> 
     return a.astype(dtype)
 
 
+@partial(jax.jit, static_argnames=("model",))
+def _split_gap(model, params, x, e, t):
+    z0, col = jax.jvp(lambda y: model.first(params, y), (x,), (e,))
+    z1 = model.first(params, x + t * e)
+    scale = jnp.max(jnp.abs(z1 - z0)) + jnp.max(jnp.abs(z0)) + 1e-30
+    return jnp.max(jnp.abs(z1 - (z0 + t * col))) / scale
+
+
 def _check_split(model: Model, params, X0, idx, dtype):
     """A split model's first part must be affine: ``first(x + t e_i) == first(x) + t
     first_linear(e_i)`` at one row for a few features (checked before any work)."""
     k = X0.shape[0]
     feats = np.unique(np.asarray([idx[0], idx[len(idx) // 2], idx[-1]]))
     tol = 1e-3 if dtype == jnp.float32 else 1e-8
-
-    @jax.jit
-    def gap(params, x, e, t):
-        z0, col = jax.jvp(lambda y: model.first(params, y), (x,), (e,))
-        z1 = model.first(params, x + t * e)
-        scale = jnp.max(jnp.abs(z1 - z0)) + jnp.max(jnp.abs(z0)) + 1e-30
-        return jnp.max(jnp.abs(z1 - (z0 + t * col))) / scale
-
     for i in feats:
         e = jnp.zeros((k,), dtype).at[int(i)].set(1.0)
         for t in (1.0, -2.5):
-            g = float(gap(params, X0, e, jnp.asarray(t, dtype)))
+            g = float(_split_gap(model, params, X0, e, jnp.asarray(t, dtype)))
             if not g <= tol:
                 raise ValueError(
                     f"the first part of the Split model is not affine in x: at feature {int(i)}, "
