@@ -25,6 +25,19 @@ from jcausal.tracer.cka import (
     rbf_gram,
 )
 from jcausal.tracer.explain import Explanation, explain
+from jcausal.tracer.faithfulness import Faithfulness, deletion_insertion
+from jcausal.tracer.global_ import (
+    ConvSpec,
+    GlobalView,
+    Mechanism,
+    SpecNet,
+    alexnet_spec,
+    compress_spec,
+    global_view,
+    model_stats,
+    sample_per_class,
+    summarize_mechanisms,
+)
 from jcausal.tracer.graph import (
     CausalGraph,
     NodeContribution,
@@ -49,6 +62,18 @@ from jcausal.tracer.interventions import (
 )
 
 __all__ = [
+    "ConvSpec",
+    "Faithfulness",
+    "GlobalView",
+    "Mechanism",
+    "SpecNet",
+    "alexnet_spec",
+    "compress_spec",
+    "deletion_insertion",
+    "global_view",
+    "model_stats",
+    "sample_per_class",
+    "summarize_mechanisms",
     "CausalGraph",
     "Explanation",
     "NodeContribution",
