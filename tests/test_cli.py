@@ -1,9 +1,75 @@
 import json
+import os
+import random
+import shutil
+import signal
+import stat
 import subprocess
 import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 import jcausal
-from jcausal.cli import main
+from jcausal._src import io
+from jcausal.cli import CLIError, main
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--num-alphas", "6", "--max-order", "2", "--quiet"]  # a fast ace run
+
+
+@pytest.fixture(scope="session")
+def iris_checkpoint(tmp_path_factory):
+    """``jcausal train iris`` once per session; the checkpoint file (tests copy it)."""
+    out = tmp_path_factory.mktemp("iris")
+    assert main(["train", "iris", "--out", str(out), "--quiet"]) == 0
+    return (out / "iris_mlp.msgpack").resolve()
+
+
+@pytest.fixture(scope="session")
+def sub_env(tmp_path_factory):
+    """Environment of ``jcausal`` subprocesses: a shared persistent compilation cache (speed only)."""
+    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax-cache")),
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+
+
+def _with_checkpoint(out: Path, ckpt: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ckpt, out / "iris_mlp.msgpack")
+    return out
+
+
+def _jcausal(*argv, env, **kw):
+    return subprocess.Popen([sys.executable, "-m", "jcausal", *argv], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _snapshot(folder: Path) -> dict:
+    """Every visible name of a folder -> SHA-256 of what it reads (None for a dangling link)."""
+    return {p.name: io.file_sha256(p) if p.is_file() else None for p in sorted(folder.iterdir())
+            if not p.name.startswith(".")}
+
+
+def _check_set(folder: Path, name: str = "ace_iris") -> dict:
+    """The set's JSON, after checking that the files it names are the ones beside it."""
+    meta = json.loads((folder / f"{name}.json").read_text())
+    assert io.verify_manifest(folder / f"{name}.json") == []
+    assert sorted(meta["files"]) == [f"{name}.npz", f"{name}.png"]
+    return meta
+
+
+def _one_line_error(capsys, argv, match):
+    """``main(argv)`` refuses with exit status 2 and one ``jcausal: ...`` line matching ``match``."""
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2, err
+    assert len(err) == 1 and err[0].startswith("jcausal: "), err
+    assert match in err[0], err[0]
+    return err[0]
 
 
 def test_version_and_help(capsys):
@@ -16,11 +82,15 @@ def test_version_and_help(capsys):
     assert jcausal.__version__ in out and "train" in out
 
 
-def test_train_iris(tmp_path):
-    assert main(["train", "iris", "--out", str(tmp_path), "--quiet"]) == 0
-    meta = json.loads((tmp_path / "iris_mlp.json").read_text())
+def test_train_iris(iris_checkpoint):
+    from jcausal.models.checkpoint import read_metadata
+
+    out = iris_checkpoint.parent
+    meta = json.loads((out / "iris_mlp.json").read_text())
     assert meta["test_accuracy"] >= 0.93
-    assert (tmp_path / "iris_mlp.msgpack").stat().st_size > 0
+    assert io.verify_manifest(out / "iris_mlp.json") == []
+    assert read_metadata(iris_checkpoint) == {"model": "MLP", "sizes": [4, 8, 3], "activation": "relu",
+                                              "dataset": "iris", "seed": 0, "epochs": 300, "lr": 0.01}
 
 
 def test_module_entry_point():
@@ -29,28 +99,36 @@ def test_module_entry_point():
     assert out.strip() == f"jcausal {jcausal.__version__}"
 
 
-def test_ace_iris(tmp_path, capsys):
-    import numpy as np
-
+def test_ace_iris(tmp_path, capsys, iris_checkpoint):
     from jcausal.ace import load_result
 
-    assert main(["ace", "iris", "--out", str(tmp_path), "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "Iris-setosa" in out and "petal width (cm)" in out
-    assert (tmp_path / "ace_iris.png").stat().st_size > 10_000
-    res = load_result(tmp_path / "ace_iris.npz")
+    out = _with_checkpoint(tmp_path / "out", iris_checkpoint)
+    old = os.umask(0o022)
+    try:
+        assert main(["ace", "iris", "--out", str(out), "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    text = capsys.readouterr().out
+    assert "Iris-setosa" in text and "petal width (cm)" in text and "spread" in text
+    assert (out / "ace_iris.png").stat().st_size > 10_000
+    meta = _check_set(out)
+    assert meta["checkpoint"]["sha256"] == io.file_sha256(out / "iris_mlp.msgpack")
+    for name in ("ace_iris.npz", "ace_iris.png", "ace_iris.json"):  # a normal write's mode (item 7)
+        assert stat.S_IMODE(os.stat(out / name).st_mode) == 0o644
+    res = load_result(out / "ace_iris.npz")
     assert res.expectations.shape == (4, 20, 3)
-    again = load_result(tmp_path / "ace_iris.npz")
-    np.testing.assert_array_equal(res.regressor.coef, again.regressor.coef)
-    # the second run reuses the saved checkpoint and gives the same numbers
-    assert main(["ace", "iris", "--out", str(tmp_path), "--quiet", "--method", "directional",
-                 "--rank", "0.99"]) == 0
-    assert load_result(tmp_path / "ace_iris.npz").expectations.shape == (4, 20, 3)
+    e = np.asarray(res.expectations)
+    assert meta["expectations_range"] == pytest.approx([e.min(), e.max()])
+    assert not meta["expectations_outside_unit_interval"]  # eqn 2 of probabilities
+    # a second run replaces the whole set
+    assert main(["ace", "iris", "--out", str(out), "--quiet", "--method", "directional",
+                 "--rank", "0.99", "--num-alphas", "8"]) == 0
+    assert load_result(out / "ace_iris.npz").expectations.shape == (4, 8, 3)
+    assert _check_set(out)["method"] == "directional"
+    assert len([p for p in (out / ".jcausal" / "ace_iris").iterdir() if p.name != "current"]) == 1
 
 
-def test_ace_file_mode_and_errors(tmp_path):
-    import numpy as np
-    import pytest
+def test_ace_file_mode_and_errors(tmp_path, capsys):
     from flax import nnx
 
     from jcausal.models import MLP, save
@@ -59,11 +137,297 @@ def test_ace_file_mode_and_errors(tmp_path):
     np.savetxt(tmp_path / "x.csv", X, delimiter=",")
     save(tmp_path / "m.msgpack", MLP((3, 5, 2), rngs=nnx.Rngs(0)))
     assert main(["ace", "file", "--data", str(tmp_path / "x.csv"), "--checkpoint",
-                 str(tmp_path / "m.msgpack"), "--sizes", "3", "5", "2", "--out", str(tmp_path),
+                 str(tmp_path / "m.msgpack"), "--sizes", "3", "5", "2", "--out", str(tmp_path / "o"),
                  "--num-alphas", "8", "--max-order", "3", "--quiet"]) == 0
-    assert (tmp_path / "ace_file.npz").is_file()
-    with pytest.raises(SystemExit, match="does not match"):
-        main(["ace", "file", "--data", str(tmp_path / "x.csv"), "--checkpoint",
-              str(tmp_path / "m.msgpack"), "--sizes", "3", "6", "2", "--quiet"])
-    with pytest.raises(SystemExit, match="needs"):
-        main(["ace", "file", "--quiet"])
+    assert (tmp_path / "o" / "ace_file.npz").is_file()
+    capsys.readouterr()
+    _one_line_error(capsys, ["ace", "file", "--data", str(tmp_path / "x.csv"), "--checkpoint",
+                             str(tmp_path / "m.msgpack"), "--sizes", "3", "6", "2", "--quiet",
+                             "--out", str(tmp_path / "o2")],
+                    "sizes: checkpoint [3, 5, 2], requested [3, 6, 2]")
+    _one_line_error(capsys, ["ace", "file", "--quiet"], "needs")
+
+
+# ------------------------------------------------------------- item 1: checkpoint settings checked
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--activation", "tanh"], "activation: checkpoint 'relu', requested 'tanh'"),
+    (["--seed", "5"], "seed: checkpoint 0, requested 5"),
+    (["--sizes", "4", "16", "3"], "sizes: checkpoint [4, 8, 3], requested [4, 16, 3]"),
+])
+def test_ace_refuses_a_checkpoint_trained_otherwise(tmp_path, capsys, iris_checkpoint, monkeypatch,
+                                                     extra, match):
+    out = _with_checkpoint(tmp_path / "ck", iris_checkpoint)
+    before = _snapshot(out)
+    monkeypatch.setattr("jcausal.ace.explain", _no_work)
+    msg = _one_line_error(capsys, ["ace", "iris", "--out", str(out), "--quiet", *extra], match)
+    assert "use another --out" in msg
+    assert _snapshot(out) == before  # nothing written, nothing mixed
+
+
+def test_given_checkpoint_checked_against_its_record(tmp_path, capsys, iris_checkpoint, monkeypatch):
+    monkeypatch.setattr("jcausal.ace.explain", _no_work)
+    X = np.random.default_rng(0).uniform(size=(20, 4))
+    np.save(tmp_path / "x.npy", X)
+    _one_line_error(capsys, ["ace", "file", "--data", str(tmp_path / "x.npy"), "--checkpoint",
+                             str(iris_checkpoint), "--sizes", "4", "8", "3", "--activation", "tanh",
+                             "--out", str(tmp_path / "o")], "activation: checkpoint 'relu'")
+    assert not (tmp_path / "o").exists()
+
+
+def _no_work(*a, **k):
+    raise AssertionError("the run started computing before refusing the request")
+
+
+# ------------------------------------------------------ item 3: the table never hides a spread
+
+
+def test_table_flags_order0_curves_with_spread_and_probabilities_outside_unit_interval(
+        tmp_path, capsys, iris_checkpoint, monkeypatch):
+    """Replace the model by one whose E[y0 | do(x0 = a)] = 0.5 + 1.5 sin(40 a): jagged on the
+    grid (Phase II picks order 0) and outside [0, 1] -- what the eqn-4 expansion produced on a
+    trained network. Its row must not read +0.000 and the output must flag it."""
+    import jax.numpy as jnp
+
+    import jcausal.ace
+
+    real = jcausal.ace.explain
+
+    def jagged(p, x):
+        y0 = 0.5 + 1.5 * jnp.sin(40.0 * x[0])
+        return jnp.stack([y0, 1.0 - y0, jnp.zeros_like(y0)])
+
+    monkeypatch.setattr(jcausal.ace, "explain", lambda f, X, **kw: real(jagged, X, **kw))
+    out = _with_checkpoint(tmp_path / "o", iris_checkpoint)
+    assert main(["ace", "iris", "--out", str(out), "--quiet", "--features", "0", "1"]) == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith("  sepal length (cm)")]
+    assert len(rows) == 3
+    setosa, virginica = rows[0], rows[2]
+    cells = setosa.split()
+    assert cells[3] == "0", setosa  # order 0 was chosen for the jagged curve ...
+    assert float(cells[4]) > 0.5  # ... whose spread is large
+    assert "+0.000" not in setosa and "*" in setosa and setosa.endswith("!")
+    assert virginica.split()[4] == "0.000"  # a truly flat curve still reads 0
+    assert "outside [0, 1]" in text and "order 0" in text
+    meta = _check_set(out)
+    assert meta["expectations_outside_unit_interval"] is True
+    assert meta["expectations_range"][0] < -0.9 and meta["expectations_range"][1] > 1.9
+    flagged = {(c["feature"], c["output"]) for c in meta["flags"]["outside_unit_interval"]}
+    assert ("sepal length (cm)", "Iris-setosa") in flagged
+    assert ("sepal width (cm)", "Iris-virginica") not in flagged
+    assert any(c["feature"] == "sepal length (cm)" and c["spread"] > 0.5
+               for c in meta["flags"]["order0_with_spread"])
+    assert len(meta["warnings"]) == 2
+
+
+# ------------------------------------------------------------- item 8: errors before any work
+
+
+def _read_only_folder(tmp_path):
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        return ro
+    try:
+        (Path("/sys") / ".jcausal-probe").touch()
+    except OSError:
+        return Path("/sys")
+    pytest.skip("no read-only folder available to root")
+
+
+BAD_FILES = {
+    "header.csv": ("a,b,c\n1,2,3\n4,5,6\n", "a header row"),
+    "nan.csv": ("1,2,3\n4,nan,6\n7,8,9\n", "NaN/inf values (first at row 1, column 1"),
+    "empty.csv": ("", "holds no rows"),
+    "blank.txt": ("\n  \n", "holds no rows"),
+    "ragged.csv": ("1,2,3\n4,5\n", "cannot read"),
+    "const.csv": ("1,5,3\n4,5,6\n7,5,9\n", "constant feature(s) in the data, nothing to intervene on: x1"),
+    "wide.csv": ("1,2,3,4\n5,6,7,8\n", "the data has 4 features but --sizes starts with 3"),
+    "one.csv": ("1,2,3\n", "ACE needs at least 2"),
+}
+
+
+@pytest.mark.parametrize("fname", sorted(BAD_FILES))
+def test_bad_data_files(tmp_path, capsys, monkeypatch, fname):
+    from flax import nnx
+
+    from jcausal.models import MLP, save
+
+    text, match = BAD_FILES[fname]
+    (tmp_path / fname).write_text(text)
+    save(tmp_path / "m.msgpack", MLP((3, 4, 2), rngs=nnx.Rngs(0)))
+    monkeypatch.setattr("jcausal.ace.explain", _no_work)
+    _one_line_error(capsys, ["ace", "file", "--data", str(tmp_path / fname), "--checkpoint",
+                             str(tmp_path / "m.msgpack"), "--sizes", "3", "4", "2", "--out",
+                             str(tmp_path / "o")], match)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--num-alphas", "5", "--max-order", "5"], "--num-alphas 5 is too few for --max-order 5"),
+    (["--features", "7"], "--features [7] out of range: the data has 4 features"),
+    (["--features", "-1"], "--features must be indices >= 0"),
+    (["--features", "1", "1"], "duplicates"),
+    (["--rank", "0"], "--rank must be a positive"),
+    (["--rank", "1.5"], "fractional --rank must be in (0, 1]"),
+    (["--rank", "9"], "--rank 9 exceeds the number of features (4)"),
+    (["--method", "finite_difference"], "add --x64"),
+    (["--activation", "swish"], "unknown --activation 'swish'"),
+    (["--sizes", "5", "8", "3"], "must start with 4"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+])
+def test_bad_options_refused_before_any_work(tmp_path, capsys, monkeypatch, extra, match):
+    monkeypatch.setattr("jcausal.ace.explain", _no_work)
+    monkeypatch.setattr("jcausal.cli.ace.fit_iris_mlp", _no_work)
+    _one_line_error(capsys, ["ace", "iris", "--out", str(tmp_path / "o"), "--quiet", *extra], match)
+    assert not (tmp_path / "o").exists()
+
+
+def test_unusable_out_folder_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("jcausal.ace.explain", _no_work)
+    monkeypatch.setattr("jcausal.cli.ace.fit_iris_mlp", _no_work)
+    (tmp_path / "f").write_text("x")
+    _one_line_error(capsys, ["ace", "iris", "--out", str(tmp_path / "f")], "is not a folder")
+    _one_line_error(capsys, ["train", "iris", "--out", str(tmp_path / "f")], "not a folder")
+    ro = _read_only_folder(tmp_path)
+    _one_line_error(capsys, ["ace", "iris", "--out", str(ro)], "cannot write in output folder")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(CLIError, match="too few"):
+        main(["--debug", "ace", "iris", "--num-alphas", "3", "--out", str(tmp_path)])
+    with pytest.raises(CLIError, match="too few"):
+        main(["ace", "iris", "--num-alphas", "3", "--out", str(tmp_path), "--debug"])
+
+
+def test_error_exit_status_from_the_shell(tmp_path, sub_env):
+    (tmp_path / "h.csv").write_text("a,b\n1,2\n")
+    p = _jcausal("ace", "file", "--data", str(tmp_path / "h.csv"), "--checkpoint", str(tmp_path / "h.csv"),
+                 "--sizes", "2", "2", env=sub_env)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 2
+    assert err.strip().startswith("jcausal: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------ item 9: finite_difference
+
+
+def test_finite_difference_runs_with_x64(tmp_path, iris_checkpoint):
+    """``--x64 --method finite_difference`` matches the exact Hessian (float64 reference)."""
+    got = {}
+    for method in ("finite_difference", "exact"):
+        out = _with_checkpoint(tmp_path / method, iris_checkpoint)
+        assert main(["ace", "iris", "--out", str(out), "--method", method, "--x64", *SMALL]) == 0
+        got[method] = io.read_npz_arrays(out / "ace_iris.npz", ["expectations"])["expectations"]
+        assert _check_set(out)["x64"] is True
+    assert got["exact"].dtype == np.float64
+    np.testing.assert_allclose(got["finite_difference"], got["exact"], rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------- items 6 and 7: concurrency, kills
+
+
+def test_concurrent_runs_one_result_one_refusal(tmp_path, sub_env, iris_checkpoint):
+    """20 trials of two runs into one folder: one clean result, one clear refusal at once.
+
+    17 trials hold the lock from this process (the refused run must leave the folder as it was);
+    3 are two real ``jcausal ace iris`` runs: started at the same moment into an empty folder (the
+    winner trains the model), or the second started once the first holds the lock."""
+    refusals = 0
+    held = _with_checkpoint(tmp_path / "held", iris_checkpoint)
+    with io.output_lock(held):
+        before = _snapshot(held)
+        procs = []
+        for _ in range(17):
+            procs.append(_jcausal("ace", "iris", "--out", str(held), *SMALL, env=sub_env))
+            if len(procs) % 4 == 0:  # a few at a time on a small machine
+                procs[-4].wait(timeout=120)
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 2, err
+            assert err.strip() == (f"jcausal: output folder {held} is in use by another jcausal run "
+                                   f"(pid {os.getpid()}); wait for it to finish or choose another "
+                                   "output folder")
+            refusals += 1
+        assert _snapshot(held) == before
+    for trial in range(3):
+        out = tmp_path / f"real{trial}"
+        if trial > 0:  # trial 0 trains the model in the run; the others reuse a checkpoint
+            _with_checkpoint(out, iris_checkpoint)
+        a = _jcausal("ace", "iris", "--out", str(out), *SMALL, env=sub_env)
+        if trial > 0:  # start the second once the first holds the lock
+            lock = out / ".jcausal" / "lock"
+            deadline = time.monotonic() + 120
+            while not (lock.is_file() and lock.read_text().strip() == str(a.pid)):
+                assert a.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+        b = _jcausal("ace", "iris", "--out", str(out), *SMALL, env=sub_env)
+        (_, ea), (_, eb) = a.communicate(timeout=300), b.communicate(timeout=300)
+        results = sorted([(a.returncode, ea, a.pid), (b.returncode, eb, b.pid)], key=lambda r: r[0])
+        (rc_ok, _, pid_ok), (rc_no, err_no, _) = results
+        assert (rc_ok, rc_no) == (0, 2), (ea, eb)
+        assert err_no.strip().splitlines() == [
+            f"jcausal: output folder {out} is in use by another jcausal run (pid {pid_ok}); wait for it "
+            "to finish or choose another output folder"]
+        _check_set(out)
+        if trial == 0:
+            assert io.verify_manifest(out / "iris_mlp.json") == []
+        refusals += 1
+    assert refusals == 20
+
+
+_KILL_HOOK = textwrap.dedent("""
+    import os, signal, sys
+    from jcausal._src import io
+    n = int(sys.argv[1])
+    armed, count = [False], [0]
+    real_stage = io.OutputFolder.stage
+    def stage(self, name, files):
+        armed[0] = armed[0] or name.startswith("ace_")
+        return real_stage(self, name, files)
+    io.OutputFolder.stage = stage
+    def wrap(fn):
+        def inner(*a, **k):
+            if armed[0]:
+                count[0] += 1
+                if count[0] == n:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*a, **k)
+        return inner
+    for name in ("replace", "symlink", "link", "unlink", "mkdir", "rmdir", "open"):  # every change
+        setattr(os, name, wrap(getattr(os, name)))
+    from jcausal.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+def test_sigkill_during_the_write_phase_leaves_old_or_new_set(tmp_path, sub_env, iris_checkpoint):
+    """Kill ``jcausal ace iris`` before a random one of the file-system changes of its write phase
+    (about 24); every state is one whole set: the JSON's checksums hold and the ``.npz`` has the
+    JSON's grid size (old run: the previous size, new run: this trial's)."""
+    from jcausal._src.io import read_npz_arrays
+
+    out = _with_checkpoint(tmp_path / "out", iris_checkpoint)
+    assert main(["ace", "iris", "--out", str(out), "--num-alphas", "6", "--max-order", "2",
+                 "--quiet"]) == 0
+    hook = tmp_path / "hook.py"
+    hook.write_text(_KILL_HOOK)
+    rng = random.Random(15)
+    prev, killed = 6, 0
+    for trial, n in enumerate(rng.sample(range(1, 25), 3)):
+        size = 7 + trial
+        r = subprocess.run([sys.executable, str(hook), str(n), "ace", "iris", "--out", str(out),
+                            "--num-alphas", str(size), "--max-order", "2", "--quiet"],
+                           cwd=REPO, env=sub_env, capture_output=True, text=True, timeout=300)
+        killed += r.returncode == -signal.SIGKILL
+        assert r.returncode in (0, -signal.SIGKILL), r.stderr
+        meta = _check_set(out)
+        assert meta["num_alphas"] in (prev, size)
+        arrays = read_npz_arrays(out / "ace_iris.npz", ["expectations"])
+        assert arrays["expectations"].shape == (4, meta["num_alphas"], 3)
+        prev = meta["num_alphas"]
+    assert killed >= 2

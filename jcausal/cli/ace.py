@@ -1,13 +1,28 @@
-"""``jcausal ace``: Phase I + Phase II ACE for the Iris MLP or a user's MLP checkpoint."""
+"""``jcausal ace``: Phase I + Phase II ACE for the Iris MLP or a user's MLP checkpoint.
+
+Order of work: every option and the data are checked first (one ``jcausal: ...`` line and exit
+status 2 on a problem); then the output folder is locked (a concurrent run into the same folder is
+refused at once); then the checkpoint's recorded settings are compared with the request (never a
+ReLU checkpoint evaluated with tanh, nor a seed-0 model reused for ``--seed 5``); then the
+computation; then the run's files (``.npz``, ``.png``, ``.json`` naming the others' SHA-256) are
+published together (:meth:`jcausal._src.io.OutputFolder.stage`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
-from jcausal.cli.train import _fit_iris_mlp
+from jcausal.cli import CLIError, add_debug
+from jcausal.cli.train import IRIS_SET, check_mlp_request, fit_iris_mlp
 
 __all__ = ["register"]
+
+SMALL_SPREAD = 5e-4  # a Phase I curve with a smaller std over the grid may print as flat (0.000)
+UNIT_TOL = 1e-4  # expectations of probabilities outside [-tol, 1 + tol] are flagged
+FEATURE_METHODS = ("definition", "monte_carlo")  # eqn 2 over the rows: they need the data
 
 
 def _rank(text: str):
@@ -17,123 +32,363 @@ def _rank(text: str):
         return float(text)
 
 
+# ------------------------------------------------------------------------------ checks, no work
+
+
+def _check_options(args) -> tuple[int, ...]:
+    """Everything that can be refused from the command line alone; returns the MLP sizes."""
+    if args.dataset == "file" and not (args.data and args.checkpoint and args.sizes):
+        raise CLIError("jcausal ace file: needs --data, --checkpoint and --sizes")
+    sizes = tuple(args.sizes or (4, 8, 3))
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise CLIError(f"--sizes needs at least 2 positive widths (input ... output), got {list(sizes)}")
+    if args.dataset == "iris" and (sizes[0], sizes[-1]) != (4, 3):
+        raise CLIError(f"--sizes for iris must start with 4 (features) and end with 3 (classes), got "
+                       f"{list(sizes)}")
+    check_mlp_request(args.activation, sizes[1:-1])
+    if args.num_alphas < 1 or args.max_order < 0:
+        raise CLIError(f"--num-alphas must be >= 1 and --max-order >= 0, got {args.num_alphas} and "
+                       f"{args.max_order}")
+    if args.num_alphas < args.max_order + 2:
+        raise CLIError(f"--num-alphas {args.num_alphas} is too few for --max-order {args.max_order}: "
+                       f"need at least {args.max_order + 2} (more alphas or a lower order)")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.rank is not None:
+        if isinstance(args.rank, int) and args.rank < 1:
+            raise CLIError(f"--rank must be a positive number of directions or a fraction in (0, 1], "
+                           f"got {args.rank}")
+        if isinstance(args.rank, float) and not 0.0 < args.rank <= 1.0:
+            raise CLIError(f"a fractional --rank must be in (0, 1], got {args.rank}")
+    if args.features is not None:
+        neg = [f for f in args.features if f < 0]
+        if neg:
+            raise CLIError(f"--features must be indices >= 0, got {neg}")
+        if len(set(args.features)) != len(args.features):
+            raise CLIError(f"--features has duplicates: {args.features}")
+    if args.method == "finite_difference" and not args.x64:
+        raise CLIError("--method finite_difference needs float64 (in float32 its second differences "
+                       "are rounding noise): add --x64")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise CLIError(f"checkpoint not found: {args.checkpoint}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a folder")
+    return sizes
+
+
 def _load_matrix(path: Path):
+    """Rows of inputs from ``.npy``, ``.csv`` or whitespace text, as float64, checked."""
+    import warnings
+
     import numpy as np
 
+    if not path.exists():
+        raise CLIError(f"data file not found: {path}")
     if not path.is_file():
-        raise SystemExit(f"jcausal: data file not found: {path}")
+        raise CLIError(f"--data {path} is not a file")
     if path.suffix == ".npy":
-        X = np.load(path, allow_pickle=False)
+        try:
+            X = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            raise CLIError(f"{path} is not a .npy array of numbers (empty, corrupt, or Python "
+                           "objects)") from None
     else:
-        X = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "input contained no data": checked below
+                X = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2,
+                               dtype=np.float64)
+        except ValueError as err:
+            msg = " ".join(str(err).split())
+            hint = "; a header row? remove it" if "row 0" in msg else ""
+            raise CLIError(f"cannot read {path} as rows of numbers ({msg}){hint}") from None
+    if X.size == 0:
+        raise CLIError(f"data file {path} holds no rows")
     if X.ndim != 2:
-        raise SystemExit(f"jcausal: {path} must hold a 2-d array (rows, features), got shape {X.shape}")
-    return X.astype(np.float32)
+        raise CLIError(f"{path} must hold a 2-d array (rows, features), got shape {X.shape}")
+    if X.dtype == bool or not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise CLIError(f"{path} must hold real numbers, got dtype {X.dtype}")
+    X = X.astype(np.float64)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise CLIError(f"{path} contains {int(bad.sum())} NaN/inf values (first at row {r}, column {c}, "
+                       "counting from 0)")
+    if X.shape[0] < 2:
+        raise CLIError(f"{path} has {X.shape[0]} row; ACE needs at least 2")
+    return X
+
+
+def _check_features(k: int, args) -> list[int]:
+    """Feature indices and ``--rank`` against the input width ``k``; the features to explain."""
+    feats = list(range(k)) if args.features is None else list(args.features)
+    out = [f for f in feats if f >= k]
+    if out:
+        raise CLIError(f"--features {out} out of range: the data has {k} features (0..{k - 1})")
+    if isinstance(args.rank, int) and args.rank > k:
+        raise CLIError(f"--rank {args.rank} exceeds the number of features ({k})")
+    return feats
+
+
+def _check_data(X, sizes, feats, feature_names) -> None:
+    """The data's width against ``--sizes``, and no constant column among the features."""
+    import numpy as np
+
+    if X.shape[1] != sizes[0]:
+        raise CLIError(f"the data has {X.shape[1]} features but --sizes starts with {sizes[0]}")
+    const = [f for f in feats if np.ptp(X[:, f]) == 0]
+    if const:
+        shown = ", ".join(f"{feature_names[f]} (index {f}) = {X[0, f]:g}" for f in const[:5])
+        raise CLIError(f"constant feature(s) in the data, nothing to intervene on: {shown}; leave them "
+                       "out with --features")
+
+
+def _check_checkpoint(ckpt: Path, wanted: dict, *, own: bool, remedy: str) -> dict:
+    """Compare a checkpoint's recorded settings with the request; refuse with the differences.
+
+    ``own``: the checkpoint this command trains and reuses in ``--out``: every setting must be
+    recorded and equal. Otherwise (``--checkpoint``) the settings it records must agree."""
+    from jcausal.models.checkpoint import metadata_differences, read_metadata
+
+    meta = read_metadata(ckpt)
+    side = ckpt.with_suffix(".json")
+    if not meta and own and side.is_file():  # written before checkpoints carried their record
+        with contextlib.suppress(ValueError, OSError):
+            meta = {k: v for k, v in json.loads(side.read_text()).items()
+                    if k in ("model", "sizes", "activation", "seed")} | {"dataset": "iris"}
+    if own:
+        diffs = metadata_differences(meta, wanted)
+    else:
+        diffs = metadata_differences(meta, {k: v for k, v in wanted.items() if k in meta})
+        unknown = [k for k in ("sizes", "activation") if k not in meta]
+        if unknown:
+            print(f"jcausal: note: {ckpt} records no {' or '.join(unknown)}; using "
+                  + ", ".join(f"--{k} {wanted[k]}" for k in unknown), file=sys.stderr)
+    if diffs:
+        raise CLIError(f"{ckpt} was trained with other settings ({'; '.join(diffs)}): {remedy}")
+    return meta
+
+
+# ------------------------------------------------------------------------------------ the command
 
 
 def _ace(args) -> int:
     import jax
     import numpy as np
-    from flax import nnx
-    from tqdm.auto import tqdm
 
-    from jcausal._src.io import atomic_write_bytes
-    from jcausal.ace import explain, save_result
-    from jcausal.models import MLP, functional, load
-    from jcausal.models.checkpoint import CheckpointMismatchError
-    from jcausal.plot import plot_causal_regressors
+    from jcausal._src.io import output_lock
 
+    sizes = _check_options(args)
     out = Path(args.out)
-    steps = tqdm(total=4, desc="jcausal ace", disable=args.quiet, leave=False)
-    if args.dataset == "iris":
-        from jcausal.data import load_iris, train_test_split
-
-        data = load_iris()
-        tr, _ = train_test_split(len(data.y), test_size=30, seed=args.seed)
-        X = data.X[tr]
-        sizes = tuple(args.sizes or (4, 8, 3))
-        feature_names, output_names = list(data.feature_names), list(data.target_names)
-        ckpt = Path(args.checkpoint) if args.checkpoint else out / "iris_mlp.msgpack"
-        if not args.checkpoint and not ckpt.is_file():  # a named checkpoint must exist
-            steps.set_postfix_str("training the Iris MLP")
-            _fit_iris_mlp(out, sizes[1:-1], args.activation, epochs=300, lr=1e-2, seed=args.seed,
-                          progress=False)
-    else:
-        if not (args.data and args.checkpoint and args.sizes):
-            raise SystemExit("jcausal ace file: needs --data, --checkpoint and --sizes")
+    if args.dataset == "file":  # a user's file is checked before anything else
         X = _load_matrix(Path(args.data))
-        sizes = tuple(args.sizes)
-        if X.shape[1] != sizes[0]:
-            raise SystemExit(f"jcausal: data has {X.shape[1]} features but --sizes starts with {sizes[0]}")
-        ckpt = Path(args.checkpoint)
-        feature_names = [f"x{i}" for i in range(sizes[0])]
+        feature_names = [f"x{i}" for i in range(X.shape[1])]
         output_names = [f"y{j}" for j in range(sizes[-1])]
-    model = MLP(sizes, activation=args.activation, rngs=nnx.Rngs(0))
-    try:
-        load(ckpt, model)
-    except (FileNotFoundError, CheckpointMismatchError) as err:
-        raise SystemExit(f"jcausal: {err}") from None
-    apply, params = functional(model)
-    steps.update()
+        if X.shape[1] != sizes[0]:
+            raise CLIError(f"the data has {X.shape[1]} features but --sizes starts with {sizes[0]}")
+    feats = _check_features(sizes[0], args)
+    if args.dataset == "file":
+        _check_data(X, sizes, feats, feature_names)
+    wanted = {"model": "MLP", "sizes": list(sizes), "activation": args.activation}
+    if args.dataset == "iris":
+        wanted |= {"seed": args.seed, "dataset": "iris"}
+    if args.checkpoint:
+        ckpt = Path(args.checkpoint)
+        ck_meta = _check_checkpoint(ckpt, wanted, own=False,
+                                    remedy="pass the settings it was trained with, or another checkpoint")
 
-    def probs(p, x):
-        return jax.nn.softmax(apply(p, x))
+    with output_lock(out) as folder:
+        if args.dataset == "iris":  # loaded under the lock: a refused run does nothing
+            from jcausal.data import load_iris, train_test_split
 
-    if args.method is None:
-        args.method = "monte_carlo" if args.dataset == "iris" else "directional"
-    steps.set_postfix_str(f"Phase I ({args.method})")
-    kw = {"method": args.method, "batch_size": args.batch_size}
-    if args.rank is not None:
-        kw["rank"] = args.rank
-    if args.method == "monte_carlo":
-        kw["data"] = X
-    if args.method == "hutchinson":
-        kw["key"] = jax.random.key(args.seed)
-    if args.method == "gauss_newton":
-        probs, kw["head"] = apply, jax.nn.softmax
-    features = args.features if args.features else None
-    res = explain(probs, X, params=params, features=features, num_alphas=args.num_alphas,
-                  max_order=args.max_order, **kw)
-    steps.update(2)
-    steps.set_postfix_str("writing results")
-    name = f"ace_{args.dataset}"
-    out.mkdir(parents=True, exist_ok=True)
-    save_result(out / f"{name}.npz", res)
-    feats = np.asarray(res.features)
-    fnames = [feature_names[i] for i in feats]
-    fig = plot_causal_regressors(res, feature_names=fnames, output_names=output_names)
-    fig.savefig(out / f"{name}.png.tmp.png", dpi=120)
-    (out / f"{name}.png.tmp.png").replace(out / f"{name}.png")
-    meta = {"dataset": args.dataset, "checkpoint": str(ckpt), "sizes": list(sizes),
-            "activation": args.activation, "method": args.method, "rank": args.rank,
-            "num_alphas": args.num_alphas, "max_order": args.max_order, "seed": args.seed,
-            "features": feats.tolist(), "feature_names": fnames, "output_names": output_names}
-    atomic_write_bytes(out / f"{name}.json", json.dumps(meta, indent=2).encode())
-    steps.update()
-    steps.close()
-    _print_table(res, fnames, output_names)
+            data = load_iris()
+            tr, _ = train_test_split(len(data.y), test_size=30, seed=args.seed)
+            X = np.asarray(data.X[tr], np.float64)
+            feature_names, output_names = list(data.feature_names), list(data.target_names)
+            _check_data(X, sizes, feats, feature_names)
+        if not args.checkpoint:
+            ckpt = out / f"{IRIS_SET}.msgpack"
+            hidden = " ".join(str(s) for s in sizes[1:-1])
+            if ckpt.is_file():
+                ck_meta = _check_checkpoint(
+                    ckpt, wanted, own=True,
+                    remedy=f"use another --out, or retrain it with `jcausal train iris --out {out} "
+                           f"--hidden {hidden} --activation {args.activation} --seed {args.seed}`")
+            else:
+                if not args.quiet:
+                    print("jcausal: training the Iris MLP", file=sys.stderr)
+                fit_iris_mlp(folder, sizes[1:-1], args.activation, epochs=300, lr=1e-2,
+                             seed=args.seed, progress=False)
+                ck_meta = _check_checkpoint(ckpt, wanted, own=True, remedy="")
+        with jax.enable_x64(True) if args.x64 else contextlib.nullcontext():
+            res, fig = _compute(args, X, sizes, feats, ckpt, feature_names, output_names)
+            report = _report(res, [feature_names[f] for f in feats], output_names)
+            name = f"ace_{args.dataset}"
+            _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, feature_names,
+                   output_names)
+            table = format_table(res, report)
+    print(table)
+    for w in report["warnings"]:
+        print(f"warning: {w}")
     print(f"wrote {out / (name + '.npz')}, {out / (name + '.png')} and {out / (name + '.json')}")
     return 0
 
 
-def _print_table(res, feature_names, output_names) -> None:
+def _compute(args, X, sizes, feats, ckpt, feature_names, output_names):
+    """Phase I + II on the checkpoint's MLP (softmax outputs) and the figure."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+    from tqdm.auto import tqdm
+
+    from jcausal.ace import explain
+    from jcausal.models import MLP, functional, load
+    from jcausal.plot import plot_causal_regressors
+
+    steps = tqdm(total=3, desc="jcausal ace", disable=args.quiet, leave=False)
+    model = MLP(sizes, activation=args.activation, rngs=nnx.Rngs(0))
+    load(ckpt, model)
+    apply, params = functional(model)
+    steps.update()
+    method = args.method
+    if method is None:
+        method = "monte_carlo" if args.dataset == "iris" else "directional"
+    steps.set_postfix_str(f"Phase I ({method})")
+    dtype = jnp.float64 if args.x64 else jnp.float32  # --x64: the caller enabled float64
+    params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
+    Xd = np.asarray(X, dtype)
+
+    def probs(p, x):
+        return jax.nn.softmax(apply(p, x))
+
+    f = probs
+    kw = {"method": method, "batch_size": args.batch_size}
+    if args.rank is not None:
+        kw["rank"] = args.rank
+    if method in FEATURE_METHODS:
+        kw["data"] = Xd
+    if method == "hutchinson":
+        kw["key"] = jax.random.key(args.seed)
+    if method == "gauss_newton":
+        f, kw["head"] = apply, jax.nn.softmax
+    res = explain(f, Xd, params=params, features=feats, num_alphas=args.num_alphas,
+                  max_order=args.max_order, **kw)
+    args.method = method
+    steps.update()
+    steps.set_postfix_str("figure")
+    fig = plot_causal_regressors(res, feature_names=[feature_names[i] for i in feats],
+                                 output_names=output_names)
+    steps.update()
+    steps.close()
+    return res, fig
+
+
+def _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, feature_names,
+           output_names) -> None:
+    """Publish ``name.npz``, ``name.png`` and ``name.json`` (last, naming the others' SHA-256)."""
+    import matplotlib.pyplot as plt
+
+    from jcausal._src.io import atomic_savefig, atomic_write_json, file_manifest, file_sha256
+    from jcausal.ace import save_result
+
+    files = [f"{name}.npz", f"{name}.png"]
+    meta = {"dataset": args.dataset,
+            "checkpoint": {"path": str(ckpt), "sha256": file_sha256(ckpt), "metadata": ck_meta},
+            "sizes": list(sizes), "activation": args.activation, "method": args.method,
+            "x64": bool(args.x64), "rank": args.rank, "num_alphas": args.num_alphas,
+            "max_order": args.max_order, "seed": args.seed, "features": list(feats),
+            "feature_names": [feature_names[f] for f in feats], "output_names": output_names,
+            "expectations_range": report["range"],
+            "expectations_outside_unit_interval": bool(report["outside"]),
+            "flags": {"outside_unit_interval": report["outside"],
+                      "order0_with_spread": report["flat_but_spread"]},
+            "warnings": report["warnings"]}
+    try:
+        with folder.stage(name, [*files, f"{name}.json"]) as stage:
+            save_result(stage / files[0], res)
+            atomic_savefig(fig, stage / files[1], dpi=120)
+            meta["files"] = file_manifest(stage, files)
+            atomic_write_json(stage / f"{name}.json", meta)
+    finally:
+        plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------- the table
+
+
+def _report(res, feature_names, output_names) -> dict:
+    """Per-curve checks: Phase I spread, order 0 despite a spread, probabilities outside [0, 1]."""
     import numpy as np
 
+    E = np.asarray(res.expectations, np.float64)  # (F, A, m)
+    spread = E.std(axis=1)  # (F, m)
+    lo, hi = E.min(axis=1), E.max(axis=1)
+    orders = np.asarray(res.orders)
+    flat = (orders == 0) & (spread >= SMALL_SPREAD)
+    outside = (lo < -UNIT_TOL) | (hi > 1.0 + UNIT_TOL)
+    rep = {
+        "spread": spread, "flat_mask": flat, "outside_mask": outside,
+        "feature_names": feature_names, "output_names": output_names,
+        "range": [float(E.min()), float(E.max())],
+        "flat_but_spread": [{"feature": feature_names[f], "output": output_names[j],
+                             "spread": float(spread[f, j])} for f, j in np.argwhere(flat)],
+        "outside": [{"feature": feature_names[f], "output": output_names[j], "min": float(lo[f, j]),
+                     "max": float(hi[f, j])} for f, j in np.argwhere(outside)],
+        "warnings": [],
+    }
+    if outside.any():
+        rep["warnings"].append(
+            f"{int(outside.sum())} curve(s) have expectations of probabilities outside [0, 1] "
+            f"(range [{E.min():.3f}, {E.max():.3f}], marked !): the Phase I estimate is not an "
+            "expectation there (e.g. the second-order expansion far from the definition, eqn 2)")
+    if flat.any():
+        rep["warnings"].append(
+            f"Phase II chose order 0 (no effect) for {int(flat.sum())} curve(s) whose Phase I values "
+            f"spread (std up to {spread[flat].max():.3g}, marked *): their row shows the Phase I "
+            "values minus their mean instead; such a curve is noise or estimator error, not 'no effect'")
+    return rep
+
+
+def _cell(v: float, mark: str = "") -> str:
+    """A signed value that never prints as +-0.000 unless it is zero."""
+    text = f"{v:+.1e}" if v != 0.0 and abs(v) < 5e-4 else f"{v:+.3f}"
+    return f"{text + mark:>9s}"
+
+
+def format_table(res, report) -> str:
+    """The ACE table: per output, one row per feature with the selected order, the Phase I spread,
+    and ACE at low / mid / high (``*``: Phase I values, order 0 chosen despite a spread; ``!``:
+    expectations outside [0, 1])."""
+    import numpy as np
+
+    feature_names, output_names = report["feature_names"], report["output_names"]
     lo = np.asarray(res.regressor.low)[:, 0]
     hi = np.asarray(res.regressor.high)[:, 0]
-    grid = np.stack([lo, 0.5 * (lo + hi), hi], axis=1)
+    grid = np.stack([lo, 0.5 * (lo + hi), hi], axis=1)  # (F, 3)
     ace = np.asarray(res.ace(grid))  # (F, 3, m)
+    E = np.asarray(res.expectations, np.float64)
+    alphas = np.asarray(res.alphas, np.float64)
     orders = np.asarray(res.orders)
+    spread = report["spread"]
     width = max(len(n) for n in feature_names) + 2
-    print("\nAverage causal effect ACE(a) = E[y | do(x = a)] - baseline at a = low / mid / high\n")
+    lines = ["", "Average causal effect ACE(a) = E[y | do(x = a)] - baseline at a = low / mid / high;",
+             "spread = std of the Phase I curve E[y | do(x = a)] over the grid", ""]
     for j, out_name in enumerate(output_names):
-        print(f"{out_name}")
-        print(f"  {'feature':{width}s}order      low      mid     high")
+        lines.append(f"{out_name}")
+        lines.append(f"  {'feature':{width}s}order  spread      low      mid     high")
         for f, name in enumerate(feature_names):
-            a = ace[f, :, j]
-            print(f"  {name:{width}s}{orders[f, j]:5d} {a[0]:+8.3f} {a[1]:+8.3f} {a[2]:+8.3f}")
-    print()
-
+            a, mark = ace[f, :, j], ""
+            if report["flat_mask"][f, j]:  # Phase I values, centred, at low / mid / high
+                centred = E[f, :, j] - E[f, :, j].mean()
+                a, mark = np.interp(grid[f], alphas[f], centred), "*"
+            flag = "  !" if report["outside_mask"][f, j] else ""
+            s = spread[f, j]
+            s_text = f"{s:.1e}" if 0 < s < 5e-4 else f"{s:.3f}"
+            lines.append(f"  {name:{width}s}{orders[f, j]:5d} {s_text:>7s}"
+                         + "".join(_cell(float(v), mark) for v in a) + flag)
+    return "\n".join(lines) + "\n"
 
 
 def register(sub) -> None:
@@ -148,7 +403,8 @@ def register(sub) -> None:
     ac.add_argument("dataset", choices=["iris", "file"],
                     help="'iris': the reference Iris MLP (trained and saved in --out when no "
                          "--checkpoint); 'file': your MLP (--checkpoint, --sizes) on your data (--data)")
-    ac.add_argument("--data", help="'file': rows of training inputs (.npy, .csv, or whitespace text)")
+    ac.add_argument("--data", help="'file': rows of training inputs (.npy, .csv, or whitespace text; "
+                                   "numbers only, no header row)")
     ac.add_argument("--checkpoint", help="MLP parameters saved with jcausal.models.save")
     ac.add_argument("--sizes", type=int, nargs="+", help="MLP widths incl. input and output "
                                                           "(iris default: 4 8 3)")
@@ -157,16 +413,22 @@ def register(sub) -> None:
                     help="Phase I estimator. Default: 'monte_carlo' for iris (eqn 2 over the 120 "
                          "training rows is exact and cheap), 'directional' for file (the paper's "
                          "second-order expansion, exact Hessian-vector algebra; cost independent "
-                         "of the number of rows)")
+                         "of the number of rows). 'finite_difference' needs --x64")
+    ac.add_argument("--x64", action="store_true",
+                    help="compute in float64 (jax_enable_x64 for this run; needed by "
+                         "finite_difference)")
     ac.add_argument("--rank", type=_rank, help="covariance directions kept: int, or variance "
                                                "fraction like 0.95 (factor methods)")
     ac.add_argument("--num-alphas", type=int, default=20, help="interventions per feature "
                                                                 "(default: %(default)s)")
     ac.add_argument("--max-order", type=int, default=5, help="highest causal-regressor order "
-                                                              "(default: %(default)s)")
+                                                              "(default: %(default)s; needs "
+                                                              "--num-alphas >= max-order + 2)")
     ac.add_argument("--features", type=int, nargs="+", help="feature indices (default: all)")
     ac.add_argument("--batch-size", type=int, default=32, help="points per device at once")
-    ac.add_argument("--out", default="jcausal-out", help="output folder (default: %(default)s)")
+    ac.add_argument("--out", default="jcausal-out", help="output folder, locked while the run "
+                                                          "lasts (default: %(default)s)")
     ac.add_argument("--seed", type=int, default=0, help="training/split/probe seed")
     ac.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_debug(ac)
     ac.set_defaults(func=_ace)

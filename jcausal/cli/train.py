@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from jcausal.cli import CLIError, add_debug
 
 __all__ = ["register"]
 
+IRIS_SET = "iris_mlp"  # the file set iris_mlp.msgpack + iris_mlp.json in an output folder
 
-def _fit_iris_mlp(out: Path, hidden, activation: str, epochs: int, lr: float, seed: int,
-                  progress: bool) -> dict:
-    """Train the reference Iris MLP, save ``iris_mlp.msgpack`` and ``iris_mlp.json`` in ``out``,
-    and return the metadata (held-out accuracy on 30 samples included)."""
+
+def check_mlp_request(activation: str, hidden) -> None:
+    """Refuse an unknown activation or non-positive hidden widths before any work."""
+    from jcausal.models import ACTIVATIONS
+
+    if activation not in ACTIVATIONS:
+        raise CLIError(f"unknown --activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+    if any(h < 1 for h in hidden):
+        raise CLIError(f"hidden widths must be positive, got {list(hidden)}")
+
+
+def fit_iris_mlp(folder, hidden, activation: str, epochs: int, lr: float, seed: int,
+                 progress: bool) -> dict:
+    """Train the reference Iris MLP and publish ``iris_mlp.msgpack`` + ``iris_mlp.json`` together in
+    a locked output folder (:func:`jcausal._src.io.output_lock`); return the metadata (held-out
+    accuracy on 30 samples included).
+
+    The checkpoint records ``model``, ``sizes``, ``activation``, ``seed``, ``dataset``, ``epochs``
+    and ``lr`` (:func:`jcausal.models.checkpoint.read_metadata`); the JSON repeats them with the
+    accuracy and the checkpoint's SHA-256.
+    """
     import jax
     from flax import nnx
 
-    from jcausal._src.io import atomic_write_bytes
+    from jcausal._src.io import atomic_write_json, file_manifest
     from jcausal.data import load_iris, train_test_split
     from jcausal.models import MLP, accuracy, functional, save, train
 
@@ -27,23 +46,33 @@ def _fit_iris_mlp(out: Path, hidden, activation: str, epochs: int, lr: float, se
                    batch_size=16, learning_rate=lr, X_val=data.X[te], y_val=data.y[te],
                    progress=progress)
     apply, params = functional(model)
-    meta = {"model": "MLP", "sizes": sizes, "activation": activation, "seed": seed, "epochs": epochs,
+    record = {"dataset": "iris", "seed": seed, "epochs": epochs, "lr": lr}
+    meta = {"model": "MLP", "sizes": sizes, "activation": activation, **record,
             "test_accuracy": accuracy(apply, params, data.X[te], data.y[te]),
             "final_loss": result.history["loss"][-1]}
-    save(out / "iris_mlp.msgpack", model)
-    atomic_write_bytes(out / "iris_mlp.json", json.dumps(meta, indent=2).encode())
+    with folder.stage(IRIS_SET, [f"{IRIS_SET}.msgpack", f"{IRIS_SET}.json"]) as stage:
+        save(stage / f"{IRIS_SET}.msgpack", model, metadata=record)
+        meta["files"] = file_manifest(stage, [f"{IRIS_SET}.msgpack"])
+        atomic_write_json(stage / f"{IRIS_SET}.json", meta)
     return meta
 
 
 def _train_iris(args) -> int:
+    from jcausal._src.io import output_lock
+
+    check_mlp_request(args.activation, args.hidden)
+    if args.epochs < 1:
+        raise CLIError(f"--epochs must be >= 1, got {args.epochs}")
+    if not args.lr > 0:
+        raise CLIError(f"--lr must be positive, got {args.lr}")
     out = Path(args.out)
-    meta = _fit_iris_mlp(out, args.hidden, args.activation, args.epochs, args.lr, args.seed,
-                         progress=not args.quiet)
+    with output_lock(out) as folder:
+        meta = fit_iris_mlp(folder, args.hidden, args.activation, args.epochs, args.lr, args.seed,
+                            progress=not args.quiet)
     print(f"Iris MLP {meta['sizes']}: held-out accuracy {meta['test_accuracy']:.3f} on 30 samples "
           f"(final training loss {meta['final_loss']:.4f})")
     print(f"wrote {out / 'iris_mlp.msgpack'} and {out / 'iris_mlp.json'}")
     return 0
-
 
 
 def register(sub) -> None:
@@ -58,4 +87,5 @@ def register(sub) -> None:
     ti.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
     ti.add_argument("--seed", type=int, default=0)
     ti.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_debug(ti)
     ti.set_defaults(func=_train_iris)
