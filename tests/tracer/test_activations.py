@@ -61,3 +61,18 @@ def test_layers_filter_errors():
         layer_outputs(m, jnp.ones(4), layers=["layers.7"])
     lo = layer_outputs(m, jnp.ones(4), layers=lambda n: n.startswith("layers"))
     assert lo.names == ("layers.0", "layers.1") and lo.shapes == ((6,), (3,))
+
+
+def test_no_recompile_for_new_inputs_and_exogenous_in_graph():
+    from jcausal.tracer.activations import _batched
+    from jcausal.tracer.explain import explain
+
+    m = MLP((4, 6, 3), dropout=0.5, rngs=nnx.Rngs(0))
+    lo = layer_outputs(m, jnp.ones(4))
+    activations(lo, jnp.ones((5, 4)), batch_size=5)
+    before = _batched._cache_size()
+    activations(lo, jnp.zeros((5, 4)), batch_size=5)
+    assert _batched._cache_size() == before
+    keys = (jax.random.key(0), jax.random.key(1))
+    ex = explain(m, jnp.arange(1.0, 5.0, dtype=jnp.float32), randomness_keys=keys)
+    assert ex.graph.exogenous == ("dropout",) and ex.graph.to_dict()["exogenous"] == ["dropout"]
