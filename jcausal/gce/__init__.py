@@ -5,6 +5,7 @@ maps (:mod:`.models`), training of ``C + lambda D`` (:mod:`.train`), Algorithm 1
 selection (:mod:`.select`) and evaluation (:mod:`.evaluate`).
 """
 
+from jcausal.gce.evaluate import AccuracyDrop, Sweep, latent_sweeps, resample_accuracy
 from jcausal.gce.models import Generative, LinearGaussian, conv_vae, generative, linear_gaussian_kl, mlp_vae
 from jcausal.gce.objectives import (
     VARIANTS,
@@ -14,9 +15,17 @@ from jcausal.gce.objectives import (
     information_flow,
     mutual_information,
 )
+from jcausal.gce.select import SelectionPath, make_measure, select_parameters
 from jcausal.gce.train import StepInfo, TrainResult, build_step, train
 
 __all__ = [
+    "AccuracyDrop",
+    "SelectionPath",
+    "Sweep",
+    "latent_sweeps",
+    "make_measure",
+    "resample_accuracy",
+    "select_parameters",
     "VARIANTS",
     "StepInfo",
     "TrainResult",

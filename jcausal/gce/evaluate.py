@@ -1,0 +1,126 @@
+"""Evaluating a learned explanation: accuracy when a factor is resampled, and latent sweeps.
+
+GCE paper section 5 (Figure 5b) and Figures 3, 12, 13. The per-factor information flow
+(Figure 5a) is :func:`jcausal.gce.factor_flows`. Every function here takes the generator's
+``encode(gp, x) -> (mean, log_var)`` and ``decode(gp, z)`` and the classifier
+``classify(cp, x) -> (M,)`` probabilities, with ``params = (gp, cp)`` (either ``None`` to call
+without parameters), and acts on a dataset in fixed-size ``lax.map`` chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jcausal.gce.objectives import _caller, _split_params
+
+__all__ = ["AccuracyDrop", "Sweep", "resample_accuracy", "latent_sweeps"]
+
+
+class AccuracyDrop(NamedTuple):
+    """Classifier accuracy (fractions in [0, 1]) on ``original`` inputs, on their ``reencoded``
+    reconstructions ``decode(mean(encode(x)))``, and ``resampled[j]`` after latent ``j`` of every
+    encoded input is replaced by a draw from the prior ``N(0, 1)``; ``(K + L,)``."""
+
+    original: jax.Array
+    reencoded: jax.Array
+    resampled: jax.Array
+
+
+class Sweep(NamedTuple):
+    """Latent sweeps of ``n`` inputs: ``images[i, j, v]`` decodes input ``i``'s latent mean with
+    factor ``j`` shifted by ``offsets[v]`` (``offsets`` contains 0: the reconstruction);
+    ``probs[i, j, v]`` the classifier's ``(M,)`` probabilities of that image."""
+
+    images: jax.Array  # (n, K + L, V, *x_shape)
+    probs: jax.Array  # (n, K + L, V, M)
+    offsets: jax.Array  # (V,)
+
+
+def _callers(encode, decode, classify, params):
+    gp, cp = _split_params(params)
+    return _caller(encode, gp), _caller(decode, gp), _caller(classify, cp)
+
+
+@partial(jax.jit, static_argnames=("encode", "decode", "classify", "batch_size"))
+def _resample(encode, decode, classify, params, key, X, y, batch_size):
+    enc, dec, clf = _callers(encode, decode, classify, params)
+    n = X.shape[0]
+    keys = jax.random.split(key, n)
+
+    def one(args):
+        x, label, k = args
+        z, _ = enc(x)
+        dim = z.shape[0]
+        noise = jax.random.normal(k, (dim,), z.dtype)
+        zs = jnp.where(jnp.eye(dim, dtype=bool), noise[None, :], z[None, :])  # row j: z_j resampled
+        hit = lambda p: (jnp.argmax(p) == label).astype(jnp.float32)  # noqa: E731
+        return (hit(clf(x)), hit(clf(dec(z))),
+                jax.vmap(lambda zz: hit(clf(dec(zz))))(zs))
+
+    orig, re, res = jax.lax.map(one, (X, y, keys), batch_size=batch_size)
+    return AccuracyDrop(jnp.mean(orig), jnp.mean(re), jnp.mean(res, axis=0))
+
+
+def resample_accuracy(encode: Callable, decode: Callable, classify: Callable, key: jax.Array, X, y, *,
+                      params=None, batch_size: int = 128) -> AccuracyDrop:
+    """Accuracy drop when each latent factor is resampled from its prior (GCE Figure 5b).
+
+    For every input ``x`` (label ``y``): ``z = mean(encode(x))``; the classifier is scored on
+    ``x``, on ``decode(z)`` and, for each factor ``j``, on ``decode(z with z_j ~ N(0, 1))``.
+    Causal factors should lower the accuracy, noncausal ones should not.
+
+    Args:
+      encode, decode, classify, params: see the module docstring.
+      key: PRNG key of the resampled values.
+      X: ``(n, *x_shape)`` inputs; y: ``(n,)`` integer labels (indices into the classifier's output).
+      batch_size: inputs per ``lax.map`` chunk.
+
+    Returns:
+      :class:`AccuracyDrop`.
+    """
+    X = jnp.asarray(X)
+    y = jnp.asarray(y, jnp.int32)
+    if X.shape[0] != y.shape[0] or X.shape[0] == 0:
+        raise ValueError(f"X and y need the same non-zero length, got {X.shape[0]} and {y.shape[0]}")
+    return _resample(encode, decode, classify, params, key, X, y, int(batch_size))
+
+
+@partial(jax.jit, static_argnames=("encode", "decode", "classify"))
+def _sweeps(encode, decode, classify, params, X, offsets):
+    enc, dec, clf = _callers(encode, decode, classify, params)
+
+    def one(x):
+        z, _ = enc(x)
+        dim = z.shape[0]
+        eye = jnp.eye(dim, dtype=z.dtype)
+        zs = z[None, None, :] + offsets[None, :, None] * eye[:, None, :]  # (dim, V, dim)
+        imgs = jax.vmap(jax.vmap(dec))(zs)
+        return imgs, jax.vmap(jax.vmap(clf))(imgs)
+
+    return jax.lax.map(one, X)
+
+
+def latent_sweeps(encode: Callable, decode: Callable, classify: Callable, X, *, params=None,
+                  offsets=None) -> Sweep:
+    """Decoded images as each latent factor of each input is swept (GCE Figures 3, 12, 13).
+
+    Args:
+      encode, decode, classify, params: see the module docstring.
+      X: ``(n, *x_shape)`` inputs to explain.
+      offsets: ``(V,)`` shifts added to one factor of the latent mean (default
+        ``linspace(-3, 3, 7)``, which contains 0).
+
+    Returns:
+      :class:`Sweep` with images ``(n, K + L, V, *x_shape)`` and probabilities ``(n, K + L, V, M)``.
+    """
+    offsets = jnp.linspace(-3.0, 3.0, 7) if offsets is None else jnp.asarray(offsets, jnp.float32)
+    if offsets.ndim != 1 or not np.all(np.isfinite(np.asarray(offsets))):
+        raise ValueError(f"offsets must be a finite 1-d array, got {np.asarray(offsets)!r}")
+    imgs, probs = _sweeps(encode, decode, classify, params, jnp.asarray(X), offsets)
+    return Sweep(imgs, probs, offsets)
