@@ -161,9 +161,10 @@ class OutputLockedError(RuntimeError):
 class OutputFolder:
     """A locked output folder (yielded by :func:`output_lock`); :meth:`stage` publishes file sets."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, symlinks: bool = True):
         self.path = path
         self.state = path / STATE_DIR
+        self.symlinks = symlinks  # False on file systems without symlinks: see stage()
 
     def __repr__(self) -> str:
         return f"OutputFolder({str(self.path)!r})"
@@ -177,6 +178,11 @@ class OutputFolder:
         the set is published: ``self.path / filename`` then reads the new files, all switched by
         one atomic rename. On an exception, or if a named file was not written, nothing changes
         and the run folder is removed.
+
+        On a file system without symlinks (``self.symlinks`` False) the files are moved into place
+        one by one in the order of ``filenames`` (put the JSON naming the others' checksums last):
+        each file is atomic, and a kill between two moves is detected by the checksums, not
+        prevented.
 
         Args:
           name: the set's name (e.g. ``"ace_iris"``); runs of the same name replace each other.
@@ -196,7 +202,13 @@ class OutputFolder:
             if missing:
                 raise FileNotFoundError(f"set {name!r}: files {missing} were not written")
             _fsync_dir(run)
-            self._publish(root, run, filenames)
+            if self.symlinks:
+                self._publish(root, run, filenames)
+            else:
+                for n in filenames:
+                    os.replace(run / n, self.path / n)
+                _fsync_dir(self.path)
+                shutil.rmtree(run, ignore_errors=True)
         except BaseException:
             shutil.rmtree(run, ignore_errors=True)
             raise
@@ -257,7 +269,7 @@ class OutputFolder:
         try:
             keep = os.readlink(root / CURRENT)
         except OSError:
-            return
+            keep = None  # no symlinks here: no run folder is in use once published
         for p in root.iterdir():
             if p.name in (CURRENT, keep):
                 continue
@@ -269,6 +281,16 @@ class OutputFolder:
         for p in self.path.glob(".*.link"):  # temporary stable links of a killed run
             with contextlib.suppress(OSError):
                 p.unlink()
+
+
+def _symlinks_work(folder: Path) -> bool:
+    probe = _unique(folder, "probe", ".link")
+    try:
+        os.symlink("probe", probe)
+    except OSError:
+        return False
+    os.unlink(probe)
+    return True
 
 
 @contextlib.contextmanager
@@ -305,7 +327,7 @@ def output_lock(folder: str | os.PathLike) -> Iterator[OutputFolder]:
                 "it to finish or choose another output folder") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield OutputFolder(folder)
+        yield OutputFolder(folder, symlinks=_symlinks_work(state))
     finally:
         os.close(fd)
 

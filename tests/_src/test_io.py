@@ -322,3 +322,16 @@ def test_load_result_clear_error_on_npy_and_random_bytes(tmp_path):
         with pytest.raises(ValueError, match="npz") as err:
             load_result(bad)
         assert "allow_pickle" not in str(err.value) and "pickle" not in str(err.value).lower()
+
+
+def test_file_system_without_symlinks_moves_files_json_last(tmp_path, monkeypatch):
+    def no_symlinks(*a, **k):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(io.os, "symlink", no_symlinks)
+    publish(tmp_path, 1)
+    publish(tmp_path, 2)
+    assert not (tmp_path / "a.bin").is_symlink()
+    assert json.loads((tmp_path / "res.json").read_text())["run"] == 2
+    assert io.verify_manifest(tmp_path / "res.json") == []
+    assert list((tmp_path / ".jcausal" / "res").iterdir()) == []
