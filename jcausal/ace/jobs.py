@@ -36,7 +36,7 @@ from jcausal.ace.attribution import ACEResult, save_result
 from jcausal.ace.interventional import interventional_expectation
 from jcausal.ace.stats import input_stats, intervention_grid
 
-__all__ = ["JobError", "run_job", "job_status"]
+__all__ = ["JobError", "job_status", "load_model", "load_rows", "run_job"]
 
 MANIFEST = "manifest.json"
 CHUNKS = "chunks"
@@ -244,3 +244,76 @@ def run_job(
     atomic_write_json(out / "ace.json", meta)
     atomic_write_json(out / MANIFEST, {**manifest, "done": list(range(num_chunks)), "complete": True})
     return res
+
+
+def load_model(spec: str):
+    """Import ``module:function`` and call it: it must return ``(model, params)`` with ``model`` a
+    callable ``model(params, x)`` on ONE input or a :class:`jcausal.models.Split` (first affine layer
+    + rest, for the fast eqn 2), e.g. a :class:`jcausal.models.Functional` or
+    :class:`jcausal.models.SplitFunctional`. Raises ``ValueError`` with the reason otherwise."""
+    import importlib
+
+    from jcausal._src.calling import Split
+
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ValueError(f"--model must look like 'package.module:function', got {spec!r}")
+    mod_name, fn_name = spec.split(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as err:  # ImportError, or an error raised while importing the user's module
+        why = f"{type(err).__name__}: {err}"
+        raise ValueError(f"cannot import module {mod_name!r} for --model {spec}: {why}") from None
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise ValueError(f"module {mod_name!r} has no callable {fn_name!r} (--model {spec})")
+    try:
+        got = fn()
+    except Exception as err:
+        raise ValueError(f"{spec}() raised {type(err).__name__}: {err}") from None
+    if not (isinstance(got, tuple) and len(got) == 2):
+        raise ValueError(f"{spec}() must return (model, params), got {type(got).__name__}")
+    model, params = got
+    if not (callable(model) or isinstance(model, Split)):
+        raise ValueError(f"{spec}() returned a model that is not callable: {type(model).__name__}")
+    return model, params
+
+
+def load_rows(path: str | os.PathLike) -> np.ndarray:
+    """Training rows ``(n, k)`` float32 from a ``.npy`` file, a ``.npz`` archive (its only array, or
+    the one named ``X``), or an IDX folder/file (images flattened, scaled to [0, 1])."""
+    path = Path(path)
+    if path.is_dir() or path.name.endswith(("-ubyte", "-ubyte.gz")):
+        from jcausal.data.idx import read_idx
+
+        folder = path if path.is_dir() else path.parent
+        cands = sorted(folder.glob("*images-idx3-ubyte*")) if path.is_dir() else [path]
+        if not cands:
+            raise ValueError(f"no '*images-idx3-ubyte[.gz]' file in {folder}")
+        arr = np.asarray(read_idx(cands[0]))
+        arr = arr.reshape(arr.shape[0], -1).astype(np.float32)
+        if arr.max() > 1.0:
+            arr = arr / 255.0
+        return arr
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"{path}: not a plain numeric .npy array ({err})") from None
+    elif path.suffix == ".npz":
+        z = read_npz_arrays(path)
+        if "X" in z:
+            arr = z["X"]
+        elif len(z) == 1:
+            arr = next(iter(z.values()))
+        else:
+            raise ValueError(f"{path} holds several arrays {sorted(z)}: name the rows 'X'")
+    else:
+        raise ValueError(f"{path}: use a .npy file, a .npz archive or an IDX folder")
+    arr = np.asarray(arr)
+    if arr.ndim != 2 or arr.shape[0] < 2:
+        raise ValueError(f"{path}: the rows must form a 2-d array (n >= 2, k), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{path}: the rows must be numeric, got dtype {arr.dtype}")
+    return arr.astype(np.float32)

@@ -132,3 +132,38 @@ def test_four_devices_and_two_processes_match_one_device(tmp_path):
         np.testing.assert_array_equal(a.expectations, b.expectations, err_msg=other)
     meta = json.loads((tmp_path / "two" / "ace.json").read_text())
     assert meta["processes"] == 2
+
+
+def test_load_model_and_rows_bad_input(tmp_path, monkeypatch):
+    from jcausal.ace.jobs import load_model, load_rows
+    from jcausal.data.idx import write_idx
+
+    (tmp_path / "usermod.py").write_text(textwrap.dedent("""
+        import jax.numpy as jnp
+        def good():
+            return (lambda W, x: jnp.tanh(W @ x)), jnp.ones((2, 3))
+        def wrong():
+            return 3
+        def boom():
+            raise RuntimeError("no weights")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    f, p = load_model("usermod:good")
+    assert f(p, np.ones(3, np.float32)).shape == (2,)
+    for spec, match in [("usermod", "module:function"), ("nosuchmod:f", "cannot import"),
+                        ("usermod:missing", "no callable"), ("usermod:wrong", r"\(model, params\)"),
+                        ("usermod:boom", "no weights")]:
+        with pytest.raises(ValueError, match=match):
+            load_model(spec)
+    X = np.random.default_rng(0).uniform(size=(5, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    np.savez(tmp_path / "x.npz", X=X, y=np.zeros(5))
+    np.testing.assert_array_equal(load_rows(tmp_path / "x.npy"), X)
+    np.testing.assert_array_equal(load_rows(tmp_path / "x.npz"), X)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", (X.reshape(5, 2, 2) * 255).astype(np.uint8))
+    assert load_rows(tmp_path).shape == (5, 4)
+    np.save(tmp_path / "bad.npy", np.zeros(5))
+    with pytest.raises(ValueError, match="2-d"):
+        load_rows(tmp_path / "bad.npy")
+    with pytest.raises(FileNotFoundError):
+        load_rows(tmp_path / "missing.npy")
