@@ -278,7 +278,7 @@ class OutputFolder:
             else:
                 with contextlib.suppress(OSError):
                     p.unlink()
-        for p in self.path.glob(".*.link"):  # temporary stable links of a killed run
+        for p in [*self.path.glob(".*.link"), *self.state.glob(".*.link")]:  # left by a killed run
             with contextlib.suppress(OSError):
                 p.unlink()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from jcausal.cli import CLIError, add_debug
@@ -72,6 +73,10 @@ def _train_iris(args) -> int:
     print(f"Iris MLP {meta['sizes']}: held-out accuracy {meta['test_accuracy']:.3f} on 30 samples "
           f"(final training loss {meta['final_loss']:.4f})")
     print(f"wrote {out / 'iris_mlp.msgpack'} and {out / 'iris_mlp.json'}")
+    if (out / "ace_iris.json").is_file():
+        print(f"jcausal: note: {out / 'ace_iris.json'} and its files were computed with the previous "
+              "checkpoint (its SHA-256 is recorded there); run `jcausal ace iris` again to update them",
+              file=sys.stderr)
     return 0
 
 
