@@ -1,0 +1,41 @@
+"""Every notebook executes headless with small settings and writes its figures (numpyro's
+test_examples style: examples that are run never rot)."""
+
+import os
+
+import pytest
+
+from tests.conftest import REPO
+
+NOTEBOOKS = {
+    "01_ace_iris.ipynb": ["01_ace_curves.png", "01_local_saliency.png"],
+    "02_exact_vs_approximate_hessian.ipynb": ["02_pareto.png"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_notebook_runs(name, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("JCAUSAL_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("JCAUSAL_NOTEBOOK_OUT", str(tmp_path))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    for fig in NOTEBOOKS[name]:
+        assert (tmp_path / fig).stat().st_size > 5000, fig
+
+
+def test_notebooks_are_built_from_the_generator():
+    """The committed .ipynb files are what notebooks/_build.py writes (edit the generator)."""
+    import importlib.util
+
+    nbformat = pytest.importorskip("nbformat")
+    spec = importlib.util.spec_from_file_location("nb_build", REPO / "notebooks" / "_build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for name, cells in mod.NOTEBOOKS.items():
+        nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+        assert [c.source for c in nb.cells] == [src for _, src in cells], name
