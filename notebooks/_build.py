@@ -107,7 +107,8 @@ rows = [ref,
 ace = lambda E: E - E.mean(1, keepdims=True)
 scale = np.abs(ace(ref[2])).max()
 for label, t, E in rows:
-    print(f"{label:20s} {t * 1e3:8.2f} ms/point   ACE error / max|ACE| {np.abs(ace(E) - ace(ref[2])).max() / scale:.2e}")'''),
+    err = np.abs(ace(E) - ace(ref[2])).max() / scale
+    print(f"{label:20s} {t * 1e3:8.2f} ms/point   ACE error / max|ACE| {err:.2e}")'''),
         ("code", '''fig, ax = plt.subplots(figsize=(5, 3.5))
 for label, t, E in rows:
     err = max(np.abs(ace(E) - ace(ref[2])).max() / scale, 1e-8)
