@@ -131,12 +131,10 @@ def _check_features(k: int, args) -> list[int]:
     return feats
 
 
-def _check_data(X, sizes, feats, feature_names) -> None:
-    """The data's width against ``--sizes``, and no constant column among the features."""
+def _check_constant(X, feats, feature_names) -> None:
+    """No constant column among the features (nothing to intervene on)."""
     import numpy as np
 
-    if X.shape[1] != sizes[0]:
-        raise CLIError(f"the data has {X.shape[1]} features but --sizes starts with {sizes[0]}")
     const = [f for f in feats if np.ptp(X[:, f]) == 0]
     if const:
         shown = ", ".join(f"{feature_names[f]} (index {f}) = {X[0, f]:g}" for f in const[:5])
@@ -189,7 +187,7 @@ def _ace(args) -> int:
             raise CLIError(f"the data has {X.shape[1]} features but --sizes starts with {sizes[0]}")
     feats = _check_features(sizes[0], args)
     if args.dataset == "file":
-        _check_data(X, sizes, feats, feature_names)
+        _check_constant(X, feats, feature_names)
     wanted = {"model": "MLP", "sizes": list(sizes), "activation": args.activation}
     if args.dataset == "iris":
         wanted |= {"seed": args.seed, "dataset": "iris"}
@@ -206,7 +204,7 @@ def _ace(args) -> int:
             tr, _ = train_test_split(len(data.y), test_size=30, seed=args.seed)
             X = np.asarray(data.X[tr], np.float64)
             feature_names, output_names = list(data.feature_names), list(data.target_names)
-            _check_data(X, sizes, feats, feature_names)
+            _check_constant(X, feats, feature_names)
         if not args.checkpoint:
             ckpt = out / f"{IRIS_SET}.msgpack"
             hidden = " ".join(str(s) for s in sizes[1:-1])
