@@ -15,6 +15,7 @@ Logs are taken of ``max(p, tiny)``, so gradients stay finite where a probability
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
@@ -244,6 +245,11 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
     dim = K + L
     if check and not _is_traced(params, key):
         check_models(decode, classify, dim, params=params, noisy=noisy)
+    return _factor_flows(decode, classify, key, params, dim, n_outer, n_inner, noisy)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 4, 5, 6, 7))
+def _factor_flows(decode, classify, key, params, dim, n_outer, n_inner, noisy):
     keys = jax.random.split(key, dim)
     return jnp.stack([
         mutual_information(decode, classify, keys[j], dim=dim, factors=[j], n_outer=n_outer,

@@ -179,7 +179,8 @@ class ConvTranspose2d(nnx.Module):
         self.bias = nnx.Param(jax.random.uniform(rngs.params(), (c_out,), minval=-bound, maxval=bound))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return conv_transpose(x, self.kernel[...], self.stride, self.padding) + self.bias[...]
+        y = conv_transpose(x, self.kernel[...], self.stride, self.padding)
+        return y + self.bias[...].reshape(1, 1, 1, -1)
 
 
 class ConvDecoder(nnx.Module):

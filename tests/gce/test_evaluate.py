@@ -40,7 +40,7 @@ def test_resample_accuracy_known_answer():
 
 
 def test_resample_accuracy_with_params_matches_closure_free_call():
-    X, y = data(300)
+    X, y = data(256)
     W = jnp.eye(3, dtype=jnp.float32) * 2.0
     acc = resample_accuracy(lambda W, x: (W @ x / 4.0, jnp.zeros(3)), lambda W, z: W @ z,
                             classify, jax.random.key(1), X, y, params=(W, None))
