@@ -176,7 +176,18 @@ def explain(
 
 
 def save_result(path: str | os.PathLike, result: ACEResult) -> None:
-    """Write an :class:`ACEResult` to ``.npz`` atomically (arrays only; no pickle)."""
+    """Write an :class:`ACEResult` to ``.npz`` atomically (arrays only; no pickle).
+
+    Examples:
+      >>> import os, tempfile, numpy as np
+      >>> from jcausal.ace import explain, load_result, save_result
+      >>> X = np.random.default_rng(0).uniform(size=(50, 2)).astype(np.float32)
+      >>> res = explain(lambda x: x[:1] * 2.0, X, num_alphas=5, max_order=2)
+      >>> path = os.path.join(tempfile.mkdtemp(), "ace.npz")
+      >>> save_result(path, res)
+      >>> bool(np.array_equal(load_result(path).expectations, res.expectations))
+      True
+    """
     arrays = {name: np.asarray(v) for name, v in result._asdict().items()
               if name != "regressor" and v is not None}
     arrays.update({f"regressor.{name}": np.asarray(v) for name, v in result.regressor._asdict().items()})

@@ -444,7 +444,15 @@ ALIASES = {"monte_carlo": "definition"}
 
 def make_estimator(method: str, **settings) -> Estimator:
     """The estimator called ``method`` with its settings; a setting the method does not take is
-    an error naming the methods that do (e.g. ``rank=`` with ``method="exact"``)."""
+    an error naming the methods that do (e.g. ``rank=`` with ``method="exact"``).
+
+    Examples:
+      >>> from jcausal.ace import make_estimator
+      >>> type(make_estimator("directional", rank=0.95)).__name__
+      'Directional'
+      >>> type(make_estimator("monte_carlo")).__name__      # an alias of the definition (eqn 2)
+      'Definition'
+    """
     name = ALIASES.get(method, method)
     if name not in REGISTRY:
         raise ValueError(f"method must be one of {(*REGISTRY, *ALIASES)}, got {method!r}")

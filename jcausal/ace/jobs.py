@@ -137,6 +137,18 @@ def run_job(
     Raises:
       FileExistsError: ``out`` holds another job (pass ``overwrite=True``).
       JobError: a chunk's computation failed (finished chunks are kept).
+
+    Examples:
+      >>> import os, tempfile, jax.numpy as jnp, numpy as np
+      >>> from jcausal.ace.jobs import job_status, run_job
+      >>> X = np.random.default_rng(0).uniform(size=(40, 3)).astype(np.float32)
+      >>> out = tempfile.mkdtemp()
+      >>> res = run_job(lambda w, x: jnp.tanh(w * x), X, out, params=jnp.ones(3), num_alphas=5,
+      ...               max_order=2, chunk_features=2, progress=False)
+      >>> res.expectations.shape, sorted(os.listdir(os.path.join(out, "chunks")))
+      ((3, 5, 3), ['chunk_00000.npz', 'chunk_00001.npz'])
+      >>> job_status(out)["complete"]
+      True
     """
     from tqdm.auto import tqdm
 
@@ -250,7 +262,14 @@ def load_model(spec: str):
     """Import ``module:function`` and call it: it must return ``(model, params)`` with ``model`` a
     callable ``model(params, x)`` on ONE input or a :class:`jcausal.models.Split` (first affine layer
     + rest, for the fast eqn 2), e.g. a :class:`jcausal.models.Functional` or
-    :class:`jcausal.models.SplitFunctional`. Raises ``ValueError`` with the reason otherwise."""
+    :class:`jcausal.models.SplitFunctional`. Raises ``ValueError`` with the reason otherwise.
+
+    Examples:
+      >>> from jcausal.ace.jobs import load_model
+      >>> load_model("no_colon")
+      Traceback (most recent call last):
+      ValueError: --model must look like 'package.module:function', got 'no_colon'
+    """
     import importlib
 
     from jcausal._src.calling import Split
@@ -280,7 +299,16 @@ def load_model(spec: str):
 
 def load_rows(path: str | os.PathLike) -> np.ndarray:
     """Training rows ``(n, k)`` float32 from a ``.npy`` file, a ``.npz`` archive (its only array, or
-    the one named ``X``), or an IDX folder/file (images flattened, scaled to [0, 1])."""
+    the one named ``X``), or an IDX folder/file (images flattened, scaled to [0, 1]).
+
+    Examples:
+      >>> import os, tempfile, numpy as np
+      >>> from jcausal.ace.jobs import load_rows
+      >>> path = os.path.join(tempfile.mkdtemp(), "X.npy")
+      >>> np.save(path, np.arange(6).reshape(3, 2))
+      >>> load_rows(path).dtype, load_rows(path).shape
+      (dtype('float32'), (3, 2))
+    """
     path = Path(path)
     if path.is_dir() or path.name.endswith(("-ubyte", "-ubyte.gz")):
         from jcausal.data.idx import read_idx

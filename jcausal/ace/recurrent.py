@@ -115,6 +115,17 @@ def unrolled_expectation(
 
     Returns:
       ``(P, A, m)``, identical to Phase I on the flattened input.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np
+      >>> from jcausal.ace.recurrent import unrolled_expectation
+      >>> X = np.random.default_rng(0).normal(size=(64, 4, 1)).astype(np.float32)   # (n, T, F)
+      >>> f = lambda x: jnp.sum(x, axis=0)                  # one sequence (T, 1) -> (1,)
+      >>> E = unrolled_expectation(f, X, [0.0, 1.0], positions=[(0, 0)], data=X.reshape(64, -1))
+      >>> E.shape                                           # (positions, alphas, outputs)
+      (1, 2, 1)
+      >>> bool(np.allclose(E[0, 1] - E[0, 0], 1.0, atol=1e-5))   # linear model: slope 1
+      True
     """
     X = _as_3d(X)
     horizon = X.shape[1] if horizon is None else int(horizon)
@@ -185,6 +196,16 @@ def feedback_expectation(
     Raises:
       ValueError: ``t_hat``/``feature``/``output_time`` out of range, too few long-enough sequences.
       FloatingPointError: a rollout diverged (names the alphas).
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np
+      >>> from jcausal.ace.recurrent import feedback_expectation
+      >>> X = np.random.default_rng(0).normal(size=(32, 4, 1)).astype(np.float32)
+      >>> step = lambda w, carry, x: (carry, w * x)          # predicts x_{t+1} = w x_t
+      >>> R = feedback_expectation(step, jnp.zeros(()), X, [0.0, 2.0], t_hat=1, feature=0,
+      ...                          params=jnp.float32(0.5))
+      >>> np.asarray(R.expectations[:, 0], float).round(3).tolist()        # y^3 = w^3 x^1 once x^1 = a
+      [0.0, 0.25]
     """
     X = _as_3d(X)
     n, T, F = X.shape
@@ -283,6 +304,13 @@ def lag_tau(f_out: Callable, X, *, t: int, params: Any = None, lengths=None, tol
       X: ``(n, T, F)`` sequences (those with ``lengths > t`` are used).
       t: the output time step.
       tol: the determinant threshold.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jcausal.ace.recurrent import lag_tau
+      >>> X = np.random.default_rng(0).normal(size=(8, 5, 1)).astype(np.float32)
+      >>> float(lag_tau(lambda x: x[-1] + 0.5 * x[-2], X, t=3).tau)   # y^t depends on x^t and x^{t-1}
+      1.0
     """
     X = _as_3d(X)
     keep = _usable(X, lengths, t + 1, f"lag_tau at t = {t}")

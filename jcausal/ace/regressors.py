@@ -255,6 +255,17 @@ def fit_regressors(alphas, curves, low, high, *, max_order: int = 5, bayes_facto
       ValueError: shapes disagree, NaN/inf in the curves or alphas, ``low >= high`` for a feature,
         or fewer than ``max_order + 2`` intervention values (the noise level would not be
         identifiable at the highest order).
+
+    Examples:
+      >>> import numpy as np
+      >>> from jcausal.ace import baseline, fit_regressors, predict
+      >>> a = np.linspace(0, 1, 11, dtype=np.float32)
+      >>> curves = np.stack([2 * a - 1, (2 * a - 1) ** 2])[:, :, None]   # (F=2, A, m=1)
+      >>> reg = fit_regressors(np.stack([a, a]), curves, np.zeros(2), np.ones(2), max_order=3)
+      >>> reg.order.tolist()                         # a line and a parabola
+      [[1], [2]]
+      >>> (np.asarray(baseline(reg), float).round(2) + 0.0).tolist()   # mean over a uniform do(x = a), [0, 1]
+      [[0.0], [0.33]]
     """
     curves = jnp.asarray(curves)
     alphas = jnp.asarray(alphas)
@@ -316,6 +327,15 @@ def predict(reg: Regressor, a):
 
     ``a``: ``(n,)`` shared by all curves, or ``B + (n,)``. Returns ``(mean, var)``, each ``B + (n,)``;
     ``var`` includes the fitted noise.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jcausal.ace import fit_regressors, predict
+      >>> a = np.linspace(0, 1, 11, dtype=np.float32)
+      >>> reg = fit_regressors(a[None], (3 * a)[None, :, None], np.zeros(1), np.ones(1), max_order=2)
+      >>> mean, std = predict(reg, np.float32([0.5]))
+      >>> np.round(mean, 2).ravel().tolist()
+      [1.5]
     """
     a = jnp.asarray(a, reg.coef.dtype)
     a = jnp.broadcast_to(a, reg.offset.shape + a.shape[-1:])

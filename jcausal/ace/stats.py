@@ -93,6 +93,16 @@ def input_stats(X, *, low=None, high=None) -> InputStats:
       ValueError: X not 2-d, NaN/inf in X, fewer than 2 rows, or ``low > high`` somewhere.
 
     A constant (zero-variance) feature is fine: its factor row is zero and its domain a point.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jcausal.ace import input_stats
+      >>> X = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 8.0]], np.float32)
+      >>> s = input_stats(X)
+      >>> s.mean.tolist(), s.low.tolist(), s.high.tolist()
+      ([2.0, 4.0], [0.0, 1.0], [4.0, 8.0])
+      >>> bool(np.allclose(s.factor @ s.factor.T, np.cov(X.T, bias=True), atol=1e-5))
+      True
     """
     if hasattr(X, "shape") and not isinstance(X, (list, tuple)):
         batches: Iterable = (X,)
@@ -144,6 +154,14 @@ def truncate(stats: InputStats, rank: int | float | None) -> tuple[jax.Array, fl
       ``(V_r (k, r), discarded)`` where ``discarded = sum of the left-out eigenvalues`` =
       ``Tr(Sigma) - Tr(V_r V_r^T)``, which bounds the truncation error of
       ``1/2 Tr(H Sigma_i)`` by ``1/2 ||H||_2 * discarded``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jcausal.ace import input_stats, truncate
+      >>> X = np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32) * np.float32([3, 1, 0.01])
+      >>> V, kept = truncate(input_stats(X), 0.99)
+      >>> V.shape
+      (3, 2)
     """
     k = stats.factor.shape[0]
     if rank is None:
@@ -167,7 +185,15 @@ def truncate(stats: InputStats, rank: int | float | None) -> tuple[jax.Array, fl
 
 def intervention_grid(stats: InputStats, num: int, features=None) -> jax.Array:
     """``num`` evenly spaced intervention values on each feature's domain, ``(F, num)``
-    (Algorithm 1 of the ACE paper, appendix A.4.1)."""
+    (Algorithm 1 of the ACE paper, appendix A.4.1).
+
+    Examples:
+      >>> import numpy as np
+      >>> from jcausal.ace import input_stats, intervention_grid
+      >>> s = input_stats(np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 8.0]], np.float32))
+      >>> intervention_grid(s, 3).tolist()
+      [[0.0, 2.0, 4.0], [1.0, 4.5, 8.0]]
+    """
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
     k = stats.mean.shape[0]
