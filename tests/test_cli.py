@@ -403,6 +403,7 @@ _KILL_HOOK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # ~35 s of CPU; tests/_src/test_io.py kills the same writer at every step, fast
 def test_sigkill_during_the_write_phase_leaves_old_or_new_set(tmp_path, sub_env, iris_checkpoint):
     """Kill ``jcausal ace iris`` before a random one of the file-system changes of its write phase
     (23 of them); every state is one whole set: the JSON's checksums hold and the ``.npz`` has the
