@@ -1,5 +1,6 @@
 """TRACER (causal explanations of neural networks): interventions, layer activations, CKA, causal
-graphs with signed feature contributions, and the global view."""
+graphs with signed feature contributions, the global view, and counterfactuals (GAN, contrastive
+analysis of misclassifications)."""
 
 from jcausal.tracer.activations import (
     Activations,
@@ -23,6 +24,25 @@ from jcausal.tracer.cka import (
     hsic,
     linear_gram,
     rbf_gram,
+)
+from jcausal.tracer.contrastive import Contrastive, FeatureChange, contrastive, feature_changes
+from jcausal.tracer.counterfactual import (
+    CounterfactualGAN,
+    CounterfactualResult,
+    GANFunctions,
+    GANTrainResult,
+    NNIndex,
+    brute_force_nearest,
+    build_steps,
+    counterfactuals,
+    discriminator_loss,
+    gan_functions,
+    generate,
+    generator_loss,
+    model_labels,
+    nearest,
+    nn_index,
+    train_gan,
 )
 from jcausal.tracer.explain import Explanation, explain
 from jcausal.tracer.faithfulness import Faithfulness, deletion_insertion
@@ -62,6 +82,26 @@ from jcausal.tracer.interventions import (
 )
 
 __all__ = [
+    "Contrastive",
+    "FeatureChange",
+    "contrastive",
+    "feature_changes",
+    "CounterfactualGAN",
+    "CounterfactualResult",
+    "GANFunctions",
+    "GANTrainResult",
+    "NNIndex",
+    "brute_force_nearest",
+    "build_steps",
+    "counterfactuals",
+    "discriminator_loss",
+    "gan_functions",
+    "generate",
+    "generator_loss",
+    "model_labels",
+    "nearest",
+    "nn_index",
+    "train_gan",
     "ConvSpec",
     "Faithfulness",
     "GlobalView",
