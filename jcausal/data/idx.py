@@ -69,6 +69,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     Raises:
       FileNotFoundError: the file does not exist.
       IDXFormatError: wrong magic number, unknown dtype code, or fewer bytes than the header promises.
+
+    Examples:
+      >>> import os, tempfile, numpy as np
+      >>> from jcausal.data import read_idx, write_idx
+      >>> path = os.path.join(tempfile.mkdtemp(), "t10k-labels-idx1-ubyte.gz")
+      >>> write_idx(path, np.array([3, 1, 4], np.uint8))
+      >>> read_idx(path).tolist()
+      [3, 1, 4]
     """
     path = Path(path)
     if not path.is_file():
@@ -105,7 +113,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write ``array`` as an IDX file (gzip-compressed when the name ends in ``.gz``), atomically."""
+    """Write ``array`` as an IDX file (gzip-compressed when the name ends in ``.gz``), atomically.
+
+    Examples:
+      >>> import os, tempfile, numpy as np
+      >>> from jcausal.data import read_idx, write_idx
+      >>> path = os.path.join(tempfile.mkdtemp(), "images-idx3-ubyte")
+      >>> write_idx(path, np.zeros((2, 28, 28), np.uint8))
+      >>> read_idx(path).shape
+      (2, 28, 28)
+    """
     path = Path(path)
     array = np.asarray(array)
     code = _CODES.get(array.dtype.newbyteorder("="))
@@ -253,6 +270,18 @@ def load_mnist(
     Raises:
       ValueError: ``classes`` is not a sequence of distinct integers, or names absent labels.
       IDXFormatError: malformed files, or image/label counts that differ.
+
+    Examples:
+      >>> import os, tempfile, numpy as np
+      >>> from jcausal.data import load_mnist, write_idx
+      >>> folder = tempfile.mkdtemp()                          # a tiny MNIST-like folder
+      >>> rng = np.random.default_rng(0)
+      >>> write_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"),
+      ...           rng.integers(0, 256, (20, 28, 28), dtype=np.uint8))
+      >>> write_idx(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"), np.repeat(np.uint8([3, 8]), 10))
+      >>> d = load_mnist(folder, classes=(3, 8), val_fraction=0.25, flatten=True)
+      >>> d.x_train.shape, d.x_val.shape, d.classes, sorted(set(d.y_train.tolist()))
+      ((15, 784), (5, 784), (3, 8), [0, 1])
     """
     return _load(path, kind="mnist", subset=subset, classes=classes,
                  val_fraction=val_fraction, seed=seed, flatten=flatten)

@@ -47,6 +47,13 @@ def make_sequences(
       T: minimum length (paper: 10).
       scale: noise standard deviation (default ``sqrt(0.2)``).
       pad_value: value written past each sequence's end.
+
+    Examples:
+      >>> import jax
+      >>> from jcausal.data import make_sequences
+      >>> seq = make_sequences(jax.random.key(0), 4, T=10)
+      >>> seq.x.shape, seq.lengths.dtype, bool(((seq.lengths >= 10) & (seq.lengths <= 15)).all())
+      ((4, 15), dtype('int32'), True)
     """
     if n < 1 or T < 3:
         raise ValueError(f"need n >= 1 and T >= 3, got n={n}, T={T}")
@@ -62,7 +69,14 @@ def make_sequences(
 
 
 def make_isotropic_gaussian(key: jax.Array, n: int, dim: int) -> jax.Array:
-    """The GCE paper's toy data (section 4): ``n`` draws of ``X ~ N(0, I_dim)``, shape ``(n, dim)``."""
+    """The GCE paper's toy data (section 4): ``n`` draws of ``X ~ N(0, I_dim)``, shape ``(n, dim)``.
+
+    Examples:
+      >>> import jax
+      >>> from jcausal.data import make_isotropic_gaussian
+      >>> make_isotropic_gaussian(jax.random.key(0), 5, 2).shape
+      (5, 2)
+    """
     if n < 1 or dim < 1:
         raise ValueError(f"need n >= 1 and dim >= 1, got n={n}, dim={dim}")
     return jax.random.normal(key, (n, dim))

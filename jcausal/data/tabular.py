@@ -10,7 +10,17 @@ __all__ = ["MinMaxScaler", "TabularData", "load_iris", "load_digits", "train_tes
 
 
 class MinMaxScaler(NamedTuple):
-    """Per-feature min-max scaling to [0, 1]; ``low``, ``high``: ``(k,)`` raw-unit bounds."""
+    """Per-feature min-max scaling to [0, 1]; ``low``, ``high``: ``(k,)`` raw-unit bounds.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jcausal.data import MinMaxScaler
+      >>> sc = MinMaxScaler.fit(np.array([[1.0, 10.0], [3.0, 10.0]]))
+      >>> sc.transform([[2.0, 10.0]]).tolist()               # a constant column maps to 0
+      [[0.5, 0.0]]
+      >>> sc.inverse_transform([[1.0, 0.0]]).tolist()
+      [[3.0, 10.0]]
+    """
 
     low: np.ndarray
     high: np.ndarray
@@ -52,7 +62,16 @@ class TabularData(NamedTuple):
 
 def load_iris(*, scale: bool = True) -> TabularData:
     """Fisher's Iris (150 x 4, 3 classes), features min-max scaled to [0, 1] as in the ACE paper
-    (Chattopadhyay et al. 2019, section 5.1). ``scaler.inverse_transform`` maps back to cm."""
+    (Chattopadhyay et al. 2019, section 5.1). ``scaler.inverse_transform`` maps back to cm.
+
+    Examples:
+      >>> from jcausal.data import load_iris
+      >>> data = load_iris()
+      >>> data.X.shape, float(data.X.min()), float(data.X.max()), data.target_names[0]
+      ((150, 4), 0.0, 1.0, 'Iris-setosa')
+      >>> round(float(data.scaler.inverse_transform(data.X)[0, 0]), 6)   # back to cm
+      5.1
+    """
     from sklearn.datasets import load_iris as _load
 
     raw = _load()
@@ -68,7 +87,14 @@ def load_iris(*, scale: bool = True) -> TabularData:
 
 
 def load_digits(*, scale: bool = True) -> TabularData:
-    """The 8x8 digits (1797 x 64, 10 classes); with ``scale``, pixel values 0..16 map to [0, 1]."""
+    """The 8x8 digits (1797 x 64, 10 classes); with ``scale``, pixel values 0..16 map to [0, 1].
+
+    Examples:
+      >>> from jcausal.data import load_digits
+      >>> d = load_digits()
+      >>> d.X.shape, d.X.dtype, int(d.y.max())
+      ((1797, 64), dtype('float32'), 9)
+    """
     from sklearn.datasets import load_digits as _load
 
     raw = _load()
@@ -84,7 +110,14 @@ def load_digits(*, scale: bool = True) -> TabularData:
 
 
 def train_test_split(n: int, *, test_size: int | float, seed: int = 0):
-    """Seeded index split. Returns ``(train_idx, test_idx)``; ``test_size`` is a count or fraction."""
+    """Seeded index split. Returns ``(train_idx, test_idx)``; ``test_size`` is a count or fraction.
+
+    Examples:
+      >>> from jcausal.data import train_test_split
+      >>> tr, te = train_test_split(10, test_size=0.3, seed=0)
+      >>> len(tr), len(te), sorted([*tr, *te]) == list(range(10))
+      (7, 3, True)
+    """
     if isinstance(test_size, float):
         if not 0.0 < test_size < 1.0:
             raise ValueError(f"test_size fraction must be in (0, 1), got {test_size}")

@@ -97,6 +97,16 @@ def save(path: str | os.PathLike, model, *, metadata: dict | None = None) -> Non
     Raises:
       TypeError: ``metadata`` is not JSON-serialisable.
       ValueError: ``metadata`` contradicts the model's own configuration.
+
+    Examples:
+      >>> import os, tempfile, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jcausal.models import MLP, load, save
+      >>> path = os.path.join(tempfile.mkdtemp(), "mlp.msgpack")
+      >>> save(path, MLP((4, 8, 3), rngs=nnx.Rngs(0)), metadata={"seed": 0})
+      >>> fresh = load(path, MLP((4, 8, 3), rngs=nnx.Rngs(1)))        # same class and configuration
+      >>> bool(jnp.allclose(fresh(jnp.ones(4)), MLP((4, 8, 3), rngs=nnx.Rngs(0))(jnp.ones(4))))
+      True
     """
     record = describe_model(model)
     extra = dict(metadata or {})

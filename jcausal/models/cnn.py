@@ -64,6 +64,15 @@ class AlexNetSmall(nnx.Module):
 
     Call: ``model(x, key=None, return_activations=False)`` on ONE image; with
     ``return_activations`` it returns ``(logits, [8 activations])``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jcausal.models import AlexNetSmall
+      >>> net = AlexNetSmall(10, input_shape=(8, 8, 1), rngs=nnx.Rngs(0))
+      >>> logits, acts = net(jnp.zeros((8, 8)), return_activations=True)
+      >>> logits.shape, len(acts)
+      ((10,), 8)
     """
 
     def __init__(self, num_classes: int = 10, *, input_shape=(28, 28, 1), dropout: float = 0.5,

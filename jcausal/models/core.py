@@ -50,6 +50,18 @@ def functional(model: nnx.Module) -> Functional:
         apply, params = functional(MLP((4, 8, 3), rngs=nnx.Rngs(0)))
         logits = jax.vmap(apply, in_axes=(None, 0))(params, X)     # (n, 3)
         H = jax.hessian(lambda x: apply(params, x))(X[0])          # (3, 4, 4)
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jcausal.models import MLP, functional
+      >>> model = MLP((4, 8, 3), rngs=nnx.Rngs(0))
+      >>> apply, params = functional(model)
+      >>> X = jnp.ones((5, 4))
+      >>> jax.vmap(apply, in_axes=(None, 0))(params, X).shape
+      (5, 3)
+      >>> bool(jnp.allclose(apply(params, X[0]), model(X[0])))
+      True
     """
     graphdef, params = nnx.split(model)
 
@@ -89,6 +101,18 @@ def split_functional(model: nnx.Module) -> SplitFunctional:
         (first, rest), params = split_functional(MLP((4, 8, 3), rngs=nnx.Rngs(0)))
         z = first(params, X[0])                    # (8,) = W x + b
         logits = rest(params, z)                   # (3,) == apply(params, X[0])
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jcausal.models import MLP, functional, split_functional
+      >>> model = MLP((4, 8, 3), rngs=nnx.Rngs(0))
+      >>> (first, rest), params = split_functional(model)
+      >>> x = jnp.arange(4.0)
+      >>> first(params, x).shape                             # W x + b
+      (8,)
+      >>> bool(jnp.allclose(rest(params, first(params, x)), model(x)))
+      True
     """
     from jcausal._src.calling import Split
 

@@ -130,6 +130,17 @@ def train_cvae(model: ConditionalVAE, X, y, *, key: jax.Array, epochs: int = 20,
       checkpoint: path written atomically every ``checkpoint_every`` epochs (and at the end) with
         :func:`jcausal.models.save`; a non-finite loss stops training with that last good
         checkpoint kept and raises ``FloatingPointError`` naming the epoch.
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from flax import nnx
+      >>> from jcausal.models.cvae import ConditionalVAE, train_cvae
+      >>> X = (np.random.default_rng(0).uniform(size=(64, 16)) > 0.5).astype(np.float32)
+      >>> y = np.arange(64) % 2
+      >>> cvae = ConditionalVAE(16, latent=2, num_classes=2, hidden=(8,), rngs=nnx.Rngs(0))
+      >>> res = train_cvae(cvae, X, y, key=jax.random.key(0), epochs=2, batch_size=32, progress=False)
+      >>> cvae.decode(np.zeros(2, np.float32), np.eye(2, dtype=np.float32)[1]).shape
+      (16,)
     """
     from tqdm.auto import tqdm
 

@@ -24,6 +24,14 @@ class MLP(nnx.Module):
       rngs: ``nnx.Rngs`` for initialisation.
 
     Call: ``model(x, key=None)`` with ``x`` of shape ``(sizes[0],)`` -> ``(sizes[-1],)`` logits.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jcausal.models import MLP
+      >>> model = MLP((4, 8, 3), rngs=nnx.Rngs(0))
+      >>> model(jnp.ones(4)).shape
+      (3,)
     """
 
     def __init__(

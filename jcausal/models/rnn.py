@@ -58,6 +58,17 @@ class SequenceClassifier(_Recurrent):
     returns the readout after every step, ``(T, out_features)`` (for per-step training losses).
     ``reverse=True`` reads the valid steps from last to first (so ``x[0]`` is read last).
     ``output_activation`` defaults to ``identity`` (logits).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jcausal.models import SequenceClassifier
+      >>> gru = SequenceClassifier(1, 1, 1, output_activation="sigmoid", rngs=nnx.Rngs(0))
+      >>> x = jnp.linspace(-1, 1, 12)[:, None]               # (T, 1)
+      >>> gru(x, length=10).shape
+      (1,)
+      >>> bool(jnp.allclose(gru(x, length=10), gru(x.at[10:].set(5.0), length=10)))   # padding ignored
+      True
     """
 
     def __init__(self, in_features: int, hidden: int, out_features: int, *, cell: str = "gru",
@@ -97,6 +108,17 @@ class OneStepPredictor(_Recurrent):
 
     Call: ``model(x, key=None)`` with ``x`` ``(T, in_features)`` -> ``(T, in_features)`` where row
     ``t`` predicts ``x[t + 1]``. :meth:`step` advances one step for closed-loop rollouts.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jcausal.models import OneStepPredictor
+      >>> pred = OneStepPredictor(2, 4, rngs=nnx.Rngs(0))
+      >>> pred(jnp.zeros((5, 2))).shape                       # row t predicts x[t + 1]
+      (5, 2)
+      >>> carry, y = pred.step(pred.init_carry(), jnp.zeros(2))
+      >>> y.shape
+      (2,)
     """
 
     def __init__(self, in_features: int, hidden: int, *, cell: str = "gru",

@@ -47,13 +47,28 @@ def _check_finite(name: str, arrays) -> None:
 @partial(jax.jit, static_argnames=("apply", "batch_size"))
 def predict(apply, params, inputs, batch_size: int = 1024):
     """Deterministic outputs of ``apply`` for a batch: ``inputs`` is an array (or tuple of arrays)
-    with a leading batch axis ``n``; returns ``(n, ...)``. Memory is bounded by ``batch_size``."""
+    with a leading batch axis ``n``; returns ``(n, ...)``. Memory is bounded by ``batch_size``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jcausal.models import predict
+      >>> predict(lambda w, x: w @ x, jnp.eye(2), jnp.ones((3, 2))).shape
+      (3, 2)
+    """
     inputs = _as_tuple(inputs)
     return jax.lax.map(lambda ex: apply(params, *ex), inputs, batch_size=batch_size)
 
 
 def accuracy(apply, params, inputs, labels, batch_size: int = 1024) -> float:
-    """Top-1 accuracy (argmax of outputs; a single output is thresholded at 0)."""
+    """Top-1 accuracy (argmax of outputs; a single output is thresholded at 0).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jcausal.models import accuracy
+      >>> apply = lambda w, x: w * x                          # one output: thresholded at 0
+      >>> accuracy(apply, jnp.float32(1.0), jnp.array([[1.0], [-1.0], [2.0]]), jnp.array([1, 0, 0]))
+      0.6666666865348816
+    """
     out = predict(apply, params, inputs, batch_size=batch_size)
     pred = (out[:, 0] > 0).astype(jnp.int32) if out.shape[-1] == 1 else jnp.argmax(out, -1)
     return float(jnp.mean(pred == jnp.asarray(labels)))
@@ -94,6 +109,20 @@ def train(
 
     Raises:
       ValueError: NaN/inf in the data, empty data, or mismatched lengths.
+
+    Examples:
+      >>> import jax
+      >>> from flax import nnx
+      >>> from jcausal.data import load_iris
+      >>> from jcausal.models import MLP, accuracy, functional, train
+      >>> data = load_iris()
+      >>> model = MLP((4, 8, 3), rngs=nnx.Rngs(0))
+      >>> res = train(model, data.X, data.y, key=jax.random.key(0), epochs=100, batch_size=16,
+      ...             learning_rate=1e-2, progress=False)
+      >>> len(res.history["loss"]), res.history["loss"][-1] < res.history["loss"][0]
+      (100, True)
+      >>> accuracy(*functional(model), data.X, data.y) > 0.9
+      True
     """
     xs = tuple(jnp.asarray(a) for a in _as_tuple(X))
     y = jnp.asarray(y)
