@@ -1,5 +1,7 @@
 """``jcausal tracer``: TRACER's local analysis and global view for the MNIST AlexNet or a breast
-cancer MLP (the offline stand-ins for the paper's ImageNet/ResNet-50 and CIC-IDS 2017)."""
+cancer MLP (the offline stand-ins for the paper's ImageNet/ResNet-50 and CIC-IDS 2017), and
+``jcausal tracer counterfactual mnist|tabular``: the counterfactual GAN, validity and distances, and
+the contrastive analysis of a misclassified input."""
 
 from __future__ import annotations
 
@@ -40,6 +42,137 @@ def _model(args, out: Path, make, x_tr, y_tr, x_val, y_val, tag: str, epochs: in
     return model, ckpt, 100.0 * accuracy(apply, params, x_val, y_val)
 
 
+def _data(args):
+    """``(x_tr, y_tr, x_val, y_val, make_model, tag, epochs, lr, extra)`` for ``mnist`` / ``tabular``."""
+    from flax import nnx
+
+    if args.dataset == "mnist":
+        from jcausal.data import load_mnist
+        from jcausal.models import AlexNetSmall
+
+        try:
+            d = load_mnist(args.data, val_fraction=0.2, seed=args.seed)
+        except FileNotFoundError as err:
+            raise SystemExit(f"jcausal: {err}") from None
+        return (d.x_train[..., None], d.y_train, d.x_val[..., None], d.y_val,
+                lambda: AlexNetSmall(10, rngs=nnx.Rngs(args.seed)), "mnist_alexnet", args.epochs or 2, 1e-3,
+                None)
+    from jcausal.data import train_test_split
+    from jcausal.models import MLP
+    from jcausal.tracer.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    tr, te = train_test_split(len(data.y), test_size=0.25, seed=args.seed)
+    return (data.X[tr], data.y[tr], data.X[te], data.y[te],
+            lambda: MLP((30, 64, 32, 2), rngs=nnx.Rngs(args.seed)), "breast_cancer_mlp", args.epochs or 200,
+            3e-3, data)
+
+
+def _counterfactual(args) -> int:
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from jcausal._src.io import atomic_write_bytes
+    from jcausal.models import CheckpointMismatchError, load
+    from jcausal.plot.counterfactual import plot_contrastive, plot_counterfactuals, plot_feature_changes
+    from jcausal.tracer import (
+        CounterfactualGAN,
+        contrastive,
+        counterfactuals,
+        feature_changes,
+        model_labels,
+        nn_index,
+        train_gan,
+    )
+
+    args.dataset = args.which or "tabular"
+    mnist = args.dataset == "mnist"
+    k = 10 if mnist else 2
+    if args.target is not None and not 0 <= args.target < k:
+        raise SystemExit(f"jcausal: --target must be in [0, {k}) for {args.dataset}, got {args.target}")
+    if args.count < 1 or args.gan_steps is not None and args.gan_steps < 1:
+        raise SystemExit("jcausal: --count and --gan-steps must be >= 1")
+    lam = args.lam if args.lam is not None else (0.5 if mnist else 0.9)
+    if not 0.0 <= lam <= 1.0:
+        raise SystemExit(f"jcausal: --lam must be in [0, 1], got {lam}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    x_tr, y_tr, x_val, y_val, make, tag, epochs, lr, data = _data(args)
+    model, ckpt, acc = _model(args, out, make, x_tr, y_tr, x_val, y_val, tag, epochs, lr)
+    # y* is a model output: x_nn is drawn from the training instances the classifier assigns to y*
+    y_model, _ = model_labels(model, x_tr)
+    index = nn_index(x_tr, y_model, k)
+    shape = (28, 28, 1) if mnist else (x_tr.shape[1],)
+    gan = CounterfactualGAN(k, input_shape=shape, kind="image" if mnist else "tabular",
+                            latent=16 if mnist else 8, rngs=nnx.Rngs(args.seed))
+    gan_ckpt = Path(args.gan_checkpoint) if args.gan_checkpoint else out / f"{args.dataset}_cf_gan.msgpack"
+    training = None
+    if gan_ckpt.is_file():
+        try:
+            load(gan_ckpt, gan)
+        except CheckpointMismatchError as err:
+            raise SystemExit(f"jcausal: {err}") from None
+    elif args.gan_checkpoint:
+        raise SystemExit(f"jcausal: GAN checkpoint not found: {gan_ckpt}")
+    else:
+        steps = args.gan_steps or (600 if mnist else 1500)
+        res = train_gan(gan, x_tr, y_model, key=jax.random.key(args.seed), steps=steps, lam=lam, index=index,
+                        checkpoint=gan_ckpt, progress=not args.quiet)
+        training = {"steps": res.steps, "nonfinite_step": res.nonfinite_step, "lam": lam,
+                    "final_g_loss": res.history["g_loss"][-1] if res.history["g_loss"] else None,
+                    "final_dist": res.history["dist"][-1] if res.history["dist"] else None}
+        if res.nonfinite_step is not None:
+            print(f"warning: non-finite loss at step {res.nonfinite_step}; kept the last good parameters "
+                  f"({res.steps} steps) in {gan_ckpt}")
+    n = min(args.count, len(x_val))
+    xs = x_val[:n]
+    pred, _ = model_labels(model, xs)
+    rng = np.random.default_rng(args.seed)
+    targets = (np.full(n, args.target) if args.target is not None
+               else (pred + rng.integers(1, k, n)) % k)
+    try:
+        r = counterfactuals(gan, model, xs, targets, index, x_train=x_tr)
+    except ValueError as err:
+        raise SystemExit(f"jcausal: {err}") from None
+    pfx = f"counterfactual_{args.dataset}"
+    names = list(data.feature_names) if data is not None else None
+    summary = {"dataset": args.dataset, "checkpoint": str(ckpt), "gan_checkpoint": str(gan_ckpt),
+               "test_accuracy": acc, "training": training, **r.to_dict(limit=20)}
+    if mnist:
+        _save(plot_counterfactuals(r, n=10), out / f"{pfx}_grid.png")
+    else:
+        summary["changed_features"] = [
+            [c._asdict() for c in feature_changes(r.inputs[i], r.counterfactuals[i], data.scaler, names,
+                                                  top=8)] for i in range(min(n, 20))]
+        _save(plot_feature_changes(feature_changes(r.inputs[0], r.counterfactuals[0], data.scaler, names,
+                                                   top=12)), out / f"{pfx}_changes.png")
+    all_pred, _ = model_labels(model, x_val)
+    wrong = np.flatnonzero(all_pred != np.asarray(y_val))
+    if len(wrong):
+        i = int(wrong[0])
+        kw = (dict(layers=["convs.*", "fcs.*"], patch=args.patch, stride=args.stride) if mnist else
+              dict(layers=["layers.*"], baseline_kind="mean", value=np.asarray(x_tr.mean(0), np.float32)))
+        c = contrastive(model, gan, x_val[i], int(y_val[i]), index, x_train=x_tr, eps=args.eps, **kw)
+        summary["contrastive"] = {"index": i, **c.to_dict()}
+        _save(plot_contrastive(c, feature_names=names), out / f"{pfx}_contrastive.png")
+    else:
+        summary["contrastive"] = None
+    atomic_write_bytes(out / f"{pfx}.json", json.dumps(summary, indent=2).encode())
+    s = r.summary()
+    print(f"test accuracy {acc:.2f}%; {s['changed']} counterfactuals ({s['unchanged']} inputs already of "
+          f"the target returned unchanged)")
+    if s["changed"]:
+        print(f"validity {s['validity_percent']:.1f}%; mean ||x* - x|| {s['mean_dist_input']:.3f}, "
+              f"||x* - x_nn|| {s['mean_dist_nn']:.3f} (||x - x_nn|| {s['mean_dist_input_nn']:.3f})")
+    if summary["contrastive"]:
+        cd = summary["contrastive"]
+        print(f"contrastive: test input {cd['index']} (label {cd['label']}, predicted {cd['prediction']}) "
+              f"-> counterfactual predicted {cd['cf_prediction']}")
+    print(f"wrote {out / (pfx + '.json')} and figures {pfx}_*.png")
+    return 0
+
+
 def _tracer(args) -> int:
     import numpy as np
     from flax import nnx
@@ -49,6 +182,10 @@ def _tracer(args) -> int:
     from jcausal.plot.tracer import plot_causal_graph, plot_cka, plot_contributions, plot_coverage
     from jcausal.tracer import explain, global_view, layer_outputs
 
+    if args.dataset == "counterfactual":
+        return _counterfactual(args)
+    if args.which is not None:
+        raise SystemExit(f"jcausal: unexpected argument {args.which!r} after {args.dataset!r}")
     if not 0.0 <= args.eps < 1.0:
         raise SystemExit(f"jcausal: --eps must be in [0, 1), got {args.eps}")
     out = Path(args.out)
@@ -125,9 +262,13 @@ def register(sub) -> None:
         description="Interventions, CKA between layers, causal nodes and links, signed feature "
                     "contributions per node, and (mnist) the global view with coverage. Trains the "
                     "reference model into --out when no --checkpoint is given.")
-    p.add_argument("dataset", choices=["mnist", "tabular"],
+    p.add_argument("dataset", choices=["mnist", "tabular", "counterfactual"],
                    help="'mnist': AlexNetSmall on the MNIST test-set IDX files (--data); 'tabular': an "
-                        "MLP on scikit-learn's bundled breast cancer data")
+                        "MLP on scikit-learn's bundled breast cancer data; 'counterfactual mnist|tabular': "
+                        "train (or load) the counterfactual GAN, report validity and distances, and the "
+                        "contrastive analysis of the first misclassified test input")
+    p.add_argument("which", nargs="?", choices=["mnist", "tabular"],
+                   help="with 'counterfactual': the dataset (default tabular)")
     p.add_argument("--data", default=None, help="MNIST IDX folder (default: $JCAUSAL_DATA)")
     p.add_argument("--checkpoint", help="model parameters saved with jcausal.models.save")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (mnist 2, tabular 200)")
@@ -136,6 +277,16 @@ def register(sub) -> None:
     p.add_argument("--patch", type=int, default=4, help="mnist patch size (default: %(default)s)")
     p.add_argument("--stride", type=int, default=2, help="mnist patch stride (default: %(default)s)")
     p.add_argument("--per-class", type=int, default=20, help="mnist global view: digits per class")
+    p.add_argument("--gan-checkpoint", help="counterfactual: a saved CounterfactualGAN (else trained into "
+                   "--out, or loaded from there)")
+    p.add_argument("--gan-steps", type=int, default=None, help="counterfactual: GAN steps (mnist 600, "
+                   "tabular 1500)")
+    p.add_argument("--lam", type=float, default=None, help="counterfactual: lambda of (1 - lambda) L_GAN + "
+                   "lambda d(x*, x_nn) (mnist 0.5, tabular 0.9)")
+    p.add_argument("--target", type=int, default=None, help="counterfactual: one target class for every "
+                   "input (default: a random class other than the prediction)")
+    p.add_argument("--count", type=int, default=200,
+                   help="counterfactual: test inputs (default: %(default)s)")
     p.add_argument("--out", default="jcausal-out", help="output folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
