@@ -1,0 +1,30 @@
+"""Session-scoped MNIST 3/8 experiment for the slow GCE tests: the classifier and the explainer
+are trained once per session."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import SHARED_MNIST
+
+# Reduced from the paper's 8000 steps of N_alpha = 100, N_beta = 25 (hours on a 2-core CPU).
+MNIST_SETTINGS = dict(K=1, L=7, lam=0.05, steps=200, n_alpha=16, n_beta=4, batch_size=64,
+                      learning_rate=1.5e-3, n_flow=(64, 16))
+
+
+@pytest.fixture(scope="session")
+def gce_mnist():
+    """``(data, classifier, explanation, seconds)`` for MNIST 3/8; skips without the IDX files."""
+    if not any((SHARED_MNIST / f"t10k-images-idx3-ubyte{e}").is_file() for e in ("", ".gz")):
+        pytest.skip(f"MNIST IDX files not found in {SHARED_MNIST} (set JCAUSAL_DATA to their folder)")
+    import jax
+
+    from jcausal.gce.mnist import explain_digits, fit_classifier, load_digits
+
+    t0 = time.perf_counter()
+    data = load_digits(SHARED_MNIST, (3, 8))
+    clf = fit_classifier(data, key=jax.random.key(0), epochs=3, progress=False)
+    exp = explain_digits(data, clf, key=jax.random.key(1), progress=False, **MNIST_SETTINGS)
+    return data, clf, exp, time.perf_counter() - t0
