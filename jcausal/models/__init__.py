@@ -14,6 +14,7 @@ from jcausal.models.core import (
 from jcausal.models.mlp import MLP
 from jcausal.models.rnn import OneStepPredictor, SequenceClassifier
 from jcausal.models.train import TrainResult, accuracy, predict, train
+from jcausal.models.vae import VAE, VAEOutput, conv_vae, elbo, gaussian_kl, mlp_vae, reparameterize
 
 __all__ = [
     "ACTIVATIONS",
@@ -36,4 +37,12 @@ __all__ = [
     "save",
     "split_functional",
     "train",
+    # VAE building blocks (jcausal.models.vae)
+    "VAE",
+    "VAEOutput",
+    "conv_vae",
+    "elbo",
+    "gaussian_kl",
+    "mlp_vae",
+    "reparameterize",
 ]
