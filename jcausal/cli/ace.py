@@ -172,6 +172,10 @@ def _check_checkpoint(ckpt: Path, wanted: dict, *, own: bool, remedy: str) -> di
 
 
 def _ace(args) -> int:
+    if args.dataset in ("run", "latent-vae"):
+        from jcausal.cli import ace_jobs
+
+        return ace_jobs.run(args) if args.dataset == "run" else ace_jobs.latent(args)
     import jax
     import numpy as np
 
@@ -220,12 +224,15 @@ def _ace(args) -> int:
                              seed=args.seed, progress=False)
                 ck_meta = _check_checkpoint(ckpt, wanted, own=True, remedy="")
         with jax.enable_x64(True) if args.x64 else contextlib.nullcontext():
-            res, fig = _compute(args, X, sizes, feats, ckpt, feature_names, output_names)
+            res, fig, method = _compute(args, X, sizes, feats, ckpt, feature_names, output_names)
             report = _report(res, [feature_names[f] for f in feats], output_names)
             name = f"ace_{args.dataset}"
             _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, feature_names,
-                   output_names)
+                   output_names, method)
             table = format_table(res, report)
+    eqn = "eqn 2, the definition: the mean over the data rows" if method in FEATURE_METHODS else \
+        "eqn 4, the paper's second-order expansion"
+    print(f"Phase I method: {method} ({eqn}; {len(X)} rows)")
     print(table)
     for w in report["warnings"]:
         print(f"warning: {w}")
@@ -242,7 +249,7 @@ def _compute(args, X, sizes, feats, ckpt, feature_names, output_names):
     from tqdm.auto import tqdm
 
     from jcausal.ace import explain
-    from jcausal.models import MLP, functional, load
+    from jcausal.models import MLP, functional, load, split_functional
     from jcausal.plot import plot_causal_regressors
 
     steps = tqdm(total=3, desc="jcausal ace", disable=args.quiet, leave=False)
@@ -250,9 +257,7 @@ def _compute(args, X, sizes, feats, ckpt, feature_names, output_names):
     load(ckpt, model)
     apply, params = functional(model)
     steps.update()
-    method = args.method
-    if method is None:
-        method = "monte_carlo" if args.dataset == "iris" else "directional"
+    method = args.method or "definition"  # eqn 2 over the rows given: the quantity asked for
     steps.set_postfix_str(f"Phase I ({method})")
     dtype = jnp.float64 if args.x64 else jnp.float32  # --x64: the caller enabled float64
     params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
@@ -262,29 +267,30 @@ def _compute(args, X, sizes, feats, ckpt, feature_names, output_names):
         return jax.nn.softmax(apply(p, x))
 
     f = probs
+    if method in FEATURE_METHODS:  # the first layer once per row, a rank-one update per intervention
+        split, sparams = split_functional(model)
+        f, params = split.then(jax.nn.softmax), jax.tree.map(lambda a: jnp.asarray(a, dtype), sparams)
     kw = {"method": method, "batch_size": args.batch_size}
     if args.rank is not None:
         kw["rank"] = args.rank
-    if method in FEATURE_METHODS:
-        kw["data"] = Xd
+    kw["data"] = Xd  # eqn 2 averages over these rows; an eqn-4 method is checked against eqn 2 on them
     if method == "hutchinson":
         kw["key"] = jax.random.key(args.seed)
     if method == "gauss_newton":
         f, kw["head"] = apply, jax.nn.softmax
     res = explain(f, Xd, params=params, features=feats, num_alphas=args.num_alphas,
                   max_order=args.max_order, **kw)
-    args.method = method
     steps.update()
     steps.set_postfix_str("figure")
     fig = plot_causal_regressors(res, feature_names=[feature_names[i] for i in feats],
                                  output_names=output_names)
     steps.update()
     steps.close()
-    return res, fig
+    return res, fig, method
 
 
 def _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, feature_names,
-           output_names) -> None:
+           output_names, method) -> None:
     """Publish ``name.npz``, ``name.png`` and ``name.json`` (last, naming the others' SHA-256)."""
     import matplotlib.pyplot as plt
 
@@ -294,7 +300,8 @@ def _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, fe
     files = [f"{name}.npz", f"{name}.png"]
     meta = {"dataset": args.dataset,
             "checkpoint": {"path": str(ckpt), "sha256": file_sha256(ckpt), "metadata": ck_meta},
-            "sizes": list(sizes), "activation": args.activation, "method": args.method,
+            "sizes": list(sizes), "activation": args.activation, "method": method,
+            "equation": 2 if method in FEATURE_METHODS else 4,
             "x64": bool(args.x64), "rank": args.rank, "num_alphas": args.num_alphas,
             "max_order": args.max_order, "seed": args.seed, "features": list(feats),
             "feature_names": [feature_names[f] for f in feats], "output_names": output_names,
@@ -398,9 +405,11 @@ def register(sub) -> None:
         description="Phase I interventional expectations, Phase II Bayesian causal regressors, ACE "
                     "table, figure (.png) and result (.npz) for the Iris MLP or your own MLP "
                     "checkpoint. Outputs are softmax probabilities.")
-    ac.add_argument("dataset", choices=["iris", "file"],
+    ac.add_argument("dataset", choices=["iris", "file", "run", "latent-vae"],
                     help="'iris': the reference Iris MLP (trained and saved in --out when no "
-                         "--checkpoint); 'file': your MLP (--checkpoint, --sizes) on your data (--data)")
+                         "--checkpoint); 'file': your MLP (--checkpoint, --sizes) on your data (--data); "
+                         "'run': any model (--model module:function) as a resumable batch job; "
+                         "'latent-vae': ACE of a conditional beta-VAE's latents on MNIST pixels")
     ac.add_argument("--data", help="'file': rows of training inputs (.npy, .csv, or whitespace text; "
                                    "numbers only, no header row)")
     ac.add_argument("--checkpoint", help="MLP parameters saved with jcausal.models.save")
@@ -408,10 +417,11 @@ def register(sub) -> None:
                                                           "(iris default: 4 8 3)")
     ac.add_argument("--activation", default="relu", help="MLP hidden activation (default: relu)")
     ac.add_argument("--method", choices=METHODS, default=None,
-                    help="Phase I estimator. Default: 'monte_carlo' for iris (eqn 2 over the 120 "
-                         "training rows is exact and cheap), 'directional' for file (the paper's "
-                         "second-order expansion, exact Hessian-vector algebra; cost independent "
-                         "of the number of rows). 'finite_difference' needs --x64")
+                    help="Phase I estimator. Default: 'definition' (eqn 2, the mean of the model over "
+                         "the data rows with x_i = a; the MLP's first layer runs once per row). The "
+                         "eqn-4 methods ('directional', 'exact', ...) compute the paper's second-order "
+                         "expansion, which can be far off on trained networks; they are checked "
+                         "against eqn 2 on a subsample. 'finite_difference' needs --x64")
     ac.add_argument("--x64", action="store_true",
                     help="compute in float64 (jax_enable_x64 for this run; needed by "
                          "finite_difference)")
@@ -428,5 +438,8 @@ def register(sub) -> None:
                                                           "lasts (default: %(default)s)")
     ac.add_argument("--seed", type=int, default=0, help="training/split/probe seed")
     ac.add_argument("--quiet", action="store_true", help="no progress bar")
+    from jcausal.cli.ace_jobs import add_options
+
+    add_options(ac)
     add_debug(ac)
     ac.set_defaults(func=_ace)
