@@ -73,3 +73,21 @@ def test_synthetic_sequence_study_quick(tmp_path):
     ace = rev["saliency"]["mean_abs_ace_by_position"]
     assert changes[0] > 10 * changes[2]  # position 0 changes far more predictions than position 2
     assert ace[2] < 0.5 * ace[0]  # and ACE tells the same story
+
+
+@pytest.mark.slow
+def test_definition_benchmark_quick(mnist_dir, tmp_path):
+    """`benchmarks/definition.py --quick`: every method against eqn 2 over all rows. Asserts
+    accuracy, not speed: the split eqn 2 equals the plain one, and eqn 4 is far from both."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("def_bench", REPO / "benchmarks" / "definition.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--quick", "--repeats", "1", "--data", str(mnist_dir), "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "definition_quick.json").read_text())
+    by = {(r["model"], r["label"]): r for r in result["rows"]}
+    for model in ("MLP relu", "MLP softplus"):
+        assert by[(model, "eqn 2, plain f (old monte_carlo), all rows")]["E_error_rel"] <= 1e-5
+        assert by[(model, "eqn 4 directional")]["ACE_error_rel"] > 0.1  # the expansion is another quantity
+    assert (tmp_path / "definition_quick.png").stat().st_size > 0
