@@ -258,11 +258,16 @@ def run_job(
     return res
 
 
-def load_model(spec: str):
+def load_model(spec: str, checkpoint: str | os.PathLike | None = None):
     """Import ``module:function`` and call it: it must return ``(model, params)`` with ``model`` a
     callable ``model(params, x)`` on ONE input or a :class:`jcausal.models.Split` (first affine layer
     + rest, for the fast eqn 2), e.g. a :class:`jcausal.models.Functional` or
     :class:`jcausal.models.SplitFunctional`. Raises ``ValueError`` with the reason otherwise.
+
+    With ``checkpoint``, ``spec`` names a Flax NNX module class instead (``module:Class``): it is
+    built from the configuration the checkpoint recorded (:func:`jcausal.models.save`), the
+    parameters are loaded, and the model comes back split (first affine layer + rest) when the
+    class has ``first_affine``/``after_first`` (eqn 2 fast path), else as ``apply(params, x)``.
 
     Examples:
       >>> from jcausal.ace.jobs import load_model
@@ -274,6 +279,8 @@ def load_model(spec: str):
 
     from jcausal._src.calling import Split
 
+    if checkpoint is not None:
+        return _from_checkpoint(spec, checkpoint)
     if not isinstance(spec, str) or spec.count(":") != 1:
         raise ValueError(f"--model must look like 'package.module:function', got {spec!r}")
     mod_name, fn_name = spec.split(":")
@@ -295,6 +302,44 @@ def load_model(spec: str):
     if not (callable(model) or isinstance(model, Split)):
         raise ValueError(f"{spec}() returned a model that is not callable: {type(model).__name__}")
     return model, params
+
+
+def _from_checkpoint(spec: str, checkpoint):
+    import importlib
+    import inspect
+
+    from flax import nnx
+
+    from jcausal.models import functional, load, split_functional
+    from jcausal.models.checkpoint import CheckpointMismatchError, read_metadata
+
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ValueError(f"--model must look like 'package.module:Class', got {spec!r}")
+    mod_name, cls_name = spec.split(":")
+    try:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import {spec}: {err}") from None
+    if not (isinstance(cls, type) and issubclass(cls, nnx.Module)):
+        raise ValueError(f"{spec} is not a Flax NNX Module class (needed with --checkpoint)")
+    try:
+        meta = read_metadata(checkpoint)
+    except (FileNotFoundError, CheckpointMismatchError, ValueError) as err:
+        raise ValueError(str(err)) from None
+    if meta.get("model") not in (None, cls.__name__):
+        raise ValueError(f"{checkpoint} holds a {meta['model']}, not a {cls.__name__}")
+    params_ok = set(inspect.signature(cls.__init__).parameters) - {"self", "rngs"}
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta.items() if k in params_ok}
+    try:
+        module = cls(**kwargs, rngs=nnx.Rngs(0))
+        load(checkpoint, module)
+    except (TypeError, CheckpointMismatchError) as err:
+        raise ValueError(f"cannot rebuild {spec} from {checkpoint} (recorded {kwargs}): {err}") from None
+    if hasattr(module, "first_affine") and hasattr(module, "after_first"):
+        split, params = split_functional(module)
+        return split, params
+    apply, params = functional(module)
+    return apply, params
 
 
 def load_rows(path: str | os.PathLike) -> np.ndarray:

@@ -17,7 +17,8 @@ def add_options(ac) -> None:
     """Options of ``run`` and ``latent-vae`` on the ``jcausal ace`` parser."""
     g = ac.add_argument_group("'run': a resumable batch job on your own model")
     g.add_argument("--model", help="'package.module:function' returning (model, params): model(params, x) "
-                                   "on ONE input, or a jcausal.models.Split for the fast eqn 2")
+                                   "on ONE input, or a jcausal.models.Split for the fast eqn 2; with "
+                                   "--checkpoint, 'package.module:Class' of the Flax NNX model saved there")
     g.add_argument("--chunk-features", type=int, default=8, help="features per saved chunk (default: 8)")
     g.add_argument("--num-rows", type=int, help="eqn 2 over a seeded subsample of this many rows")
     g.add_argument("--overwrite", action="store_true", help="replace another job's files in --out")
@@ -61,7 +62,7 @@ def run(args) -> int:
         jax.distributed.initialize(**kw)
     sys.path.insert(0, os.getcwd())  # a user's module next to where the command runs
     try:
-        model, params = load_model(args.model)
+        model, params = load_model(args.model, args.checkpoint)
         X = load_rows(args.data)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None

@@ -167,3 +167,25 @@ def test_load_model_and_rows_bad_input(tmp_path, monkeypatch):
         load_rows(tmp_path / "bad.npy")
     with pytest.raises(FileNotFoundError):
         load_rows(tmp_path / "missing.npy")
+
+
+def test_load_model_from_nnx_checkpoint(tmp_path):
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jcausal.ace.jobs import load_model
+    from jcausal.models import MLP, Split, save
+
+    m = MLP((5, 7, 3), activation="tanh", rngs=nnx.Rngs(3))
+    save(tmp_path / "m.msgpack", m)
+    model, params = load_model("jcausal.models:MLP", tmp_path / "m.msgpack")
+    assert isinstance(model, Split)
+    x = jnp.linspace(0, 1, 5)
+    np.testing.assert_allclose(model.rest(params, model.first(params, x)), m(x), rtol=1e-6)
+    with pytest.raises(ValueError, match="not a Flax NNX Module"):
+        load_model("jcausal.ace.jobs:run_job", tmp_path / "m.msgpack")
+    from jcausal.models import GCECNN
+
+    save(tmp_path / "c.msgpack", GCECNN(4, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="holds a GCECNN"):
+        load_model("jcausal.models:MLP", tmp_path / "c.msgpack")
