@@ -1,7 +1,7 @@
 """Phase I estimators on the ACE paper's MNIST MLP (784-256-128-64-32-10): time per (feature, alpha)
 point and error against a float64 ``exact`` reference.
 
-    python benchmarks/ace_estimators.py [--data DIR] [--quick] [--out benchmarks/results]
+    python -m benchmarks.ace_estimators [--data DIR] [--quick] [--out benchmarks/results]
 
 Models: the MLP with a smooth activation (softplus) for every method, and with ReLU for
 ``gauss_newton`` (compared with ``exact`` on that same ReLU model); outputs are softmax
@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from benchmarks.common import (
     DEFAULT_DATA,
     RESULTS,
     cast,
@@ -32,9 +30,8 @@ from common import (  # noqa: E402
     trained_mlp,
     write_json,
 )
-
-from jcausal.ace import input_stats, interventional_expectation  # noqa: E402
-from jcausal.data import load_mnist  # noqa: E402
+from jcausal.ace import input_stats, interventional_expectation
+from jcausal.data import load_mnist
 
 SIZES = (784, 256, 128, 64, 32, 10)
 

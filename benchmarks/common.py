@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from jcausal._src.io import atomic_write_bytes
 
-from jcausal._src.io import atomic_write_bytes  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
 RESULTS = REPO / "benchmarks" / "results"

@@ -1,7 +1,7 @@
 """Accuracy against the definition: every Phase I method against eqn 2 over all rows, on trained
 MNIST models (ACE-definition issue).
 
-    python benchmarks/definition.py [--quick] [--data DIR] [--out benchmarks/results] [--repeats 3]
+    python -m benchmarks.definition [--quick] [--data DIR] [--out benchmarks/results] [--repeats 3]
 
 Models, trained on 8,000 rows of the MNIST test set (the other 2,000 held out): the
 784-256-128-64-32-10 MLP with ReLU and with softplus, and the GCE paper's CNN (Table 1). Outputs are
@@ -20,7 +20,6 @@ Writes ``definition[_quick].json`` and ``definition[_quick].png``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -29,12 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, RESULTS, machine, require_mnist, timed, write_json  # noqa: E402
-
-from jcausal.ace import input_stats, interventional_expectation  # noqa: E402
-from jcausal.data import load_mnist  # noqa: E402
-from jcausal.models import GCECNN, MLP, accuracy, functional, split_functional, train  # noqa: E402
+from benchmarks.common import DEFAULT_DATA, RESULTS, machine, require_mnist, timed, write_json
+from jcausal.ace import input_stats, interventional_expectation
+from jcausal.data import load_mnist
+from jcausal.models import GCECNN, MLP, accuracy, functional, split_functional, train
 
 MNIST_MLP = (784, 256, 128, 64, 32, 10)
 

@@ -1,6 +1,6 @@
 """Exact vs approximate Hessian methods for ACE Phase I: speed, memory, accuracy, scaling, peers.
 
-    python benchmarks/hessian.py [--quick] [--data DIR] [--out benchmarks/results] [--repeats 5]
+    python -m benchmarks.hessian [--quick] [--data DIR] [--out benchmarks/results] [--repeats 5]
 
 For each model and Phase I method: median wall time per (feature, alpha) point after warm-up,
 compile time, the compiled program's buffer bytes (XLA memory analysis: arguments + outputs +
@@ -16,7 +16,6 @@ Writes ``hessian[_quick].json`` and ``hessian[_quick]_{pareto,scaling}.png``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -25,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from benchmarks.common import (
     DEFAULT_DATA,
     RESULTS,
     cast,
@@ -36,11 +34,10 @@ from common import (  # noqa: E402
     trained_mlp,
     write_json,
 )
-
-from jcausal.ace import input_stats, interventional_expectation  # noqa: E402
-from jcausal.ace.interventional import compiled  # noqa: E402
-from jcausal.data import load_iris, load_mnist  # noqa: E402
-from jcausal.models import GCECNN, MLP, functional, train  # noqa: E402
+from jcausal.ace import input_stats, interventional_expectation
+from jcausal.ace.interventional import compiled
+from jcausal.data import load_iris, load_mnist
+from jcausal.models import GCECNN, MLP, functional, train
 
 MNIST_MLP = (784, 256, 128, 64, 32, 10)
 
@@ -174,7 +171,8 @@ def scaling(quick: bool, repeats: int):
 def peers(case: Case, ours_row: dict, quick: bool):
     try:
         import torch
-        from peers.torch_ace import authors_strategy, torch_func, torch_mlp
+
+        from benchmarks.peers.torch_ace import authors_strategy, torch_func, torch_mlp
     except ImportError as err:
         print(f"  peers skipped: {err} (install the 'bench' extra)")
         return {"skipped": f"torch not importable: {err}"}

@@ -9,7 +9,7 @@ weighs what it read last most; the paper's imputation counts (x^0 >> x^1 >> x^2)
 of a model that reads x^0 last. In both, the question is whether ACE tells the same story as the
 imputation counts.
 
-    python benchmarks/synthetic_sequences.py [--quick] [--out benchmarks/results]
+    python -m benchmarks.synthetic_sequences [--quick] [--out benchmarks/results]
 
 Writes ``synthetic_sequences[_quick].json`` and ``synthetic_sequences[_quick]_{saliency,lag}.png``.
 """
@@ -17,7 +17,6 @@ Writes ``synthetic_sequences[_quick].json`` and ``synthetic_sequences[_quick]_{s
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -26,15 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, write_json  # noqa: E402
-
-from jcausal.ace import explain  # noqa: E402
-from jcausal.ace.recurrent import lag_tau, sequence_stats  # noqa: E402
-from jcausal.baselines import integrated_gradients  # noqa: E402
-from jcausal.data import make_sequences  # noqa: E402
-from jcausal.models import SequenceClassifier, functional, predict, train  # noqa: E402
-from jcausal.plot import plot_lag_tau, plot_sequence_saliency  # noqa: E402
+from benchmarks.common import RESULTS, machine, write_json
+from jcausal.ace import explain
+from jcausal.ace.recurrent import lag_tau, sequence_stats
+from jcausal.baselines import integrated_gradients
+from jcausal.data import make_sequences
+from jcausal.models import SequenceClassifier, functional, predict, train
+from jcausal.plot import plot_lag_tau, plot_sequence_saliency
 
 L = 12  # the sequence length studied (positions 0..11), as in the paper's Figure 3
 

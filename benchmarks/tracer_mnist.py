@@ -5,7 +5,7 @@ Gradients and gradient saliency.
 ImageNet/ResNet-50 are not available offline: the paper's MNIST AlexNet is trained here on 80% of
 the MNIST *test* set (the only MNIST file shipped) and evaluated on the other 20%.
 
-    python benchmarks/tracer_mnist.py [--quick] [--data DIR] [--out DIR]
+    python -m benchmarks.tracer_mnist [--quick] [--data DIR] [--out DIR]
 
 Writes ``tracer_mnist[_quick].json`` and PNG figures to ``--out`` (default benchmarks/results).
 """
@@ -18,19 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from jcausal._src.io import atomic_write_bytes  # noqa: E402
-from jcausal.baselines import gradient_saliency, integrated_gradients  # noqa: E402
-from jcausal.models import AlexNetSmall, functional, train  # noqa: E402
-from jcausal.tracer import (  # noqa: E402
+from jcausal._src.io import atomic_write_bytes
+from jcausal.baselines import gradient_saliency, integrated_gradients
+from jcausal.models import AlexNetSmall, functional, train
+from jcausal.tracer import (
     SpecNet,
     alexnet_spec,
     compress_spec,
@@ -41,6 +37,8 @@ from jcausal.tracer import (  # noqa: E402
     model_stats,
     patch_index_sets,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
 LAYERS = ["convs.*", "fcs.*"]  # the paper's eight activation outputs (dropout calls left out)
