@@ -93,7 +93,7 @@ def _counterfactual(args) -> int:
         raise SystemExit(f"jcausal: --target must be in [0, {k}) for {args.dataset}, got {args.target}")
     if args.count < 1 or args.gan_steps is not None and args.gan_steps < 1:
         raise SystemExit("jcausal: --count and --gan-steps must be >= 1")
-    lam = args.lam if args.lam is not None else (0.5 if mnist else 0.9)
+    lam = args.lam if args.lam is not None else 0.9
     if not 0.0 <= lam <= 1.0:
         raise SystemExit(f"jcausal: --lam must be in [0, 1], got {lam}")
     out = Path(args.out)
@@ -105,7 +105,7 @@ def _counterfactual(args) -> int:
     index = nn_index(x_tr, y_model, k)
     shape = (28, 28, 1) if mnist else (x_tr.shape[1],)
     gan = CounterfactualGAN(k, input_shape=shape, kind="image" if mnist else "tabular",
-                            latent=16 if mnist else 8, rngs=nnx.Rngs(args.seed))
+                            latent=16 if mnist else 8, channels=16, rngs=nnx.Rngs(args.seed))
     gan_ckpt = Path(args.gan_checkpoint) if args.gan_checkpoint else out / f"{args.dataset}_cf_gan.msgpack"
     training = None
     if gan_ckpt.is_file():
@@ -116,10 +116,13 @@ def _counterfactual(args) -> int:
     elif args.gan_checkpoint:
         raise SystemExit(f"jcausal: GAN checkpoint not found: {gan_ckpt}")
     else:
-        steps = args.gan_steps or (600 if mnist else 1500)
+        steps = args.gan_steps or (2000 if mnist else 1500)
+        # squared distance for images: the Euclidean one collapses digits to blank images (measured)
+        dist = "squared" if mnist else "euclidean"
         res = train_gan(gan, x_tr, y_model, key=jax.random.key(args.seed), steps=steps, lam=lam, index=index,
-                        checkpoint=gan_ckpt, progress=not args.quiet)
-        training = {"steps": res.steps, "nonfinite_step": res.nonfinite_step, "lam": lam,
+                        batch_size=32 if mnist else 64, distance=dist, checkpoint=gan_ckpt,
+                        progress=not args.quiet)
+        training = {"steps": res.steps, "nonfinite_step": res.nonfinite_step, "lam": lam, "distance": dist,
                     "final_g_loss": res.history["g_loss"][-1] if res.history["g_loss"] else None,
                     "final_dist": res.history["dist"][-1] if res.history["dist"] else None}
         if res.nonfinite_step is not None:
@@ -279,10 +282,10 @@ def register(sub) -> None:
     p.add_argument("--per-class", type=int, default=20, help="mnist global view: digits per class")
     p.add_argument("--gan-checkpoint", help="counterfactual: a saved CounterfactualGAN (else trained into "
                    "--out, or loaded from there)")
-    p.add_argument("--gan-steps", type=int, default=None, help="counterfactual: GAN steps (mnist 600, "
+    p.add_argument("--gan-steps", type=int, default=None, help="counterfactual: GAN steps (mnist 2000, "
                    "tabular 1500)")
     p.add_argument("--lam", type=float, default=None, help="counterfactual: lambda of (1 - lambda) L_GAN + "
-                   "lambda d(x*, x_nn) (mnist 0.5, tabular 0.9)")
+                   "lambda d(x*, x_nn) (default 0.9; d is squared Euclidean for mnist)")
     p.add_argument("--target", type=int, default=None, help="counterfactual: one target class for every "
                    "input (default: a random class other than the prediction)")
     p.add_argument("--count", type=int, default=200,
