@@ -125,9 +125,14 @@ def input_stats(X, *, low=None, high=None) -> InputStats:
     cov = 0.5 * (cov + cov.T)
     w, U = jnp.linalg.eigh(cov)
     w, U = jnp.clip(w[::-1], 0.0), U[:, ::-1]
+
     total = jnp.sum(w)
     explained = jnp.cumsum(w) / jnp.where(total > 0, total, 1.0)
-    stats = InputStats(mean, cov, U * jnp.sqrt(w)[None, :], w, explained, lo, hi, n)
+    factor = U * jnp.sqrt(w)[None, :]
+    # A constant feature (zero variance, exactly) has a zero factor row whatever round-off LAPACK
+    # leaves in the eigenvectors (measured: 9.2e-4 in float32 on jax 0.8, 0 on jax 0.10).
+    factor = jnp.where((jnp.diag(cov) > 0)[:, None], factor, 0.0)
+    stats = InputStats(mean, cov, factor, w, explained, lo, hi, n)
     return with_domain(stats, low, high)
 
 
