@@ -93,15 +93,25 @@ def _counterfactual(args) -> int:
         raise SystemExit(f"jcausal: --target must be in [0, {k}) for {args.dataset}, got {args.target}")
     if args.count < 1 or args.gan_steps is not None and args.gan_steps < 1:
         raise SystemExit("jcausal: --count and --gan-steps must be >= 1")
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise SystemExit(f"jcausal: --min-confidence must be in [0, 1], got {args.min_confidence}")
     lam = args.lam if args.lam is not None else 0.9
     if not 0.0 <= lam <= 1.0:
         raise SystemExit(f"jcausal: --lam must be in [0, 1], got {lam}")
+    if args.gan_checkpoint and not Path(args.gan_checkpoint).is_file():
+        raise SystemExit(f"jcausal: GAN checkpoint not found: {args.gan_checkpoint}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     x_tr, y_tr, x_val, y_val, make, tag, epochs, lr, data = _data(args)
     model, ckpt, acc = _model(args, out, make, x_tr, y_tr, x_val, y_val, tag, epochs, lr)
     # y* is a model output: x_nn is drawn from the training instances the classifier assigns to y*
-    y_model, _ = model_labels(model, x_tr)
+    # and, with --min-confidence, assigns with at least that probability (further from the boundary)
+    x_mean = np.asarray(x_tr.mean(0), np.float32)
+    y_model, p_tr = model_labels(model, x_tr)
+    keep = p_tr.max(1) >= args.min_confidence
+    if not keep.any():
+        raise SystemExit(f"jcausal: no training input reaches --min-confidence {args.min_confidence}")
+    x_tr, y_model = x_tr[keep], y_model[keep]
     index = nn_index(x_tr, y_model, k)
     shape = (28, 28, 1) if mnist else (x_tr.shape[1],)
     gan = CounterfactualGAN(k, input_shape=shape, kind="image" if mnist else "tabular",
@@ -113,16 +123,19 @@ def _counterfactual(args) -> int:
             load(gan_ckpt, gan)
         except CheckpointMismatchError as err:
             raise SystemExit(f"jcausal: {err}") from None
-    elif args.gan_checkpoint:
-        raise SystemExit(f"jcausal: GAN checkpoint not found: {gan_ckpt}")
     else:
-        steps = args.gan_steps or (2000 if mnist else 1500)
+        steps = args.gan_steps or (3000 if mnist else 1500)
         # squared distance for images: the Euclidean one collapses digits to blank images (measured)
         dist = "squared" if mnist else "euclidean"
-        res = train_gan(gan, x_tr, y_model, key=jax.random.key(args.seed), steps=steps, lam=lam, index=index,
-                        batch_size=32 if mnist else 64, distance=dist, checkpoint=gan_ckpt,
-                        progress=not args.quiet)
-        training = {"steps": res.steps, "nonfinite_step": res.nonfinite_step, "lam": lam, "distance": dist,
+        try:
+            res = train_gan(gan, x_tr, y_model, key=jax.random.key(args.seed), steps=steps, lam=lam,
+                            index=index, batch_size=32 if mnist else 64, distance=dist, checkpoint=gan_ckpt,
+                            progress=not args.quiet)
+        except ValueError as err:
+            raise SystemExit(f"jcausal: {err}") from None
+        training = {"steps": res.steps, "training_inputs": int(keep.sum()),
+                    "nonfinite_step": res.nonfinite_step,
+                    "lam": lam, "distance": dist,
                     "final_g_loss": res.history["g_loss"][-1] if res.history["g_loss"] else None,
                     "final_dist": res.history["dist"][-1] if res.history["dist"] else None}
         if res.nonfinite_step is not None:
@@ -155,7 +168,7 @@ def _counterfactual(args) -> int:
     if len(wrong):
         i = int(wrong[0])
         kw = (dict(layers=["convs.*", "fcs.*"], patch=args.patch, stride=args.stride) if mnist else
-              dict(layers=["layers.*"], baseline_kind="mean", value=np.asarray(x_tr.mean(0), np.float32)))
+              dict(layers=["layers.*"], baseline_kind="mean", value=x_mean))
         c = contrastive(model, gan, x_val[i], int(y_val[i]), index, x_train=x_tr, eps=args.eps, **kw)
         summary["contrastive"] = {"index": i, **c.to_dict()}
         _save(plot_contrastive(c, feature_names=names), out / f"{pfx}_contrastive.png")
@@ -282,12 +295,15 @@ def register(sub) -> None:
     p.add_argument("--per-class", type=int, default=20, help="mnist global view: digits per class")
     p.add_argument("--gan-checkpoint", help="counterfactual: a saved CounterfactualGAN (else trained into "
                    "--out, or loaded from there)")
-    p.add_argument("--gan-steps", type=int, default=None, help="counterfactual: GAN steps (mnist 2000, "
+    p.add_argument("--gan-steps", type=int, default=None, help="counterfactual: GAN steps (mnist 3000, "
                    "tabular 1500)")
     p.add_argument("--lam", type=float, default=None, help="counterfactual: lambda of (1 - lambda) L_GAN + "
                    "lambda d(x*, x_nn) (default 0.9; d is squared Euclidean for mnist)")
     p.add_argument("--target", type=int, default=None, help="counterfactual: one target class for every "
                    "input (default: a random class other than the prediction)")
+    p.add_argument("--min-confidence", type=float, default=0.99,
+                   help="counterfactual: x_nn only among training inputs the classifier assigns with at "
+                        "least this probability (default: %(default)s)")
     p.add_argument("--count", type=int, default=200,
                    help="counterfactual: test inputs (default: %(default)s)")
     p.add_argument("--out", default="jcausal-out", help="output folder (default: %(default)s)")
