@@ -366,7 +366,8 @@ def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: 
     then one discriminator and one generator Adam step.
 
     Args:
-      gan: the module; x: ``(n, *input_shape)``; y: ``(n,)`` labels in ``[0, k)``.
+      gan: the module; x: ``(n, *input_shape)``; y: ``(n,)`` classes in ``[0, k)``: the classifier's
+        (:func:`model_labels`), since ``y*`` is a model output, ideally of confident inputs only.
       key: PRNG key (the run is reproducible from it); steps: iterations (>= 1).
       lam: ``lambda`` in [0, 1]; batch_size; learning_rate: Adam's (paper: 1e-3).
       distance: ``d``, ``"euclidean"`` or ``"squared"`` (see :func:`generator_loss`).
