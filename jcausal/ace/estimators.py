@@ -117,6 +117,11 @@ def _one_hot(i, k, dtype):
     return (jnp.arange(k, dtype=i.dtype) == i).astype(dtype)
 
 
+def _intervened_mean(mom, i, a):
+    """``mu_ia`` (the mean with entry ``i`` set to ``a``) and the diagonal of ``P_i = I - e_i e_i^T``."""
+    return mom.mean.at[i].set(a), 1.0 - _one_hot(i, mom.mean.shape[0], mom.mean.dtype)
+
+
 def _check_dbs(dbs):
     if dbs is not None and (isinstance(dbs, bool) or not isinstance(dbs, (int, np.integer)) or dbs < 1):
         raise ValueError(f"direction_batch_size must be a positive int or None, got {dbs!r}")
@@ -167,9 +172,7 @@ class Exact(Estimator):
     name: ClassVar[str] = "exact"
 
     def point(self, model, params, mom, i, a, pid):
-        k = mom.mean.shape[0]
-        x = mom.mean.at[i].set(a)
-        keep = 1.0 - _one_hot(i, k, mom.mean.dtype)
+        x, keep = _intervened_mean(mom, i, a)
         f0 = model(params, x)
         H = jax.hessian(lambda z: model(params, z))(x)  # (m, k, k)
         Si = mom.cov * keep[:, None] * keep[None, :]
@@ -198,9 +201,7 @@ class Hutchinson(Estimator):
         return super().prepare(stats, dtype=dtype, model=model)
 
     def point(self, model, params, mom, i, a, pid):
-        k = mom.mean.shape[0]
-        x = mom.mean.at[i].set(a)
-        keep = 1.0 - _one_hot(i, k, mom.mean.dtype)
+        x, keep = _intervened_mean(mom, i, a)
         f0 = model(params, x)
         z = jax.random.normal(jax.random.fold_in(self.key, pid), (self.num_samples, mom.V.shape[1]),
                               mom.mean.dtype)
@@ -231,9 +232,7 @@ class GaussNewton(Estimator):
         return super().prepare(stats, dtype=dtype, model=model)
 
     def point(self, model, params, mom, i, a, pid):
-        k = mom.mean.shape[0]
-        x = mom.mean.at[i].set(a)
-        keep = 1.0 - _one_hot(i, k, mom.mean.dtype)
+        x, keep = _intervened_mean(mom, i, a)
         z = model.body(params, x)
         J = jax.jacrev(lambda y: model.body(params, y))(x)  # (c, k): c reverse passes
         W = (J * keep[None, :]) @ mom.V  # (c, r) = J P_i V; V is shared by all points: one GEMM
@@ -269,9 +268,7 @@ class FiniteDifference(Estimator):
         return super().prepare(stats, dtype=dtype, model=model)
 
     def point(self, model, params, mom, i, a, pid):
-        k = mom.mean.shape[0]
-        x = mom.mean.at[i].set(a)
-        keep = 1.0 - _one_hot(i, k, mom.mean.dtype)
+        x, keep = _intervened_mean(mom, i, a)
         f0 = model(params, x)
         h = self.step
 
