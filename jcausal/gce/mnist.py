@@ -96,7 +96,8 @@ def fit_classifier(data, *, key: jax.Array, epochs: int = 3, checkpoint: str | P
 def explain_digits(data, classifier: Classifier, *, key: jax.Array, K: int = 1, L: int = 7,
                    lam: float = 0.05, steps: int = 8000, batch_size: int = 64, n_alpha: int = 100,
                    n_beta: int = 25, learning_rate: float = 5e-4, n_flow: tuple[int, int] = (100, 50),
-                   n_sweep: int = 4, checkpoint: str | Path | None = None, checkpoint_every: int = 500,
+                   n_sweep: int = 4, pretrain_steps: int = 0, init_log_var: float = 0.0,
+                   checkpoint: str | Path | None = None, checkpoint_every: int = 500,
                    progress: bool = True) -> Explanation:
     """Train the Table 2 VAE explainer of ``classifier`` and evaluate it on the validation set.
 
@@ -107,11 +108,20 @@ def explain_digits(data, classifier: Classifier, *, key: jax.Array, K: int = 1, 
         optimisation (paper: 1, 7, 0.05, 8000, 64, 100, 25, 5e-4).
       n_flow: ``(n_outer, n_inner)`` samples of each per-factor flow.
       n_sweep: validation images swept.
+      pretrain_steps: steps of ``D`` alone before the joint objective (0 in the paper). ``D``
+        steps are cheap, and a VAE that already uses its latents lets ``C`` act at once.
+      init_log_var: initial bias of the encoder's log-variance head (see
+        :class:`jcausal.models.vae.ConvEncoder`).
       checkpoint, checkpoint_every, progress: see :func:`jcausal.gce.train`.
     """
     k_init, k_fit, k_flow, k_acc = jax.random.split(key, 4)
-    vae = conv_vae(K + L, rngs=nnx.Rngs(int(jax.random.randint(k_init, (), 0, 2**30))))
+    vae = conv_vae(K + L, rngs=nnx.Rngs(int(jax.random.randint(k_init, (), 0, 2**30))),
+                   init_log_var=init_log_var)
     classify = classifier_probs(classifier.apply)
+    if pretrain_steps:
+        train(vae, classify, data.x_train, key=jax.random.fold_in(k_fit, 1), K=K, L=L, lam=1.0,
+              steps=pretrain_steps, batch_size=batch_size, learning_rate=learning_rate,
+              fidelity_only=True, progress=progress)
     fit = train(vae, classify, data.x_train, key=k_fit, K=K, L=L, lam=lam, steps=steps,
                 classify_params=classifier.params, batch_size=batch_size, n_alpha=n_alpha,
                 n_beta=n_beta, learning_rate=learning_rate, checkpoint=checkpoint,

@@ -113,7 +113,7 @@ def check_models(decode: Callable, classify: Callable, dim: int, *, params=None,
 
 
 def _grid_probs(decode, classify, key, dim: int, outer_mask: np.ndarray, n_outer: int, n_inner: int,
-                dparams, cparams, noisy: bool) -> jax.Array:
+                dparams, cparams, noisy: bool, chunk: int | None = None) -> jax.Array:
     """``P[i, j] = p(y | decode(z_ij))``, ``(n_outer, n_inner, M)``: ``z_ij`` takes the masked
     coordinates from outer draw ``i`` and the others from inner draw ``j`` (all ``N(0, I)``)."""
     k_out, k_in, k_noise = jax.random.split(key, 3)
@@ -123,11 +123,13 @@ def _grid_probs(decode, classify, key, dim: int, outer_mask: np.ndarray, n_outer
     z = jnp.where(mask[None, None, :], z_out[:, None, :], z_in[None, :, :]).reshape(-1, dim)
     dec = _caller(decode, dparams, noisy)
     clf = _caller(classify, cparams)
-    if noisy:
-        keys = jax.random.split(k_noise, n_outer * n_inner)
-        p = jax.vmap(lambda zz, kk: clf(dec(zz, kk)))(z, keys)
-    else:
-        p = jax.vmap(lambda zz: clf(dec(zz)))(z)
+    n = n_outer * n_inner
+    keys = jax.random.split(k_noise, n)
+    run = jax.vmap(lambda zz, kk: clf(dec(zz, kk))) if noisy else jax.vmap(lambda zz, kk: clf(dec(zz)))
+    size = n if chunk is None else max(1, min(int(chunk), n))
+    # fixed-size pieces, unrolled in the trace: small batches stay in cache (measured ~25x faster
+    # for the GCE CNN + VAE at 2500 latents), and XLA:CPU runs convolutions inside loops slowly
+    p = jnp.concatenate([run(z[i:i + size], keys[i:i + size]) for i in range(0, n, size)], axis=0)
     return p.reshape(n_outer, n_inner, -1)
 
 
@@ -145,7 +147,7 @@ def _conditional(P: jax.Array) -> jax.Array:
 
 def mutual_information(decode: Callable, classify: Callable, key: jax.Array, *, dim: int, factors,
                        n_outer: int, n_inner: int, conditional: bool = False, params=None,
-                       noisy: bool = False) -> jax.Array:
+                       noisy: bool = False, chunk: int | None = None) -> jax.Array:
     """``I(z_S; Y)`` (or ``I(z_S; Y | z_rest)``) for any set ``S`` of latent coordinates.
 
     The building block of every estimator here (appendix D with ``N_x = 1``): ``n_outer`` draws
@@ -164,6 +166,8 @@ def mutual_information(decode: Callable, classify: Callable, key: jax.Array, *, 
       factors: indices of ``S`` (Python ints).
       n_outer, n_inner: sample counts of ``z_S`` and of the rest.
       conditional: condition on the other coordinates.
+      chunk: decode and classify at most this many latents per call (a Python-unrolled sequence
+        of fixed-size batches; ``None``: one batch). Same result, far less cache traffic.
 
     Returns:
       Scalar estimate in nats (float dtype of the classifier output).
@@ -171,13 +175,13 @@ def mutual_information(decode: Callable, classify: Callable, key: jax.Array, *, 
     mask = np.zeros(dim, bool)
     mask[list(factors)] = True
     dparams, cparams = _split_params(params)
-    P = _grid_probs(decode, classify, key, dim, mask, n_outer, n_inner, dparams, cparams, noisy)
+    P = _grid_probs(decode, classify, key, dim, mask, n_outer, n_inner, dparams, cparams, noisy, chunk)
     return _conditional(P) if conditional else _unconditional(P)
 
 
 def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K: int, L: int,
                      n_alpha: int, n_beta: int, params=None, variant: str = "joint",
-                     noisy: bool = False, check: bool = True) -> jax.Array:
+                     noisy: bool = False, check: bool = True, chunk: int | None = None) -> jax.Array:
     """The causal influence ``C`` of the ``K`` causal factors ``alpha`` on the classifier output.
 
     GCE paper eqn (2) and Algorithm 2 (appendix D), with the variants of appendix A:
@@ -207,6 +211,7 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
       variant: one of :data:`VARIANTS`.
       noisy: the decoder takes ``key=`` and samples.
       check: probe the models once at ``z = 0`` (skipped automatically under tracing).
+      chunk: latents per decode/classify batch (see :func:`mutual_information`).
 
     Returns:
       Scalar, nats.
@@ -222,7 +227,7 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
     if check and not _is_traced(params, key):
         check_models(decode, classify, dim, params=params, noisy=noisy)
     kw = dict(dim=dim, n_outer=n_alpha, n_inner=n_beta, params=params, noisy=noisy,
-              conditional=variant.endswith("conditional"))
+              conditional=variant.endswith("conditional"), chunk=chunk)
     if variant in ("joint", "joint_conditional"):
         return mutual_information(decode, classify, key, factors=range(K), **kw)
     keys = jax.random.split(key, K)

@@ -98,10 +98,12 @@ class ConvEncoder(nnx.Module):
     pad 0 - ReLU - two linear heads (mean and log-variance of ``latent`` factors).
 
     Call on ONE image ``(28, 28)``, ``(28, 28, 1)`` or ``(784,)`` -> ``(mean, log_var)``, each
-    ``(latent,)``.
+    ``(latent,)``. ``init_log_var`` is the initial bias of the log-variance head: a negative value
+    (sharp initial posteriors) shortens the plateau where the decoder ignores ``z``.
     """
 
-    def __init__(self, latent: int, *, input_shape=(28, 28, 1), channels: int = 64, rngs: nnx.Rngs):
+    def __init__(self, latent: int, *, input_shape=(28, 28, 1), channels: int = 64,
+                 init_log_var: float = 0.0, rngs: nnx.Rngs):
         h, w, c = input_shape
         self.input_shape = tuple(input_shape)
         self.conv1 = Conv2d(c, channels, 4, stride=2, padding=1, rngs=rngs)
@@ -109,7 +111,8 @@ class ConvEncoder(nnx.Module):
         self.conv3 = Conv2d(channels, channels, 4, stride=1, padding=0, rngs=rngs)
         flat = (h // 4 - 3) * (w // 4 - 3) * channels
         self.mean = nnx.Linear(flat, latent, rngs=rngs)
-        self.log_var = nnx.Linear(flat, latent, rngs=rngs)
+        self.log_var = nnx.Linear(flat, latent, bias_init=nnx.initializers.constant(init_log_var),
+                                  rngs=rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         x = x.reshape(self.input_shape)[None]
@@ -296,9 +299,10 @@ class VAE(nnx.Module):
         return elbo(x.reshape(out.recon.shape), out.recon, out.mean, out.log_var, self.likelihood)
 
 
-def conv_vae(latent: int, *, rngs: nnx.Rngs, likelihood: str = "sse", channels: int = 64) -> VAE:
+def conv_vae(latent: int, *, rngs: nnx.Rngs, likelihood: str = "sse", channels: int = 64,
+             init_log_var: float = 0.0) -> VAE:
     """The GCE paper's Table 2 VAE for 28x28 single-channel images, ``latent = K + L``."""
-    return VAE(ConvEncoder(latent, channels=channels, rngs=rngs),
+    return VAE(ConvEncoder(latent, channels=channels, init_log_var=init_log_var, rngs=rngs),
                ConvDecoder(latent, channels=channels, rngs=rngs), likelihood=likelihood)
 
 

@@ -120,6 +120,7 @@ def test_gradient_in_generator_params_is_finite_and_matches_finite_differences()
     clf = probit(a)
     W0 = jnp.asarray([[0.6, 0.3], [0.2, 0.7]], jnp.float32)
 
+    @jax.jit
     def C(W):
         return information_flow(linear_decode, clf, jax.random.key(0), K=1, L=1, n_alpha=64, n_beta=16,
                                 params=(W, None), check=False)
@@ -137,8 +138,8 @@ def test_saturated_probabilities_give_finite_gradients():
         p1 = jnp.clip(x[0] * 100.0, 0.0, 1.0)
         return jnp.stack([1.0 - p1, p1])
 
-    g = jax.grad(lambda W: information_flow(linear_decode, clf, jax.random.key(1), K=1, L=1, n_alpha=32,
-                                            n_beta=8, params=(W, None), check=False))(
+    g = jax.jit(jax.grad(lambda W: information_flow(linear_decode, clf, jax.random.key(1), K=1, L=1,
+                                                    n_alpha=32, n_beta=8, params=(W, None), check=False)))(
         jnp.eye(2, dtype=jnp.float32))
     assert np.all(np.isfinite(np.asarray(g)))
 
