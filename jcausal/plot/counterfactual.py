@@ -27,7 +27,7 @@ def plot_counterfactuals(result, *, n: int = 8, title: str | None = None):
     :class:`~jcausal.tracer.CounterfactualResult` of images; titles give prediction -> target and
     whether the counterfactual is valid."""
     n = min(n, len(result.targets))
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.6), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 4.2), squeeze=False)
     for i in range(n):
         axes[0, i].imshow(_img(result.inputs[i]), cmap="gray", vmin=0, vmax=1)
         axes[0, i].set_title(f"pred {int(result.predictions[i])}", fontsize=8)

@@ -194,3 +194,34 @@ def test_tabular_contrastive_and_plots(tabular):
     right = int(np.flatnonzero(pred == y)[0])
     with pytest.raises(ValueError, match="classified correctly"):
         contrastive(clf, gan, x[right], int(y[right]), index)
+
+
+def test_image_gan_shapes_and_wrong_shape():
+    from jcausal.plot.counterfactual import plot_counterfactuals
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 28, 28, 1)).astype(np.float32)
+    y = np.arange(16) % 4
+    gan = CounterfactualGAN(4, latent=4, channels=4, rngs=nnx.Rngs(0))
+    res = train_gan(gan, x, y, key=jax.random.key(0), steps=2, batch_size=8, distance="squared",
+                    progress=False, log_every=1)
+    assert res.steps == 2 and np.all(np.isfinite(res.history["g_loss"]))
+    g = generate(gan, x[:3, :, :, 0], [1, 2, 3])  # (n, 28, 28) accepted for one channel
+    assert g.shape == (3, 28, 28, 1) and 0 <= g.min() and g.max() <= 1
+    for bad in (x[:2, :27], x[:2].reshape(2, 28, 28, 1, 1), x[0]):
+        with pytest.raises(ValueError, match="shape"):
+            generate(gan, bad, [0, 1])
+    with pytest.raises(ValueError, match=r"\(28, 28, c\)"):
+        CounterfactualGAN(4, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
+
+    class Tiny(nnx.Module):
+        def __init__(self):
+            self.lin = nnx.Linear(784, 4, rngs=nnx.Rngs(0))
+
+        def __call__(self, v):
+            return self.lin(v.reshape(-1))
+
+    r = counterfactuals(gan, Tiny(), x[:5], [0, 1, 2, 3, 0], nn_index(x, y, 4), x_train=x)
+    assert r.counterfactuals.shape == (5, 28, 28, 1)
+    fig = plot_counterfactuals(r, n=5)
+    assert len(fig.axes) == 10
