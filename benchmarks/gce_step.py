@@ -1,6 +1,6 @@
 """One GCE training step, jcausal (JAX) vs PyTorch, on identical weights and data.
 
-    python benchmarks/gce_step.py [--quick] [--data DIR] [--out benchmarks/results] [--repeats 3]
+    python -m benchmarks.gce_step [--quick] [--data DIR] [--out benchmarks/results] [--repeats 3]
 
 The paper's MNIST 3/8 setting: Table 1 CNN (frozen; trained one epoch on the 3/8 digits of the
 MNIST test files when present), Table 2 VAE with K = 1, L = 7, lambda = 0.05, N_alpha = 100,
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -28,12 +27,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, RESULTS, machine, write_json  # noqa: E402
-
-from jcausal.gce import build_step, conv_vae, generative, information_flow  # noqa: E402
-from jcausal.gce.mnist import classifier_probs, fit_classifier, load_digits  # noqa: E402
-from jcausal.models import GCECNN, functional  # noqa: E402
+from benchmarks.common import DEFAULT_DATA, RESULTS, machine, write_json
+from jcausal.gce import build_step, conv_vae, generative, information_flow
+from jcausal.gce.mnist import classifier_probs, fit_classifier, load_digits
+from jcausal.models import GCECNN, functional
 
 
 def _median_time(fn, repeats):
@@ -136,7 +133,8 @@ def main(argv=None) -> dict:
     if not args.no_torch:
         try:
             import torch
-            from peers.gce_torch import Peer
+
+            from benchmarks.peers.gce_torch import Peer
         except ImportError as err:
             result["torch_error"] = str(err)
             print(f"PyTorch peer skipped: {err}")

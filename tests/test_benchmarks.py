@@ -33,11 +33,10 @@ def test_hessian_quick_writes_valid_json(tmp_path):
 
     from tests.conftest import SHARED_MNIST
 
-    cmd = [sys.executable, str(REPO / "benchmarks" / "hessian.py"), "--quick", "--repeats", "1",
-           "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "benchmarks.hessian", "--quick", "--repeats", "1", "--out", str(tmp_path)]
     have_mnist = (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file()
     cmd += ["--data", str(SHARED_MNIST)] if have_mnist else ["--no-mnist"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((tmp_path / "hessian_quick.json").read_text())
     assert result["quick"] is True and result["rows"]
@@ -91,3 +90,13 @@ def test_definition_benchmark_quick(mnist_dir, tmp_path):
         assert by[(model, "eqn 2, plain f (old monte_carlo), all rows")]["E_error_rel"] <= 1e-5
         assert by[(model, "eqn 4 directional")]["ACE_error_rel"] > 0.1  # the expansion is another quantity
     assert (tmp_path / "definition_quick.png").stat().st_size > 0
+
+
+def test_benchmarks_are_a_package_without_path_hacks():
+    """`python -m benchmarks.<name>` from the repository root; no script edits sys.path."""
+    import importlib
+
+    for path in sorted((REPO / "benchmarks").glob("*.py")):
+        assert "sys.path.insert" not in path.read_text(), path.name
+    mod = importlib.import_module("benchmarks.common")
+    assert mod.RESULTS == REPO / "benchmarks" / "results"
