@@ -10,6 +10,7 @@ from tests.conftest import REPO
 NOTEBOOKS = {
     "01_ace_iris.ipynb": ["01_ace_curves.png", "01_local_saliency.png"],
     "02_exact_vs_approximate_hessian.ipynb": ["02_pareto.png"],
+    "03_generative_causal_explanations.ipynb": ["03_linear.png", "03_linear_training.png"],
     "04_tracer.ipynb": ["04_cka.png", "04_graph.png", "04_contributions.png", "04_coverage.png",
                         "04_counterfactual.png"],
 }
