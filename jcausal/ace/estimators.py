@@ -318,7 +318,7 @@ class Definition(Estimator):
     num_rows: int | None = static()
     target_stderr: float | None = static()
     key: Any = leaf()
-    row_batch_size: int = static(2048)
+    row_batch_size: int = static(8192)
     cache_first: bool | None = static()
 
     def prepare(self, stats, *, dtype, model):
