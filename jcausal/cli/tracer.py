@@ -86,7 +86,9 @@ def _counterfactual(args) -> int:
         train_gan,
     )
 
-    args.dataset = args.which or "tabular"
+    import argparse
+
+    args = argparse.Namespace(**{**vars(args), "dataset": args.which or "tabular"})  # a copy: never mutate
     mnist = args.dataset == "mnist"
     k = 10 if mnist else 2
     if args.target is not None and not 0 <= args.target < k:
