@@ -69,6 +69,8 @@ def _data(args):
 
 
 def _counterfactual(args) -> int:
+    import argparse
+
     import jax
     import numpy as np
     from flax import nnx
@@ -85,8 +87,6 @@ def _counterfactual(args) -> int:
         nn_index,
         train_gan,
     )
-
-    import argparse
 
     args = argparse.Namespace(**{**vars(args), "dataset": args.which or "tabular"})  # a copy: never mutate
     mnist = args.dataset == "mnist"
