@@ -17,6 +17,9 @@ import os, sys
 if "google.colab" in sys.modules:
     !pip install -q "git+{os.environ.get('JCAUSAL_REPO', 'https://github.com/jcausal/jcausal')}"
 SMALL = os.environ.get("JCAUSAL_NOTEBOOK_SMALL") == "1"   # small settings for the test suite
+if SMALL:   # headless in the test suite: no inline backend (it needs matching IPython/matplotlib)
+    import matplotlib
+    matplotlib.use("Agg")
 OUT = os.environ.get("JCAUSAL_NOTEBOOK_OUT", "notebook-out")
 os.makedirs(OUT, exist_ok=True)'''
 
