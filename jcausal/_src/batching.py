@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
@@ -79,7 +78,3 @@ def map_sharded(fn: Callable, replicated: Any, points: Any, *, batch_size: int,
     return jax.shard_map(local, mesh=mesh, in_specs=(rep_spec, pts_spec), out_specs=out_spec,
                          check_vma=False)(replicated, points)
 
-
-def as_index(x, dtype=jnp.int32):
-    """Small helper: a host integer array as a device array of ``dtype``."""
-    return jnp.asarray(np.asarray(x), dtype)

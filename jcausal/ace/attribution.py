@@ -203,24 +203,18 @@ def load_result(path: str | os.PathLike) -> ACEResult:
       FileNotFoundError: no such file.
       ValueError: the file is not an ``.npz`` written by :func:`save_result` (e.g. a ``.npy``,
         another archive, or corrupt bytes); nothing is ever unpickled."""
-    import zipfile
+    from jcausal._src.io import read_npz_arrays
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"ACE result not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not an ACE result file (.npz written by jcausal.ace.save_result): "
-                         "it is not a zip archive")
     try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as err:  # corrupt archive
-        raise ValueError(f"{path} is not a readable ACE result file ({type(err).__name__}: {err})") from None
-    with z:
-        missing = [n for n in (*ACEResult._fields[:3], "baselines") if n not in z.files]
-        missing += [f"regressor.{n}" for n in R.Regressor._fields if f"regressor.{n}" not in z.files]
-        if missing:
-            raise ValueError(f"{path} is not an ACE result file: missing {missing}")
-        reg = R.Regressor(*(jnp.asarray(z[f"regressor.{n}"]) for n in R.Regressor._fields))
-        opt = {n: jnp.asarray(z[n]) for n in ("stderr", "input_dim") if n in z.files}
-        return ACEResult(jnp.asarray(z["features"]), jnp.asarray(z["alphas"]),
-                         jnp.asarray(z["expectations"]), reg, jnp.asarray(z["baselines"]), **opt)
+        z = read_npz_arrays(path)  # clear errors for .npy, non-zip, corrupt and pickled files
+    except ValueError as err:
+        raise ValueError(f"{path} is not an ACE result file (.npz written by jcausal.ace.save_result): "
+                         f"{err}") from None
+    missing = [n for n in (*ACEResult._fields[:3], "baselines") if n not in z]
+    missing += [f"regressor.{n}" for n in R.Regressor._fields if f"regressor.{n}" not in z]
+    if missing:
+        raise ValueError(f"{path} is not an ACE result file: missing {missing}")
+    reg = R.Regressor(*(jnp.asarray(z[f"regressor.{n}"]) for n in R.Regressor._fields))
+    opt = {n: jnp.asarray(z[n]) for n in ("stderr", "input_dim") if n in z}
+    return ACEResult(jnp.asarray(z["features"]), jnp.asarray(z["alphas"]),
+                     jnp.asarray(z["expectations"]), reg, jnp.asarray(z["baselines"]), **opt)

@@ -383,7 +383,6 @@ class Definition(Estimator):
         A = alphas.shape[0]
         rb = max(1, min(n, self.row_batch_size // A))
         nchunks = -(-n // rb)
-        pad = nchunks * rb - n
         idx = jnp.arange(nchunks * rb).reshape(nchunks, rb)
         valid = (idx < n).astype(X.dtype)
         idx = jnp.minimum(idx, n - 1)
@@ -427,7 +426,6 @@ class Definition(Estimator):
         z = jnp.zeros((A, m), dt)
         init = (jnp.zeros((), dt), z, z, z, z)
         (cnt, mean, m2, dmean, dm2), _ = jax.lax.scan(step, init, jnp.arange(nchunks))
-        del pad
         se = jnp.sqrt(m2 / cnt) / jnp.sqrt(cnt)
         se_diff = jnp.sqrt(dm2 / cnt) / jnp.sqrt(cnt)
         return mean, se, se_diff

@@ -3,6 +3,7 @@ conditional beta-VAE's latents, ACE paper section 5.4)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -82,7 +83,7 @@ def run(args) -> int:
         phase1["method"] = args.method
     if args.num_rows:
         phase1["num_rows"] = args.num_rows
-    lock = output_lock(out) if not args.distributed or jax.process_index() == 0 else _nolock()
+    lock = output_lock(out) if not args.distributed or jax.process_index() == 0 else contextlib.nullcontext()
     try:
         with lock:
             res = run_job(model, X, out, params=params, features=feats, num_alphas=args.num_alphas,
@@ -107,14 +108,6 @@ def _call(model, params, x):
     from jcausal._src.calling import Model
 
     return Model(model, params is not None)(params, x)
-
-
-class _nolock:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def latent(args) -> int:
