@@ -113,6 +113,16 @@ def second_directional(model, params, x, v, w=None):
     return jax.jvp(first, (x,), (v if w is None else w,))[1]
 
 
+@partial(jax.jit, static_argnames=("model",))
+def _first_one(model, params, x):
+    return model.first(params, x)
+
+
+@jax.jit
+def _all_finite(X):
+    return jnp.all(jnp.isfinite(X))
+
+
 def _one_hot(i, k, dtype):
     return (jnp.arange(k, dtype=i.dtype) == i).astype(dtype)
 
@@ -325,15 +335,16 @@ class Definition(Estimator):
         k = int(stats.mean.shape[0])
         if self.data is None:
             raise ValueError("method='definition' (eqn 2) needs data= (the (n, k) rows to average over)")
-        X = np.asarray(self.data)
-        if X.ndim != 2 or X.shape[1] != k or X.shape[0] < 1:
-            raise ValueError(f"data must have shape (n, {k}) with n >= 1, got {X.shape}")
-        if not np.all(np.isfinite(X)):
-            bad = np.argwhere(~np.isfinite(X))[:3].tolist()
+        shape = np.shape(self.data)
+        if len(shape) != 2 or shape[1] != k or shape[0] < 1:
+            raise ValueError(f"data must have shape (n, {k}) with n >= 1, got {shape}")
+        X = jnp.asarray(self.data, dtype)  # one copy to the device; the check runs there
+        if not bool(_all_finite(X)):
+            bad = np.argwhere(~np.isfinite(np.asarray(X)))[:3].tolist()
             raise ValueError(f"data contains NaN/inf (first at row/column {bad})")
         if self.num_rows is not None and self.target_stderr is not None:
             raise ValueError("pass num_rows= or target_stderr=, not both")
-        n = X.shape[0]
+        n = shape[0]
         if self.num_rows is not None:
             if isinstance(self.num_rows, bool) or not isinstance(self.num_rows, (int, np.integer)) \
                     or not 1 <= self.num_rows:
@@ -347,7 +358,7 @@ class Definition(Estimator):
                 or self.row_batch_size < 1:
             raise ValueError(f"row_batch_size must be a positive int, got {self.row_batch_size!r}")
         key = jax.random.key(0) if self.key is None else self.key
-        est = dataclasses.replace(self, data=jnp.asarray(X, dtype), key=key)
+        est = dataclasses.replace(self, data=X, key=key)
         if self.num_rows is not None and self.num_rows < n:
             est = est.subsample(self.num_rows)
         mom = Moments(stats.mean, stats.cov, stats.factor[:, :0])
@@ -367,14 +378,13 @@ class Definition(Estimator):
             return False
         if self.cache_first is not None:
             return bool(self.cache_first)
-        z = jax.eval_shape(lambda p, x: model.first(p, x), params, self.data[0])
+        z = _first_one.eval_shape(model, params, self.data[0])  # cached per model and shapes
         return self.data.shape[0] * math.prod(z.shape) * z.dtype.itemsize <= 512 * 2 ** 20
 
     def setup(self, model, params, cache: bool):
         """Work shared by every feature: ``first(rows)`` when the model is split and cached."""
-        if cache:
-            return jax.lax.map(lambda x: model.first(params, x), self.data,
-                               batch_size=min(1024, self.data.shape[0]))
+        if cache:  # the output fits the cache budget, so one vmapped call (2x faster than lax.map)
+            return jax.vmap(lambda x: model.first(params, x))(self.data)
         return None
 
     def feature(self, model, params, mom, aux, i, alphas, fid):
@@ -383,52 +393,50 @@ class Definition(Estimator):
         A = alphas.shape[0]
         rb = max(1, min(n, self.row_batch_size // A))
         nchunks = -(-n // rb)
-        idx = jnp.arange(nchunks * rb).reshape(nchunks, rb)
-        valid = (idx < n).astype(X.dtype)
-        idx = jnp.minimum(idx, n - 1)
         dt = X.dtype
+        xi = jnp.take(X, i, axis=1)  # (n,) the intervened column
         if model.is_split:
             e_i = _one_hot(i, k, dt)
             # first_linear(e_i): the first layer's column for feature i (exact for an affine map).
             col = jax.jvp(lambda x: model.first(params, x), (X[0],), (e_i,))[1]
 
-        def chunk_values(rows_idx):
-            Xc = X[rows_idx]  # (rb, k)
+        def chunk_values(start):  # f on rows start..start+rb-1 with x_i = a, every alpha: (A, rb, m)
             if model.is_split:
-                Zc = aux[rows_idx] if aux is not None else jax.vmap(lambda x: model.first(params, x))(Xc)
-                delta = alphas[:, None] - Xc[None, :, i]  # (A, rb)
+                Zc = jax.lax.dynamic_slice_in_dim(aux, start, rb) if aux is not None else \
+                    jax.vmap(lambda x: model.first(params, x))(jax.lax.dynamic_slice_in_dim(X, start, rb))
+                delta = alphas[:, None] - jax.lax.dynamic_slice_in_dim(xi, start, rb)[None, :]  # (A, rb)
                 Zs = Zc[None] + delta.reshape(delta.shape + (1,) * col.ndim) * col[None, None]
-                return jax.vmap(jax.vmap(lambda z: model.rest(params, z)))(Zs)  # (A, rb, m)
+                return jax.vmap(jax.vmap(lambda z: model.rest(params, z)))(Zs)
+            Xc = jax.lax.dynamic_slice_in_dim(X, start, rb)
             Xs = jnp.broadcast_to(Xc[None], (A,) + Xc.shape)
             Xs = jnp.where(jnp.arange(k, dtype=i.dtype)[None, None, :] == i, alphas[:, None, None], Xs)
             return jax.vmap(jax.vmap(lambda x: model(params, x)))(Xs)
 
-        def step(carry, c):
-            cnt, mean, m2, dmean, dm2 = carry
-            rows_idx, w = idx[c], valid[c]
-            Y = chunk_values(rows_idx)  # (A, rb, m)
-            D = Y - jnp.mean(Y, axis=0, keepdims=True)  # per row: E(a) - mean over the grid
-            wb = jnp.sum(w)
-            W = w[None, :, None]
-            cm = jnp.sum(Y * W, axis=1) / wb
-            cdm = jnp.sum(D * W, axis=1) / wb
-            cm2 = jnp.sum(W * (Y - cm[:, None]) ** 2, axis=1)
-            cdm2 = jnp.sum(W * (D - cdm[:, None]) ** 2, axis=1)
-            tot = cnt + wb
-            delta, ddelta = cm - mean, cdm - dmean
-            mean = mean + delta * (wb / tot)
-            dmean = dmean + ddelta * (wb / tot)
-            m2 = m2 + cm2 + delta ** 2 * (cnt * wb / tot)
-            dm2 = dm2 + cdm2 + ddelta ** 2 * (cnt * wb / tot)
-            return (tot, mean, m2, dmean, dm2), None
+        # Shifted sums (shift = f at row 0, per alpha) as contractions with the row weights: one
+        # pass, and dots rather than reductions over the middle axis (measured 2.4 ms -> 0.1 ms
+        # per chunk on the MNIST MLP).
+        Y0 = jax.vmap(lambda a: model(params, X[0].at[i].set(a)))(alphas)  # (A, m)
+        shift, dshift = Y0, Y0 - jnp.mean(Y0, axis=0, keepdims=True)
 
-        m = jax.eval_shape(lambda: chunk_values(idx[0])).shape[-1]
-        z = jnp.zeros((A, m), dt)
-        init = (jnp.zeros((), dt), z, z, z, z)
-        (cnt, mean, m2, dmean, dm2), _ = jax.lax.scan(step, init, jnp.arange(nchunks))
-        se = jnp.sqrt(m2 / cnt) / jnp.sqrt(cnt)
-        se_diff = jnp.sqrt(dm2 / cnt) / jnp.sqrt(cnt)
-        return mean, se, se_diff
+        def step(carry, c):
+            S1, S2, T1, T2 = carry
+            start = jnp.minimum(c * rb, n - rb)  # the last chunk overlaps; repeated rows weigh 0
+            w = (start + jnp.arange(rb, dtype=start.dtype) >= c * rb).astype(dt)
+            Y = chunk_values(start)
+            Yc = Y - shift[:, None]
+            Dc = Y - jnp.mean(Y, axis=0, keepdims=True) - dshift[:, None]  # ACE differences
+            S1 = S1 + jnp.einsum("r,arm->am", w, Yc)
+            S2 = S2 + jnp.einsum("r,arm->am", w, Yc * Yc)
+            T1 = T1 + jnp.einsum("r,arm->am", w, Dc)
+            T2 = T2 + jnp.einsum("r,arm->am", w, Dc * Dc)
+            return (S1, S2, T1, T2), None
+
+        z = jnp.zeros_like(shift)
+        (S1, S2, T1, T2), _ = jax.lax.scan(step, (z, z, z, z), jnp.arange(nchunks))
+        m1, dm1 = S1 / n, T1 / n
+        se = jnp.sqrt(jnp.maximum(S2 / n - m1 ** 2, 0.0) / n)
+        se_diff = jnp.sqrt(jnp.maximum(T2 / n - dm1 ** 2, 0.0) / n)
+        return shift + m1, se, se_diff
 
 
 REGISTRY: dict[str, type[Estimator]] = {

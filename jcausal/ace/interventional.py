@@ -161,29 +161,35 @@ def _alphas(alphas, stats: InputStats, idx: np.ndarray, strict: bool, dtype) -> 
 
 
 @partial(jax.jit, static_argnames=("model",))
-def _split_gap(model, params, x, e, t):
-    z0, col = jax.jvp(lambda y: model.first(params, y), (x,), (e,))
-    z1 = model.first(params, x + t * e)
-    scale = jnp.max(jnp.abs(z1 - z0)) + jnp.max(jnp.abs(z0)) + 1e-30
-    return jnp.max(jnp.abs(z1 - (z0 + t * col))) / scale
+def _split_gaps(model, params, x, feats, ts):
+    """Relative gaps ``|first(x + t e_i) - (first(x) + t first_linear(e_i))|`` for every feature
+    in ``feats`` and step in ``ts``: one compiled call, ``(len(feats), len(ts))``."""
+    k = x.shape[0]
+
+    def gap(i, t):
+        e = (jnp.arange(k, dtype=i.dtype) == i).astype(x.dtype)
+        z0, col = jax.jvp(lambda y: model.first(params, y), (x,), (e,))
+        z1 = model.first(params, x + t * e)
+        scale = jnp.max(jnp.abs(z1 - z0)) + jnp.max(jnp.abs(z0)) + 1e-30
+        return jnp.max(jnp.abs(z1 - (z0 + t * col))) / scale
+
+    return jax.vmap(lambda i: jax.vmap(lambda t: gap(i, t))(ts))(feats)
 
 
 def _check_split(model: Model, params, X0, idx, dtype):
     """A split model's first part must be affine: ``first(x + t e_i) == first(x) + t
     first_linear(e_i)`` at one row for a few features (checked before any work)."""
-    k = X0.shape[0]
     feats = np.unique(np.asarray([idx[0], idx[len(idx) // 2], idx[-1]]))
+    ts = np.asarray([1.0, -2.5])
     tol = 1e-3 if dtype == jnp.float32 else 1e-8
-    for i in feats:
-        e = jnp.zeros((k,), dtype).at[int(i)].set(1.0)
-        for t in (1.0, -2.5):
-            g = float(_split_gap(model, params, X0, e, jnp.asarray(t, dtype)))
-            if not g <= tol:
-                raise ValueError(
-                    f"the first part of the Split model is not affine in x: at feature {int(i)}, "
-                    f"first(x + {t} e_i) differs from first(x) + {t} first_linear(e_i) by {g:.2e} "
-                    "(relative). Put only the first linear/conv layer (with bias) in `first`; the "
-                    "activation belongs to `rest`.")
+    gaps = np.asarray(_split_gaps(model, params, X0, jnp.asarray(feats, jnp.int32), jnp.asarray(ts, dtype)))
+    for (r, c) in np.argwhere(~(gaps <= tol))[:1]:
+        i, t, g = int(feats[r]), float(ts[c]), float(gaps[r, c])
+        raise ValueError(
+            f"the first part of the Split model is not affine in x: at feature {i}, "
+            f"first(x + {t} e_i) differs from first(x) + {t} first_linear(e_i) by {g:.2e} "
+            "(relative). Put only the first linear/conv layer (with bias) in `first`; the "
+            "activation belongs to `rest`.")
 
 
 def _memory_bytes(compiled_program) -> int | None:
