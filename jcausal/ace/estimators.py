@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.xla import jit
 from jcausal.ace.stats import InputStats, truncate
 
 __all__ = [
@@ -113,12 +114,12 @@ def second_directional(model, params, x, v, w=None):
     return jax.jvp(first, (x,), (v if w is None else w,))[1]
 
 
-@partial(jax.jit, static_argnames=("model",))
+@partial(jit, static_argnames=("model",))
 def _first_one(model, params, x):
     return model.first(params, x)
 
 
-@jax.jit
+@jit
 def _all_finite(X):
     return jnp.all(jnp.isfinite(X))
 

@@ -31,6 +31,7 @@ from jax.sharding import Mesh
 
 from jcausal._src.batching import make_mesh, map_sharded, pad_points, resolve_mesh
 from jcausal._src.calling import Model, Split, warn_closed_over_arrays
+from jcausal._src.xla import jit
 from jcausal.ace import estimators as E
 from jcausal.ace.stats import InputStats
 
@@ -92,7 +93,7 @@ def taylor_expectation(f: Callable, mean: jax.Array, factor: jax.Array, *, param
 # ----------------------------------------------------------------------------- jitted runners
 
 
-@partial(jax.jit, static_argnames=("model", "bs", "mesh"))
+@partial(jit, static_argnames=("model", "bs", "mesh"))
 def _run_points(model, est, bs, mesh, params, mom, idx, alphas, pids):
     def fn(rep, pt):
         e, p, mo = rep
@@ -101,7 +102,7 @@ def _run_points(model, est, bs, mesh, params, mom, idx, alphas, pids):
     return map_sharded(fn, (est, params, mom), (idx, alphas, pids), batch_size=bs, mesh=mesh)
 
 
-@partial(jax.jit, static_argnames=("model", "mesh", "cache"))
+@partial(jit, static_argnames=("model", "mesh", "cache"))
 def _run_features(model, est, mesh, cache, params, mom, idx, alphas, fids):
     aux = est.setup(model, params, cache)
 
@@ -112,7 +113,7 @@ def _run_features(model, est, mesh, cache, params, mom, idx, alphas, fids):
     return map_sharded(fn, (est, params, mom, aux), (idx, alphas, fids), batch_size=1, mesh=mesh)
 
 
-@partial(jax.jit, static_argnames=("model",))
+@partial(jit, static_argnames=("model",))
 def _apply_rows(model, params, X):
     return jax.vmap(lambda x: model(params, x))(X)
 
@@ -160,7 +161,7 @@ def _alphas(alphas, stats: InputStats, idx: np.ndarray, strict: bool, dtype) -> 
     return a.astype(dtype)
 
 
-@partial(jax.jit, static_argnames=("model",))
+@partial(jit, static_argnames=("model",))
 def _split_gaps(model, params, x, feats, ts):
     """Relative gaps ``|first(x + t e_i) - (first(x) + t first_linear(e_i))|`` for every feature
     in ``feats`` and step in ``ts``: one compiled call, ``(len(feats), len(ts))``."""
@@ -484,8 +485,8 @@ def compiled(f: Callable, stats: InputStats, alphas, **kwargs):
 def _check_gauss_newton(model, params, mom, est, i, a, tol=1e-3):
     """Compare gauss_newton with exact at one point; raise when the body is not piecewise linear."""
     args = (params, mom, jnp.asarray(i), jnp.asarray(a, mom.mean.dtype), jnp.asarray(0))
-    gn, _ = jax.jit(partial(est.point, model))(*args)
-    ex, _ = jax.jit(partial(E.Exact().point, model))(*args)
+    gn, _ = jit(partial(est.point, model))(*args)
+    ex, _ = jit(partial(E.Exact().point, model))(*args)
     err = float(jnp.max(jnp.abs(gn - ex)) / jnp.maximum(jnp.max(jnp.abs(ex)), 1e-30))
     if not err <= tol:
         raise ValueError(

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jcausal._src.calling import Model, Split
+from jcausal._src.xla import jit
 from jcausal.ace.interventional import interventional_expectation
 from jcausal.ace.stats import input_stats
 
@@ -85,7 +86,7 @@ def _trapezoid_mean(E, alphas):
     return E0[..., 0, :] + jnp.einsum("a,...ap->...p", w, E - E0)
 
 
-@partial(jax.jit, static_argnames=("model", "num_classes", "batch_size"))
+@partial(jit, static_argnames=("model", "num_classes", "batch_size"))
 def _class_effects(model, params, Z, num_classes, batch_size):
     """Decode every sample ``z`` with every class code; return per-class means and the stderr of
     ``D(z, e_k) - mean_{j != k} D(z, e_j)``."""
@@ -227,4 +228,4 @@ def traversals(decoder: Callable | Split, *, num_latents: int, num_classes: int,
     z0 = jnp.zeros((K,), jnp.float32) if base is None else jnp.asarray(base, jnp.float32)
     c = jnp.zeros((C,), jnp.float32).at[label].set(1.0)
     U = jax.vmap(lambda k: jax.vmap(lambda a: jnp.concatenate([z0.at[k].set(a), c]))(alphas))(jnp.arange(K))
-    return jax.jit(jax.vmap(jax.vmap(lambda u: model(params, u))))(U)
+    return jit(jax.vmap(jax.vmap(lambda u: model(params, u))))(U)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.xla import jit
 from jcausal.ace.interventional import interventional_expectation, taylor_expectation
 from jcausal.ace.stats import InputStats, input_stats
 
@@ -234,7 +235,7 @@ def feedback_expectation(
     return FeedbackResult(expect, mean, cov, int(keep.size))
 
 
-@partial(jax.jit, static_argnames=("step", "feature", "horizon", "t_out", "batch_size", "dbs"))
+@partial(jit, static_argnames=("step", "feature", "horizon", "t_out", "batch_size", "dbs"))
 def _feedback(step, params, init_carry, chunks, mask, alphas, feature, horizon, t_out, batch_size, dbs):
     _, _, t1, F = chunks.shape
     n = jnp.sum(mask).astype(chunks.dtype)
@@ -322,7 +323,7 @@ def lag_tau(f_out: Callable, X, *, t: int, params: Any = None, lengths=None, tol
     return LagTau(jnp.asarray(per.mean()), jnp.asarray(per, jnp.int32), dets)
 
 
-@partial(jax.jit, static_argnames=("f_out", "has_params"))
+@partial(jit, static_argnames=("f_out", "has_params"))
 def _lag_dets(f_out, params, xs, has_params):
     def one(x):
         g = (lambda z: jnp.atleast_1d(f_out(params, z))) if has_params else (

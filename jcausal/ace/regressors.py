@@ -34,6 +34,8 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer.util import log_density
 
+from jcausal._src.xla import jit
+
 __all__ = [
     "Regressor",
     "marginal_model",
@@ -185,7 +187,7 @@ def _fit_one(u, t, log_margin, D):
     return m_sel, S_sel, noise, alpha[order], order.astype(jnp.int32), le_orig, offset, scale
 
 
-@partial(jax.jit, static_argnames=("D",))
+@partial(jit, static_argnames=("D",))
 def _fit_all(u, t, log_margin, D):
     with jax.numpy_dtype_promotion("standard"):
         return jax.vmap(partial(_fit_one, D=D), in_axes=(0, 0, None))(u, t, log_margin)

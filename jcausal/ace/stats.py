@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.xla import jit
+
 __all__ = ["InputStats", "input_stats", "intervention_grid", "truncate", "with_domain"]
 
 
@@ -42,14 +44,14 @@ class InputStats(NamedTuple):
     count: jax.Array
 
 
-@jax.jit
+@jit
 def _batch_moments(x):
     mean = jnp.mean(x, axis=0)
     xc = x - mean[None, :]
     return mean, xc.T @ xc, jnp.min(x, axis=0), jnp.max(x, axis=0)
 
 
-@jax.jit
+@jit
 def _combine(a, b):
     """Chan, Golub & LeVeque (1979) pairwise update of (count, mean, M2, min, max); the count is
     carried in the floating dtype of the data."""

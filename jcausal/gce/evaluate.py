@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.xla import jit
 from jcausal.gce.objectives import _caller, _split_params
 
 __all__ = ["AccuracyDrop", "Sweep", "resample_accuracy", "latent_sweeps"]
@@ -47,7 +48,7 @@ def _callers(encode, decode, classify, params):
     return _caller(encode, gp), _caller(decode, gp), _caller(classify, cp)
 
 
-@partial(jax.jit, static_argnames=("encode", "decode", "classify", "batch_size"))
+@partial(jit, static_argnames=("encode", "decode", "classify", "batch_size"))
 def _resample(encode, decode, classify, params, key, X, y, batch_size):
     enc, dec, clf = _callers(encode, decode, classify, params)
     n = X.shape[0]
@@ -91,7 +92,7 @@ def resample_accuracy(encode: Callable, decode: Callable, classify: Callable, ke
     return _resample(encode, decode, classify, params, key, X, y, int(batch_size))
 
 
-@partial(jax.jit, static_argnames=("encode", "decode", "classify"))
+@partial(jit, static_argnames=("encode", "decode", "classify"))
 def _sweeps(encode, decode, classify, params, X, offsets):
     enc, dec, clf = _callers(encode, decode, classify, params)
 

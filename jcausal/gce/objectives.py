@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.xla import jit
+
 __all__ = [
     "VARIANTS",
     "information_flow",
@@ -257,7 +259,7 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
                       for j in range(dim)])
 
 
-@partial(jax.jit, static_argnums=(0, 1, 4, 5, 6, 7, 8, 9))
+@partial(jit, static_argnums=(0, 1, 4, 5, 6, 7, 8, 9))
 def _one_flow(decode, classify, key, params, dim, j, n_outer, n_inner, noisy, chunk):
     return mutual_information(decode, classify, key, dim=dim, factors=[j], n_outer=n_outer,
                               n_inner=n_inner, params=params, noisy=noisy, chunk=chunk)

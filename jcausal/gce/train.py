@@ -22,6 +22,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jcausal._src.io import atomic_write_bytes
+from jcausal._src.xla import jit
 from jcausal.gce.models import Generative, generative
 from jcausal.gce.objectives import VARIANTS, _check_sizes, check_models, information_flow
 from jcausal.models.checkpoint import save
@@ -75,7 +76,7 @@ def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTra
         loss = -(C + lam * D)
         return loss, StepInfo(loss, C, D)
 
-    @jax.jit
+    @jit
     def step(params, opt_state, clf_params, data, idx, lam, key):
         (_, info), grads = jax.value_and_grad(objective, has_aux=True)(
             params, clf_params, data[idx], lam, key)

@@ -13,6 +13,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jcausal._src.xla import jit
 from jcausal.models.core import functional
 
 __all__ = ["TrainResult", "train", "predict", "accuracy"]
@@ -44,7 +45,7 @@ def _check_finite(name: str, arrays) -> None:
             raise ValueError(f"{name} contains {bad} NaN/inf values; clean the data before training")
 
 
-@partial(jax.jit, static_argnames=("apply", "batch_size"))
+@partial(jit, static_argnames=("apply", "batch_size"))
 def predict(apply, params, inputs, batch_size: int = 1024):
     """Deterministic outputs of ``apply`` for a batch: ``inputs`` is an array (or tuple of arrays)
     with a leading batch axis ``n``; returns ``(n, ...)``. Memory is bounded by ``batch_size``.
@@ -147,7 +148,7 @@ def train(
         out = jax.vmap(lambda *a: apply(params, *a[:-1], key=a[-1]))(*xb, keys)
         return jnp.mean(jax.vmap(loss_fn)(out, yb))
 
-    @jax.jit
+    @jit
     def step(params, opt_state, xs, y, i, k):
         xb = tuple(a[i] for a in xs)
         val, grads = jax.value_and_grad(batch_loss)(params, xb, y[i], k)
@@ -155,7 +156,7 @@ def train(
             updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, val
 
-    @jax.jit
+    @jit
     def schedule(key):
         k_perm, k_drop = jax.random.split(key)
         idx = jax.random.permutation(k_perm, n)[: nb * bs].reshape(nb, bs)

@@ -38,6 +38,8 @@ from flax import nnx
 from jax.extend.core import Literal
 from tqdm.auto import tqdm
 
+from jcausal._src.xla import jit
+
 __all__ = [
     "Activations",
     "LayerOutputs",
@@ -210,7 +212,7 @@ def layer_outputs(model: nnx.Module, example: jax.Array, *, layers=None) -> Laye
     return LayerOutputs(apply, params, tuple(kept), kshapes)
 
 
-@partial(jax.jit, static_argnames=("apply", "batch_size"))
+@partial(jit, static_argnames=("apply", "batch_size"))
 def _batched(apply, params, X, keys, batch_size):
     if keys is None:
         return jax.lax.map(lambda x: apply(params, x), X, batch_size=batch_size)
@@ -306,7 +308,7 @@ def detect_randomness(model: nnx.Module, x: jax.Array, key1: jax.Array, key2: ja
         return RandomnessReport((), (), {n: 0.0 for n in lo.names})
     if bool(jnp.all(jax.random.key_data(key1) == jax.random.key_data(key2))):
         raise ValueError("detect_randomness needs two different keys")
-    run = jax.jit(lo.apply)
+    run = jit(lo.apply)
     _, a = run(lo.params, x, key1)
     _, b = run(lo.params, x, key2)
     diff = {n: float(jnp.max(jnp.abs(u - v))) if u.size else 0.0 for n, u, v in zip(lo.names, a, b)}

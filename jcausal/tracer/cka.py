@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.xla import jit
+
 __all__ = [
     "KERNELS",
     "CKAAccumulator",
@@ -197,7 +199,7 @@ def _check_pair(X, Y, unbiased):
     return X, Y
 
 
-@partial(jax.jit, static_argnames=("kernel", "unbiased", "method"))
+@partial(jit, static_argnames=("kernel", "unbiased", "method"))
 def _cka_impl(X, Y, sigma, *, kernel, unbiased, method):
     if method == "features":
         return feature_space_linear_cka(X, Y, unbiased)
@@ -253,7 +255,7 @@ def cka(X, Y, *, kernel: str = "linear", unbiased: bool = False, sigma: float = 
     return out
 
 
-@partial(jax.jit, static_argnames=("kernel", "unbiased"))
+@partial(jit, static_argnames=("kernel", "unbiased"))
 def _matrix_impl(acts, sigma, *, kernel, unbiased):
     grams = [gram(a, kernel, sigma) for a in acts]
     hs = jnp.stack([jnp.stack([hsic(K, L, unbiased) for L in grams]) for K in grams])

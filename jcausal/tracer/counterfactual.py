@@ -31,6 +31,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jcausal._src.xla import jit
 from jcausal.models.checkpoint import save
 from jcausal.models.vae import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -87,7 +88,7 @@ def nn_index(x, y, num_classes: int) -> NNIndex:
     return NNIndex(jnp.asarray(pts), jnp.asarray(sq), jnp.asarray(rows), counts)
 
 
-@jax.jit(static_argnames=("candidates",))
+@jit(static_argnames=("candidates",))
 def _search(points, sq_norms, rows, q, *, candidates: int):
     """Nearest of ``points`` (m, d) to each query ``q`` (b, d): the matrix-product form
     ``|p|^2 - 2 q.p`` shortlists ``candidates`` points, ranked again by direct differences."""
@@ -301,7 +302,7 @@ def build_steps(fns: GANFunctions, tx_g: optax.GradientTransformation,
     """
     gen_b = jax.vmap(fns.generate, in_axes=(None, 0, 0))
 
-    @jax.jit
+    @jit
     def d_step(d_params, d_opt, g_params, data, idx, real_idx, onehot):
         fake = jax.lax.stop_gradient(gen_b(g_params, data[idx], onehot))
         loss, grads = jax.value_and_grad(discriminator_loss, argnums=1)(fns, d_params, data[real_idx], fake)
@@ -309,7 +310,7 @@ def build_steps(fns: GANFunctions, tx_g: optax.GradientTransformation,
             upd, d_opt = tx_d.update(grads, d_opt, d_params)
         return optax.apply_updates(d_params, upd), d_opt, loss
 
-    @jax.jit
+    @jit
     def g_step(g_params, g_opt, d_params, data, idx, nn_rows, onehot, lam):
         (loss, aux), grads = jax.value_and_grad(generator_loss, argnums=1, has_aux=True)(
             fns, g_params, d_params, data[idx], onehot, data[nn_rows], lam, distance)
@@ -464,12 +465,12 @@ def _batched(fn: Callable, params: Any, arrays: tuple, batch_size: int) -> np.nd
     return np.concatenate(out) if out else np.zeros((0,))
 
 
-@jax.jit(static_argnums=0)
+@jit(static_argnums=0)
 def _gen_apply(g_def, params, x, onehot):
     return jax.vmap(lambda xi, oi: nnx.merge(g_def, params)(xi, oi))(x, onehot)
 
 
-@jax.jit(static_argnums=0)
+@jit(static_argnums=0)
 def _prob_apply(c_def, params, x):
     return jax.vmap(lambda xi: jax.nn.softmax(nnx.merge(c_def, params)(xi).astype(jnp.float32)))(x)
 

@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jcausal._src.xla import jit
 from jcausal.tracer.activations import LayerOutputs, layer_outputs
 from jcausal.tracer.cka import _matrix_impl
 from jcausal.tracer.graph import CausalGraph, causal_graph
@@ -171,7 +172,7 @@ def global_view(model: nnx.Module | LayerOutputs, X, labels=None, *, per_class: 
 
 
 def _chunk_runner(apply, kernel, baseline_kind):
-    @jax.jit
+    @jit
     def run(params, xs, sets, value):
         def one(x):
             b = make_baseline(x, baseline_kind, value=value) if baseline_kind != "constant" else \
@@ -288,10 +289,10 @@ def model_stats(model: nnx.Module, X, y, *, batch: int = 256, repeats: int = 5) 
     n_params = int(sum(np.prod(a.shape) for a in leaves))
     size = int(sum(np.prod(a.shape) * a.dtype.itemsize for a in leaves))
     X = jnp.asarray(X)
-    one = jax.jit(apply).lower(params, X[0]).compile().cost_analysis()
+    one = jit(apply).lower(params, X[0]).compile().cost_analysis()
     one = one[0] if isinstance(one, (list, tuple)) else one
     flops = float(one.get("flops", float("nan")))
-    fwd = jax.jit(jax.vmap(apply, in_axes=(None, 0)))
+    fwd = jit(jax.vmap(apply, in_axes=(None, 0)))
     xb = X[:batch]
     jax.block_until_ready(fwd(params, xb))
     times = []

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.xla import jit
+
 __all__ = [
     "CausalGraph",
     "NodeContribution",
@@ -182,7 +184,7 @@ def unit_effects(acts: jax.Array) -> jax.Array:
     return d.reshape(d.shape[0], -1)
 
 
-@jax.jit
+@jit
 def _slopes(delta_units, delta_out):
     du = delta_units - jnp.mean(delta_units, axis=0, keepdims=True)
     do = delta_out - jnp.mean(delta_out)

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.xla import jit
+
 __all__ = [
     "BASELINES",
     "Interventions",
@@ -183,4 +185,4 @@ def make_interventions(x, *, patch: int | None = None, stride: int | None = None
     return Interventions(_intervene_jit(x, sets, b), sets, membership(sets, d))
 
 
-_intervene_jit = jax.jit(intervene)
+_intervene_jit = jit(intervene)
