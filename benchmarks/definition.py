@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.common import DEFAULT_DATA, RESULTS, machine, require_mnist, timed, write_json
+from jcausal._src.xla import jit
 from jcausal.ace import input_stats, interventional_expectation
 from jcausal.data import load_mnist
 from jcausal.models import GCECNN, MLP, accuracy, functional, split_functional, train
@@ -122,7 +123,7 @@ def main(argv=None) -> dict:
             return jax.nn.softmax(apply(p, x))
 
         acc = accuracy(apply, params, data.x_val, data.y_val)
-        fwd = jax.jit(jax.vmap(probs, in_axes=(None, 0)))
+        fwd = jit(jax.vmap(probs, in_axes=(None, 0)))  # the options jcausal compiles with
         _, tf, _ = timed(lambda fwd=fwd, params=params: fwd(params, jnp.asarray(X[:2048])), args.repeats)
         C_f = tf / 2048
         ref, rinfo = interventional_expectation(probs_split, stats, alphas, params=sparams, features=feats,

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["GCECNN", "AlexNetSmall", "as_image"]
+__all__ = ["GCECNN", "AlexNetSmall", "as_image", "max_pool_2x2"]
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling with stride 2 ('VALID': an odd last row/column is dropped), ``(N, H, W, C)``
+    -> ``(N, H // 2, W // 2, C)``; equal to ``nnx.max_pool(x, (2, 2), strides=(2, 2))``.
+
+    Written as the maximum of the four strided views, so its gradient is element-wise selects.
+    ``reduce_window``'s gradient (``select_and_scatter``) builds index arrays and a scatter on
+    XLA:CPU: 1.2 s of a 5.4 s GCE training step (2,500 images through the GCE CNN, measured),
+    against 0.1 s this way. At ties the gradient is shared (after a ReLU, ties are zeros, whose
+    gradient is 0 either way).
+    """
+    h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+    x = x[:, :h, :w]
+    return jnp.maximum(jnp.maximum(x[:, 0::2, 0::2], x[:, 1::2, 0::2]),
+                       jnp.maximum(x[:, 0::2, 1::2], x[:, 1::2, 1::2]))
 
 
 def as_image(x: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
@@ -45,7 +62,7 @@ class GCECNN(nnx.Module):
         k1, k2 = (None, None) if key is None else tuple(jax.random.split(key))
         x = jax.nn.relu(z)[None]
         x = jax.nn.relu(self.conv2(x))
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
         x = self.dropout(x.reshape(-1), deterministic=k1 is None, rngs=k1)
         x = jax.nn.relu(self.fc1(x))
         x = self.dropout(x, deterministic=k2 is None, rngs=k2)
@@ -103,7 +120,7 @@ class AlexNetSmall(nnx.Module):
             x = jax.nn.relu(conv(x))
             acts.append(x[0])
             if i in (0, 1, 4):
-                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool_2x2(x)
         x = x.reshape(-1)
         for fc, k in zip(self.fcs[:2], keys):
             x = self.dropout(x, deterministic=k is None, rngs=k)

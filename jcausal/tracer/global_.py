@@ -29,6 +29,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jcausal._src.xla import jit
+from jcausal.models.cnn import max_pool_2x2
 from jcausal.tracer.activations import LayerOutputs, layer_outputs
 from jcausal.tracer.cka import _matrix_impl
 from jcausal.tracer.graph import CausalGraph, causal_graph
@@ -227,7 +228,7 @@ class SpecNet(nnx.Module):
         for conv, (_, _, p) in zip(self.convs, self.spec.convs):
             x = jax.nn.relu(conv(x))
             for _ in range(p):
-                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool_2x2(x)
         x = x.reshape(-1)
         for i, fc in enumerate(self.fcs[:-1]):
             x = self.dropout(x, deterministic=keys[i] is None, rngs=keys[i])
