@@ -143,11 +143,12 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
     return cols @ kernel.reshape(a * b * cin, cout)
 
 
-def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
-    """A 'VALID' correlation, ``lax.conv_general_dilated`` in NHWC/HWIO (same shapes as
-    :func:`conv_im2col`)."""
-    s = int(stride)
-    return jax.lax.conv_general_dilated(x, kernel, (s, s), "VALID",
+def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
+    """A correlation of ``x`` zero-padded by ``padding`` on each spatial side,
+    ``lax.conv_general_dilated`` in NHWC/HWIO (with ``padding=0`` the same shapes as
+    :func:`conv_im2col`). The padding is the convolution's own, not a materialised ``jnp.pad``."""
+    s, p = int(stride), int(padding)
+    return jax.lax.conv_general_dilated(x, kernel, (s, s), ((p, p), (p, p)),
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
@@ -165,9 +166,8 @@ class Conv2d(nnx.Module):
         self.bias = nnx.Param(jax.random.uniform(rngs.params(), (c_out,), minval=-bound, maxval=bound))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        p = self.padding
-        x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
-        return conv_valid(x, self.kernel[...], self.stride) + self.bias[...].reshape(1, 1, 1, -1)
+        y = conv_valid(x, self.kernel[...], self.stride, self.padding)
+        return y + self.bias[...].reshape(1, 1, 1, -1)
 
 
 def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -196,7 +196,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -
     # phase kernels, flipped for correlation: v[j1, j2, ci, (r1, r2, co)] = kernel[s(m-1-j1)+r1, ...]
     v = kernel.reshape(m, s, m, s, cin, cout)[::-1, :, ::-1, :]
     v = v.transpose(0, 2, 4, 1, 3, 5).reshape(m, m, cin, s * s * cout)
-    y = conv_valid(jnp.pad(x, ((0, 0), (m - 1, m - 1), (m - 1, m - 1), (0, 0))), v)
+    y = conv_valid(x, v, 1, m - 1)
     hh, ww = h + m - 1, w + m - 1
     y = y.reshape(n, hh, ww, s, s, cout).transpose(0, 1, 3, 2, 4, 5).reshape(n, hh * s, ww * s, cout)
     out_h, out_w = (h - 1) * s + k - 2 * p, (w - 1) * s + k - 2 * p
