@@ -60,13 +60,24 @@ def pad_points(points: Any, n: int, batch_size: int, ndev: int = 1) -> tuple[Any
     return jax.tree.map(pad, points), bs
 
 
+MAX_UNROLL = 8  # batches of points compiled as straight-line code rather than a loop
+
+
 def map_sharded(fn: Callable, replicated: Any, points: Any, *, batch_size: int,
                 mesh: Mesh | None) -> Any:
     """``fn(replicated, point)`` for every point, batched with ``lax.map`` and sharded over
     ``mesh``. Call inside ``jit``; ``points`` must already be padded (:func:`pad_points`)."""
 
     def local(rep, pts):
-        return jax.lax.map(lambda pt: fn(rep, pt), pts, batch_size=batch_size)
+        n = jax.tree.leaves(pts)[0].shape[0]
+        nb = n // batch_size
+        if n % batch_size or nb <= 1 or nb > MAX_UNROLL:
+            return jax.lax.map(lambda pt: fn(rep, pt), pts, batch_size=batch_size)
+        # a few batches: straight-line code (XLA:CPU runs convolutions inside a while loop's body
+        # about 1.7x slower; measured on the GCE CNN's directional eqn 4, 0.31 -> 0.18 s per point)
+        bp = jax.tree.map(lambda x: x.reshape((nb, batch_size) + x.shape[1:]), pts)
+        _, out = jax.lax.scan(lambda c, b: (c, jax.vmap(lambda pt: fn(rep, pt))(b)), None, bp, unroll=nb)
+        return jax.tree.map(lambda y: y.reshape((n,) + y.shape[2:]), out)
 
     if mesh is None:
         return local(replicated, points)
