@@ -30,7 +30,6 @@ __all__ = [
     "log_likelihood",
     "elbo",
     "conv_im2col",
-    "conv_valid",
     "conv_transpose",
     "Conv2d",
     "ConvTranspose2d",
@@ -128,10 +127,9 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
 
     ``x`` ``(N, H, W, C_in)``, ``kernel`` ``(a, b, C_in, C_out)`` -> ``(N, (H - a) // s + 1,
     (W - b) // s + 1, C_out)``. Equal to ``lax.conv_general_dilated``; its gradients are slices,
-    pads and matrix products. The VAE layers here use it: with XLA convolutions
-    (:func:`conv_valid`) a GCE training step was faster (3.0 s against 4.1 s) but the VAE's data
-    term stopped training on MNIST 3/8 (re-encoded accuracy 0.48 against 0.83; not yet
-    understood), so im2col stays until that is explained.
+    pads and matrix products. The VAE layers here use it: with ``lax.conv_general_dilated`` a
+    GCE training step was faster (3.0 s against 4.1 s) but the VAE's data term stopped training
+    on MNIST 3/8 (re-encoded accuracy 0.48 against 0.83; not yet understood).
     """
     a, b, cin, cout = kernel.shape
     n, h, w, _ = x.shape
@@ -142,21 +140,9 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
     return cols @ kernel.reshape(a * b * cin, cout)
 
 
-def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
-    """A 'VALID' correlation of ``x`` zero-padded by ``padding`` on each spatial side,
-    ``lax.conv_general_dilated`` in NHWC/HWIO (with ``padding=0`` the same shapes as
-    :func:`conv_im2col`). The padding is an explicit ``jnp.pad``: the convolution's own padding
-    made the GCE training step's gradients 28x slower on XLA:CPU (84.7 s against 3.0 s, measured)."""
-    s, p = int(stride), int(padding)
-    if p:
-        x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    return jax.lax.conv_general_dilated(x, kernel, (s, s), "VALID",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
 class Conv2d(nnx.Module):
     """A 2-D convolution with PyTorch's ``Conv2d(c_in, c_out, k, stride, padding)`` semantics,
-    computed by :func:`conv_valid`. ``kernel`` ``(k, k, c_in, c_out)``
+    computed by :func:`conv_im2col`. ``kernel`` ``(k, k, c_in, c_out)``
     (like ``nnx.Conv``), ``bias`` ``(c_out,)``. Acts on ``(N, H, W, c_in)``."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, *, stride: int = 1, padding: int = 0,
@@ -170,8 +156,7 @@ class Conv2d(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         p = self.padding
         x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
-        y = conv_im2col(x, self.kernel[...], self.stride)
-        return y + self.bias[...].reshape(1, 1, 1, -1)
+        return conv_im2col(x, self.kernel[...], self.stride) + self.bias[...].reshape(1, 1, 1, -1)
 
 
 def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
