@@ -34,10 +34,13 @@ def test_latent_ace_matches_closed_form_within_4_stderr():
             truth = (W[:, k][None] * alphas[:, None] + W[:, K + lab][None]) ** 2 + other[None]
             z = np.abs(np.asarray(res.expectations[k, lab]) - truth) / np.asarray(res.stderr[k, lab])
             assert z.max() <= 4.0, (k, lab, z.max())
-    # the ignored latent has ACE exactly 0, and ranks last as negligible
-    assert np.all(np.asarray(res.ace()[1]) == 0.0)
+    # the ignored latent has ACE 0 up to float32 rounding of the sums (common random numbers: every
+    # alpha decodes the same samples; jaxlib 0.8.1 measured 2.4e-7 on |E| up to 38.5, 0.10 gives 0)
+    scale = float(np.abs(np.asarray(res.expectations)).max())
+    assert np.abs(np.asarray(res.ace()[1])).max() <= 1e-7 * scale
     ranking = rank_latents(res)
-    assert ranking[-1]["latent"] == 1 and ranking[-1]["negligible"] and ranking[-1]["total_effect"] == 0.0
+    assert ranking[-1]["latent"] == 1 and ranking[-1]["negligible"]
+    assert ranking[-1]["total_effect"] <= 1e-6 * ranking[0]["total_effect"]
     # class latents: E[x | do(c_k = 1)] = (W_p,K+k)^2 + sum_{j<K} W_pj^2; baseline averages the others
     zsum = (W[:, :K] ** 2).sum(1)
     for k in range(C):
