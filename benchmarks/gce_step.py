@@ -48,6 +48,24 @@ def _mean_se(values):
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
+def _peaks(repeats: int) -> dict:
+    """XLA:CPU's throughput (GFLOP/s) on this machine for the step's largest convolution (the
+    classifier's conv2, 26x26x32 -> 24x24x64, 3x3, a batch of 256) and for a 2048^2 matrix product:
+    with the step's FLOP count, the time the step would take if everything ran at that rate."""
+    x, k = jnp.ones((256, 26, 26, 32)), jnp.ones((3, 3, 32, 64))
+    conv = jit(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
+                                                         dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    a = jnp.ones((2048, 2048))
+    dot = jit(lambda a, b: a @ b)
+    out = {}
+    for name, f, args, flops in (("conv", conv, (x, k), 2 * 256 * 24 * 24 * 64 * 9 * 32),
+                                 ("dot", dot, (a, a), 2 * 2048 ** 3)):
+        jax.block_until_ready(f(*args))
+        t, _ = _median_time(lambda f=f, args=args: jax.block_until_ready(f(*args)), max(repeats, 5))
+        out[name] = flops / t / 1e9
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small N_alpha, N_beta and repeats (smoke run)")
@@ -101,6 +119,12 @@ def main(argv=None) -> dict:
     jstep()
     first = time.perf_counter() - t0
     med, runs = _median_time(jstep, reps)
+    # the step's arithmetic, as XLA counts it (the same networks: the peers do the same work)
+    cost = step.lower(params0, opt, cparams, data_j, idx, lam_j, jax.random.key(0)).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    step_flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    result["step_gflop"] = step_flops / 1e9
+    result["xla_cpu_peak_gflop_per_second"] = _peaks(reps)
 
     def parts(p, key):
         k_c, k_d = jax.random.split(key)
@@ -111,7 +135,8 @@ def main(argv=None) -> dict:
 
     ev = jit(parts)
     vals = [jax.tree.map(float, ev(params0, jax.random.key(1000 + r))) for r in range(n_eval)]
-    row = {"impl": "jcausal", "seconds_per_step": med, "runs": runs, "compile_seconds": max(first - med, 0.0)}
+    row = {"impl": "jcausal", "seconds_per_step": med, "runs": runs, "compile_seconds": max(first - med, 0.0),
+           "gflop_per_second": step_flops / 1e9 / med}
     for j, name in enumerate(("objective", "C", "D")):
         row[name], row[name + "_se"] = _mean_se([v[j] for v in vals])
     result["rows"].append(row)
@@ -165,7 +190,8 @@ def main(argv=None) -> dict:
                 vals = [peer.evaluate(xt) for _ in range(n_eval)]
                 peer.step(xt)  # warm-up
                 med_t, runs_t = _median_time(lambda peer=peer: peer.step(xt), reps)
-                row = {"impl": f"torch_{strategy}", "seconds_per_step": med_t, "runs": runs_t}
+                row = {"impl": f"torch_{strategy}", "seconds_per_step": med_t, "runs": runs_t,
+                       "gflop_per_second": step_flops / 1e9 / med_t}
                 for j, name in enumerate(("objective", "C", "D")):
                     row[name], row[name + "_se"] = _mean_se([v[j] for v in vals])
                 result["rows"].append(row)
