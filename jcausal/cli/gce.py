@@ -101,13 +101,14 @@ def _mnist(args) -> int:
     try:
         exp = explain_digits(data, clf, key=k_exp, K=args.K, L=args.L, lam=args.lam, steps=args.steps,
                              batch_size=args.batch_size, n_alpha=args.n_alpha, n_beta=args.n_beta,
-                             learning_rate=args.lr, checkpoint=out / "explainer.msgpack",
+                             learning_rate=args.lr, likelihood=args.likelihood,
+                             checkpoint=out / "explainer.msgpack",
                              checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     except ValueError as err:
         raise SystemExit(f"jcausal gce mnist: {err}") from None
     s = summary(exp, clf)
     s.update(classes=list(args.classes), lam=args.lam, n_alpha=args.n_alpha, n_beta=args.n_beta,
-             batch_size=args.batch_size, learning_rate=args.lr)
+             batch_size=args.batch_size, learning_rate=args.lr, likelihood=args.likelihood)
     _write_json(out / "summary.json", s)
     names = [str(c) for c in args.classes]
     _save_fig(plot_factor_flow(exp.flows, exp.K), out / "flow.png")
@@ -165,6 +166,9 @@ def register(sub) -> None:
     mn.add_argument("--n-beta", type=int, default=25, help="N_beta (default: %(default)s)")
     mn.add_argument("--batch-size", type=int, default=64, help="VAE batch (default: %(default)s)")
     mn.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default: %(default)s)")
+    mn.add_argument("--likelihood", choices=["sse", "bernoulli"], default="sse",
+                    help="the VAE's log p(x | z): sse as in the authors' code, or bernoulli (trains "
+                         "out of the plateau where the decoder ignores z sooner; default: %(default)s)")
     mn.add_argument("--classifier-epochs", type=int, default=3, help="CNN epochs (default: %(default)s)")
     mn.add_argument("--checkpoint-every", type=int, default=200, help="steps (default: %(default)s)")
     mn.add_argument("--out", default="jcausal-out/gce-mnist", help="output folder (default: %(default)s)")

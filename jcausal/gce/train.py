@@ -54,14 +54,18 @@ class TrainResult(NamedTuple):
 
 def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTransformation, *, K: int,
                L: int, n_alpha: int, n_beta: int, variant: str = "joint", fidelity_only: bool = False,
-               classify_has_params: bool = True) -> Callable:
+               classify_has_params: bool = True, chunk: int | None = None) -> Callable:
     """One jitted optimisation step of ``-(C + lam D)``.
 
     Returns ``step(params, opt_state, clf_params, data, idx, lam, key) -> (params, opt_state,
     StepInfo)``: ``data`` ``(n, ...)`` stays on the device, ``idx`` ``(batch,)`` picks the batch,
     ``lam`` is a scalar array, ``key`` a PRNG key. ``clf_params`` is wrapped in
     ``stop_gradient``: the classifier is frozen. With ``fidelity_only`` the objective is ``D``
-    alone (Algorithm 1, step 1; ``K`` may be 0).
+    alone (Algorithm 1, step 1; ``K`` may be 0). ``chunk``: decode and classify at most this
+    many of the ``n_alpha * n_beta`` latents per batch (the same objective; see
+    :func:`~jcausal.gce.information_flow`). Measured on the MNIST step (Table 2 VAE, Table 1
+    CNN, 100 x 25 latents, 2-core CPU): one batch 2.61 s, chunks of 625 2.39 s, 250 2.27 s,
+    100 2.38 s (smaller working sets stay in cache); compile time grows with the chunk count.
     """
     def objective(params, clf_params, batch, lam, key):
         k_c, k_d = jax.random.split(key)
@@ -72,7 +76,7 @@ def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTra
         cp = jax.lax.stop_gradient(clf_params) if classify_has_params else None
         C = information_flow(gen.decode, classify, k_c, K=K, L=L, n_alpha=n_alpha, n_beta=n_beta,
                              params=(params, cp), variant=variant,
-                             noisy=gen.noisy, check=False)
+                             noisy=gen.noisy, check=False, chunk=chunk)
         loss = -(C + lam * D)
         return loss, StepInfo(loss, C, D)
 
@@ -97,7 +101,7 @@ def train(model: nnx.Module | Generative, classify: Callable, data=None, *, key:
           n_alpha: int = 100, n_beta: int = 25, learning_rate: float = 5e-4,
           optimizer: optax.GradientTransformation | None = None, variant: str = "joint",
           fidelity_only: bool = False, checkpoint: str | Path | None = None, checkpoint_every: int = 500,
-          log_every: int = 1, progress: bool = True) -> TrainResult:
+          log_every: int = 1, progress: bool = True, chunk: int | None = None) -> TrainResult:
     """Fit a generative map so that its first ``K`` latents explain ``classify`` (GCE eqn 3).
 
     Args:
@@ -115,6 +119,7 @@ def train(model: nnx.Module | Generative, classify: Callable, data=None, *, key:
       checkpoint: path of an atomic msgpack checkpoint of the parameters (plus ``.json`` with the
         step, C and D), written every ``checkpoint_every`` steps and at the end.
       log_every: history resolution; progress: tqdm bar showing C and D.
+      chunk: latents decoded and classified per batch (see :func:`build_step`; ``None``: all).
 
     Returns:
       :class:`TrainResult`. A NaN/inf loss stops training: the last finite parameters are kept
@@ -152,7 +157,7 @@ def train(model: nnx.Module | Generative, classify: Callable, data=None, *, key:
         bs = min(int(batch_size), data.shape[0])
     tx = optimizer or optax.adam(learning_rate)
     step = build_step(gen, classify, tx, K=K, L=L, n_alpha=n_alpha, n_beta=n_beta, variant=variant,
-                      fidelity_only=fidelity_only, classify_has_params=has_cp)
+                      fidelity_only=fidelity_only, classify_has_params=has_cp, chunk=chunk)
     params = gen.params
     with jax.numpy_dtype_promotion("standard"):
         opt_state = tx.init(params)

@@ -1,7 +1,7 @@
 """GCE on MNIST 3/8 (section 5), reduced (paper: 8000 steps of N_alpha = 100, N_beta = 25): 300
-steps of D alone, then 250 steps of C + 0.05 D with N_alpha = 16, N_beta = 8, learning rate 1e-3
-(see ``MNIST_SETTINGS``); CNN classifier 3 epochs on the 80% training split of the 3s and 8s of the
-MNIST test files."""
+steps of D alone, then 400 steps of C + 0.05 D with N_alpha = 16, N_beta = 8, learning rate 1e-3,
+Bernoulli likelihood (see ``MNIST_SETTINGS``); CNN classifier 3 epochs on the 80% training split of
+the 3s and 8s of the MNIST test files."""
 
 from __future__ import annotations
 
