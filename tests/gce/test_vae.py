@@ -20,14 +20,16 @@ from jcausal.models.vae import (
 
 
 def scatter_transpose(x, w, s, p):
-    """PyTorch ConvTranspose2d by its definition: every input pixel scatters a kernel-sized patch."""
+    """PyTorch ConvTranspose2d by its definition: every input pixel scatters a kernel-sized patch
+    (differentiable; call it under ``jax.enable_x64()`` with float64 inputs for a reference)."""
     n, h, ww, _ = x.shape
     k, co = w.shape[0], w.shape[3]
     H, W = (h - 1) * s + k, (ww - 1) * s + k
-    y = np.zeros((n, H, W, co))
+    y = jnp.zeros((n, H, W, co), x.dtype)
     for i in range(h):
         for j in range(ww):
-            y[:, s * i:s * i + k, s * j:s * j + k, :] += np.einsum("nc,abco->nabo", x[:, i, j, :], w)
+            patch = jnp.einsum("nc,abco->nabo", x[:, i, j, :], w)
+            y = y.at[:, s * i:s * i + k, s * j:s * j + k, :].add(patch)
     return y[:, p:H - p, p:W - p, :]
 
 
@@ -39,7 +41,9 @@ def test_conv_transpose_matches_definition(h, wd, s, p):
     rng = np.random.default_rng(h)
     x, w = rng.normal(size=(2, h, wd, 3)), rng.normal(size=(4, 4, 3, 5))
     got = conv_transpose(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), s, p)
-    np.testing.assert_allclose(np.asarray(got), scatter_transpose(x, w, s, p), atol=2e-5)
+    with jax.enable_x64():
+        want = np.asarray(scatter_transpose(jnp.asarray(x), jnp.asarray(w), s, p))
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
 
 
 def test_conv_transpose_gradient_and_bad_padding():
@@ -49,23 +53,12 @@ def test_conv_transpose_gradient_and_bad_padding():
     with jax.enable_x64():
         got = jax.grad(loss, argnums=(0, 1))(jnp.asarray(x), jnp.asarray(w))
         # reference: the same loss through the scatter definition, differentiated by JAX in float64
-        want = jax.grad(lambda x, w: jnp.sum(jnp.sin(_scatter_jnp(x, w, 2, 2))), argnums=(0, 1))(
+        want = jax.grad(lambda x, w: jnp.sum(jnp.sin(scatter_transpose(x, w, 2, 2))), argnums=(0, 1))(
             jnp.asarray(x), jnp.asarray(w))
     for g, r in zip(got, want):
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="padding 4 leaves no output"):
         conv_transpose(jnp.zeros((1, 1, 1, 3)), jnp.zeros((4, 4, 3, 5)), 1, 4)
-
-
-def _scatter_jnp(x, w, s, p):
-    n, h, wd, _ = x.shape
-    k = w.shape[0]
-    y = jnp.zeros((n, (h - 1) * s + k, (wd - 1) * s + k, w.shape[3]), x.dtype)
-    for i in range(h):
-        for j in range(wd):
-            patch = jnp.einsum("nc,abco->nabo", x[:, i, j, :], w)
-            y = y.at[:, s * i:s * i + k, s * j:s * j + k, :].add(patch)
-    return y[:, p:y.shape[1] - p, p:y.shape[2] - p, :]
 
 
 @pytest.mark.parametrize("h, k, s, p", [(28, 4, 2, 1), (7, 4, 1, 0), (9, 3, 2, 0)])
