@@ -128,12 +128,12 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
 
     ``x`` ``(N, H, W, C_in)``, ``kernel`` ``(a, b, C_in, C_out)`` -> ``(N, (H - a) // s + 1,
     (W - b) // s + 1, C_out)``. Equal to ``lax.conv_general_dilated``; its gradients are slices,
-    pads and matrix products. Kept as an alternative: with the XLA:CPU options jcausal compiles with (README)
-    XLA's own convolution (:func:`conv_valid`, used by the layers here) is faster (GCE training
-    step 4.8 s with im2col, 2.8 s with convolutions, measured on the 2-core CPU); under XLA:CPU's
-    default options, convolutions with a materialised output run single-threaded and im2col was
-    ~8x faster. The two agree to round-off (the VAE's ELBO gradients to 7e-7 relative; 300 steps
-    of VAE training gave the same losses).
+    pads and matrix products. Kept as an alternative: with the XLA:CPU options jcausal compiles
+    with (see the README), XLA's own convolution (:func:`conv_valid`, used by the layers here) is
+    faster (GCE training step 4.8 s with im2col, 2.8 s with convolutions, measured on the 2-core
+    CPU); under XLA:CPU's default options, convolutions with a materialised output run
+    single-threaded and im2col was ~8x faster. The two agree to round-off (the VAE's ELBO
+    gradients to 7e-7 relative; 300 steps of VAE training gave the same losses).
     """
     a, b, cin, cout = kernel.shape
     n, h, w, _ = x.shape
