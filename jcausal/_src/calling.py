@@ -1,23 +1,26 @@
 """How a user callable is called: ``f(x)`` or ``f(params, x)``, and the split model
 ``first(params, x)`` (an affine map) followed by ``rest(params, z)``.
 
-Compiled programs are cached on the callable's identity (it is a static argument of ``jit``), so a
-callable that *closes over* parameters keeps returning results for the parameters it was first
-compiled with. :func:`warn_closed_over_arrays` detects that case and warns once, naming ``params=``.
+A result must never come from a model state that no longer holds. Every entry point that jits a
+user's callable first traces it once (:func:`trace_model` / :func:`bind_model`): the arrays it reads
+(closed-over weights, globals, the variables of an NNX or Keras module it calls) become the
+``consts`` of a jaxpr and are then passed to the compiled program as *arguments*, never compiled
+in. The traced callable (:class:`Traced`) compares and hashes by the jaxpr's structure, so the
+compiled program is reused across calls and across fresh lambdas of the same computation, and the
+values it reads are those of the current call.
 """
 
 from __future__ import annotations
 
-import functools
-import warnings
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
-__all__ = ["Model", "Split", "warn_closed_over_arrays"]
+__all__ = ["Model", "Split", "Traced", "bind_model", "trace_model", "unwrap_model"]
 
 
 class Split(NamedTuple):
@@ -50,10 +53,12 @@ class _Then(NamedTuple):
 
 
 class Model(NamedTuple):
-    """Hashable wrapper of a user model, so jitted code is cached on the user's callables.
+    """Hashable wrapper of a user model: the static argument of the jitted drivers.
 
     ``f``: a callable or a :class:`Split`; ``has_params``: call with ``params`` first;
     ``head``: optional smooth output map applied after ``f`` (Gauss-Newton's body/head split).
+    Built by :func:`bind_model`, every part is a :class:`Traced` callable and ``params`` is the
+    pair ``(user params, consts)``.
     """
 
     f: Any
@@ -67,12 +72,17 @@ class Model(NamedTuple):
     def _call(self, g, params, x):
         return g(params, x) if self.has_params else g(x)
 
+    def apply_head(self, params, y):
+        """The head on a body output ``y`` (``(m,)``, at least 1-d)."""
+        h = self.head(params, y) if isinstance(self.head, Traced) else self.head(y)
+        return jnp.atleast_1d(h)
+
     def first(self, params, x):
         return self._call(self.f.first, params, x)
 
     def rest(self, params, z):
         y = jnp.atleast_1d(self._call(self.f.rest, params, z))
-        return y if self.head is None else jnp.atleast_1d(self.head(y))
+        return y if self.head is None else self.apply_head(params, y)
 
     def body(self, params, x):
         if self.is_split:
@@ -81,74 +91,126 @@ class Model(NamedTuple):
 
     def __call__(self, params, x):
         z = self.body(params, x)
-        return z if self.head is None else jnp.atleast_1d(self.head(z))
+        return z if self.head is None else self.apply_head(params, z)
 
 
-_WARNED: set[int] = set()
-_MIN_CLOSED_SIZE = 64  # elements: small constants (a scale, a mask of a few entries) are fine
+# ------------------------------------------------------------------------- traced user callables
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-def _closed_arrays(f, depth: int = 0) -> list[str]:
-    """Names of large array-like values ``f`` closes over (closure cells, partial arguments,
-    bound ``self`` of methods, and callables nested one level inside those)."""
-    if depth > 2 or f is None:
-        return []
-    found: list[str] = []
-    if isinstance(f, functools.partial):
-        for j, v in enumerate((*f.args, *f.keywords.values())):
-            found += _classify(v, f"partial argument {j}", depth)
-        found += _closed_arrays(f.func, depth + 1)
-        return found
-    if isinstance(f, (Split, _Then, Model)):
-        for v in f:
-            if callable(v):
-                found += _closed_arrays(v, depth + 1)
-        return found
-    code = getattr(f, "__code__", None)
-    cells = getattr(f, "__closure__", None) or ()
-    if code is not None:
-        for name, cell in zip(code.co_freevars, cells):
-            try:
-                v = cell.cell_contents
-            except ValueError:  # empty cell
-                continue
-            found += _classify(v, name, depth)
-    return found
+class Traced:
+    """A user callable traced once into a jaxpr, called as ``traced((params, consts), *args)``.
+
+    ``consts[slot]`` are the arrays the callable read when it was traced (closed-over weights,
+    globals, module variables): arguments of the compiled program, so a later call with the current
+    values never sees stale ones. Equality and hash are those of the jaxpr's text, the argument
+    and output structures and the constants' shapes and dtypes: two traces of the same computation
+    share one compiled program, whatever the values they read.
+    """
+
+    __slots__ = ("jaxpr", "in_tree", "out_tree", "fingerprint", "slot", "name")
+
+    def __init__(self, jaxpr, in_tree, out_tree, fingerprint: str, slot: int, name: str):
+        self.jaxpr, self.in_tree, self.out_tree = jaxpr, in_tree, out_tree
+        self.fingerprint, self.slot, self.name = fingerprint, slot, name
+
+    def __eq__(self, other) -> bool:
+        return type(other) is Traced and (self.fingerprint, self.slot) == (other.fingerprint, other.slot)
+
+    def __hash__(self) -> int:
+        return hash((self.fingerprint, self.slot))
+
+    def __repr__(self) -> str:
+        return f"Traced({self.name}, slot={self.slot})"
+
+    def __call__(self, params, *args, **kwargs):
+        user, consts = params
+        leaves, tree = jax.tree.flatten((user, args, kwargs))
+        if tree != self.in_tree:
+            raise TypeError(f"{self.name} was traced for arguments {self.in_tree}, called with {tree}")
+        out = jaxpr_as_fun(ClosedJaxpr(self.jaxpr, list(consts[self.slot])))(*leaves)
+        return jax.tree.unflatten(self.out_tree, out)
 
 
-def _classify(v, name: str, depth: int) -> list[str]:
-    if isinstance(v, (jax.Array, np.ndarray)):
-        return [name] if np.size(v) >= _MIN_CLOSED_SIZE else []
-    leaves = None
+def _name(f) -> str:
+    return getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or type(f).__name__
+
+
+def trace_model(f: Callable, params, *args, has_params: bool | None = None, slot: int = 0, **kwargs):
+    """Trace ``f(params, *args, **kwargs)`` (or ``f(*args, **kwargs)`` when ``params`` is ``None``
+    and ``has_params`` is not ``True``) on the shapes of the arguments given.
+
+    Args:
+      f: the user's callable.
+      params: its parameters (a pytree) or ``None``.
+      *args, **kwargs: example arguments (arrays or ``jax.ShapeDtypeStruct``), ONE example.
+      has_params: call ``f`` with ``params`` first (default: ``params is not None``).
+      slot: where its constants go in the ``consts`` tuple of :func:`bind_model`.
+
+    Returns:
+      ``(traced, consts)``: a :class:`Traced` callable and the tuple of arrays it read.
+
+    Raises:
+      ValueError: ``f`` cannot be traced with these arguments (the message names the shapes).
+    """
+    if has_params is None:
+        has_params = params is not None
+
+    def g(p, a, kw):
+        return f(p, *a, **kw) if has_params else f(*a, **kw)
+
     try:
-        from flax import nnx
+        closed, out_shape = jax.make_jaxpr(g, return_shape=True)(params, args, kwargs)
+    except (TypeError, ValueError) as err:
+        shapes = [tuple(getattr(a, "shape", ())) for a in args]
+        raise ValueError(f"the model {_name(f)!r} cannot be evaluated on one input of shape "
+                         f"{shapes[0] if len(shapes) == 1 else shapes}: {type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:400]}") from None
+    in_tree = jax.tree.structure((params, args, kwargs))
+    out_tree = jax.tree.structure(out_shape)
+    consts = tuple(closed.consts)
+    avals = tuple((tuple(jnp.shape(c)), str(jnp.result_type(c))) for c in consts)
+    text = _ADDRESS.sub("", str(closed.jaxpr))
+    fingerprint = f"{text}|{in_tree}|{out_tree}|{avals}"
+    return Traced(closed.jaxpr, in_tree, out_tree, fingerprint, slot, _name(f)), consts
 
-        if isinstance(v, (nnx.Module, nnx.State)):
-            return [name]
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(v, (dict, list, tuple)) and v:
-        leaves = jax.tree.leaves(v)
-        if any(isinstance(x, (jax.Array, np.ndarray)) and np.size(x) >= _MIN_CLOSED_SIZE for x in leaves):
-            return [name]
-        return []
-    if callable(v) and not isinstance(v, type):
-        return _closed_arrays(v, depth + 1)
-    return []
+
+def unwrap_model(f, params):
+    """``(f, params)`` for a model object that carries its own pure form (``__jcausal_model__()``
+    returning ``(callable or Split, params)``, as :func:`jcausal.wrap` objects do), else unchanged."""
+    pure = getattr(f, "__jcausal_model__", None)
+    if pure is None:
+        return f, params
+    g, own = pure()
+    if params is not None and own is not None and params is not own:
+        raise ValueError("the wrapped model carries its parameters: do not pass params= as well")
+    return g, own if params is None else params
 
 
-def warn_closed_over_arrays(f: Any, stacklevel: int = 3) -> list[str]:
-    """Warn once per callable when ``f`` closes over JAX/NumPy arrays (or an NNX module/state).
+def bind_model(f: Callable | Split, params, example, *, head: Callable | None = None):
+    """The :class:`Model` a jitted driver takes for the user's ``f`` and its ``params``, traced on
+    ONE example input (an array or ``jax.ShapeDtypeStruct``): ``(model, bound_params)``.
 
-    Such arrays are baked into the compiled program, which is cached on ``f``'s identity: if the
-    arrays change, later calls silently return stale results, and large constants also compile
-    slowly. Returns the names found."""
-    names = _closed_arrays(f)
-    if names and id(f) not in _WARNED:
-        _WARNED.add(id(f))
-        warnings.warn(
-            f"the model callable closes over arrays ({', '.join(sorted(set(names))[:5])}): they are "
-            "compiled in as constants and the compiled program is cached on the callable, so results "
-            "go stale if those arrays change. Pass parameters through params= and take them as the "
-            "first argument, f(params, x).", UserWarning, stacklevel=stacklevel)
-    return names
+    Pass ``bound_params`` wherever ``params`` went: it is ``(params, consts)``, the arrays every
+    part read now, so compiled programs (cached on ``model``, which hashes by structure) always
+    evaluate the model as it is at this call. ``head`` (Gauss-Newton's smooth output map) is traced
+    on the body's output.
+    """
+    f, params = unwrap_model(f, params)
+    has = params is not None
+    if isinstance(f, Split):
+        first, c0 = trace_model(f.first, params, example, has_params=has, slot=0)
+        z = jax.eval_shape(lambda P, x: first(P, x), (params, (c0,)), example)
+        rest, c1 = trace_model(f.rest, params, z, has_params=has, slot=1)
+        g, consts = Split(first, rest), (c0, c1)
+        y = jax.eval_shape(lambda P, x: rest(P, first(P, x)), (params, consts), example)
+    else:
+        g, c0 = trace_model(f, params, example, has_params=has, slot=0)
+        consts = (c0,)
+        y = jax.eval_shape(lambda P, x: g(P, x), (params, consts), example)
+    if head is not None:
+        y1 = jax.ShapeDtypeStruct(tuple(y.shape) or (1,), y.dtype)  # the body's output, at least 1-d
+        head, ch = trace_model(head, None, y1, slot=len(consts))
+        consts = (*consts, ch)
+    return Model(g, True, head), (params, consts)

@@ -251,8 +251,8 @@ class GaussNewton(Estimator):
         J = jax.jacrev(lambda y: model.body(params, y))(x)  # (c, k): c reverse passes
         W = (J * keep[None, :]) @ mom.V  # (c, r) = J P_i V; V is shared by all points: one GEMM
         G = W @ W.T  # J Sigma_i J^T
-        Hs = jax.hessian(lambda u: jnp.atleast_1d(model.head(u)))(z)  # (m, c, c)
-        f0 = jnp.atleast_1d(model.head(z))
+        Hs = jax.hessian(lambda u: model.apply_head(params, u))(z)  # (m, c, c)
+        f0 = model.apply_head(params, z)
         return f0 + 0.5 * jnp.einsum("mab,ab->m", Hs, G), jnp.zeros_like(f0)
 
 

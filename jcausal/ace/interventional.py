@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jcausal._src.batching import make_mesh, map_sharded, pad_points, resolve_mesh
-from jcausal._src.calling import Model, Split, warn_closed_over_arrays
+from jcausal._src.calling import Model, Split, bind_model
 from jcausal._src.xla import jit
 from jcausal.ace import estimators as E
 from jcausal.ace.stats import InputStats
@@ -245,11 +245,10 @@ def interventional_expectation(
         ``f(params, x)`` when ``params`` is given, else ``f(x)``. Or a
         :class:`jcausal.models.Split` ``(first, rest)`` with ``first`` the model's affine first
         layer: eqn 2 then runs the first layer once per row (a rank-one update per intervention),
-        several times faster. Pass the parameters through ``params`` (e.g. from
-        :func:`jcausal.models.functional`) rather than closing over them: ``f`` is a static
-        argument cached by identity, so closed-over arrays are compiled in as constants and go
-        stale when they change (a warning names them). Reuse the same callable to avoid
-        recompiling.
+        several times faster. ``f`` is traced once per call: whatever it reads (``params``,
+        closed-over arrays, globals, the variables of a module it calls) is read at this call and
+        enters the compiled program as an argument, so a changed model gives a new result and a
+        repeated call of the same computation does not recompile.
       stats: :func:`jcausal.ace.input_stats` of the training inputs.
       alphas: ``(A,)`` intervention values shared by all features, or ``(F, A)`` per feature.
       params: pytree passed to ``f``.
@@ -319,7 +318,6 @@ def interventional_expectation(
         raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
     if data_batch_size is not None and row_batch_size is None:
         row_batch_size = data_batch_size
-    warn_closed_over_arrays(f, stacklevel=3)
 
     if method is None:
         method = "definition" if data is not None else "directional"
@@ -338,7 +336,9 @@ def interventional_expectation(
             check=check_gauss_newton or None)
     if head is not None and not isinstance(est, E.GaussNewton):
         raise ValueError("head= is only used by method='gauss_newton'")
-    model = Model(f, params is not None, getattr(est, "head", None))
+    # Traced now: the arrays f reads enter the compiled programs as arguments (never stale).
+    model, params = bind_model(f, params, jax.ShapeDtypeStruct(stats.mean.shape, dtype),
+                               head=getattr(est, "head", None))
     est, mom, r, discarded = est.prepare(stats, dtype=dtype, model=model)
 
     out_shape = _output_shape(model, params, stats.mean)

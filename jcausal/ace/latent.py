@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jcausal._src.calling import Model, Split
+from jcausal._src.calling import Split, bind_model
 from jcausal._src.xla import jit
 from jcausal.ace.interventional import interventional_expectation
 from jcausal.ace.stats import input_stats
@@ -159,9 +159,9 @@ def latent_ace(decoder: Callable | Split, key: jax.Array, *, num_latents: int, n
     if feats.size == 0 or np.any((feats < 0) | (feats >= K)):
         raise ValueError(f"latents must be indices in [0, {K}), got {latents!r}")
     Z = jax.random.normal(key, (num_samples, K), jnp.float32)
-    model = Model(decoder, params is not None)
     u0 = jnp.zeros((K + C,), jnp.float32).at[K].set(1.0)
-    out = jax.eval_shape(lambda p, u: model(p, u), params, u0)
+    model, bound = bind_model(decoder, params, u0)  # read now: never a stale decoder
+    out = jax.eval_shape(lambda p, u: model(p, u), bound, u0)
     if len(out.shape) != 1:
         raise ValueError(f"the decoder must return a flat vector (P,) for one latent vector of length "
                          f"{K + C}; it returned shape {out.shape} (reshape its output to (-1,))")
@@ -179,7 +179,7 @@ def latent_ace(decoder: Callable | Split, key: jax.Array, *, num_latents: int, n
     E = jnp.stack(Es, axis=1)  # (F, C, A, P)
     S = jnp.stack(Ss, axis=1)
     base = _trapezoid_mean(E, alphas)
-    ce, cb, cs = _class_effects(model, params, Z, C, batch_size)
+    ce, cb, cs = _class_effects(model, bound, Z, C, batch_size)
     return LatentACE(jnp.asarray(alphas), E, S, base, ce, cb, cs, jnp.asarray(num_samples))
 
 
@@ -223,9 +223,14 @@ def traversals(decoder: Callable | Split, *, num_latents: int, num_classes: int,
     K, C = int(num_latents), int(num_classes)
     if not 0 <= label < C:
         raise ValueError(f"label must be in [0, {C}), got {label}")
-    model = Model(decoder, params is not None)
     alphas = jnp.asarray(alphas, jnp.float32)
     z0 = jnp.zeros((K,), jnp.float32) if base is None else jnp.asarray(base, jnp.float32)
     c = jnp.zeros((C,), jnp.float32).at[label].set(1.0)
     U = jax.vmap(lambda k: jax.vmap(lambda a: jnp.concatenate([z0.at[k].set(a), c]))(alphas))(jnp.arange(K))
-    return jit(jax.vmap(jax.vmap(lambda u: model(params, u))))(U)
+    model, bound = bind_model(decoder, params, U[0, 0])
+    return _decode_grid(model, bound, U)
+
+
+@partial(jit, static_argnames=("model",))
+def _decode_grid(model, params, U):
+    return jax.vmap(jax.vmap(lambda u: model(params, u)))(U)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.calling import trace_model
 from jcausal._src.xla import jit
 from jcausal.ace.interventional import interventional_expectation, taylor_expectation
 from jcausal.ace.stats import InputStats, input_stats
@@ -225,7 +226,9 @@ def feedback_expectation(
     data = jnp.concatenate([data, jnp.repeat(data[:1], pad, axis=0)])
     mask = jnp.arange(data.shape[0]) < keep.size
     alphas = jnp.asarray(alphas, X.dtype).reshape(-1)
-    mean, cov, expect = _feedback(step, params, init_carry, data.reshape(-1, sbs, t_hat + 1, F),
+    # traced now: the arrays step reads enter the compiled program as arguments (never stale)
+    step, consts = trace_model(step, params, init_carry, jax.ShapeDtypeStruct((F,), X.dtype), has_params=True)
+    mean, cov, expect = _feedback(step, (params, (consts,)), init_carry, data.reshape(-1, sbs, t_hat + 1, F),
                                   mask.reshape(-1, sbs), alphas, feature, horizon, t_out, batch_size,
                                   direction_batch_size)
     bad = ~np.all(np.isfinite(np.asarray(mean)), axis=1)
@@ -316,7 +319,8 @@ def lag_tau(f_out: Callable, X, *, t: int, params: Any = None, lengths=None, tol
     X = _as_3d(X)
     keep = _usable(X, lengths, t + 1, f"lag_tau at t = {t}")
     xs = X[keep, : t + 1]
-    dets = _lag_dets(f_out, params, xs, params is not None)
+    f_out, consts = trace_model(f_out, params, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
+    dets = _lag_dets(f_out, (params, (consts,)), xs, True)
     above = np.asarray(dets) > tol
     lags = np.arange(t + 1)
     per = np.where(above.any(axis=1), np.max(np.where(above, lags[None, :], -1), axis=1), 0)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.calling import trace_model, unwrap_model
 from jcausal._src.xla import jit
 
 __all__ = [
@@ -58,6 +59,34 @@ def _split_params(params) -> tuple[Any, Any]:
             "params must be a pair (decode_params, classify_params) (either may be None), got "
             f"{type(params).__name__}")
     return params[0], params[1]
+
+
+def bind_models(decode: Callable, classify: Callable, params, *, dim: int | None = None, example=None,
+                encode: Callable | None = None, noisy: bool = False):
+    """Trace the models once, at this call: ``(encode, decode, classify, params)`` to pass to jitted
+    code in their place, with ``params`` the pair ``((gen_params, consts), (clf_params, consts))``.
+
+    Whatever the models read (closed-over arrays, module variables) enters the compiled programs
+    as arguments, so a model changed between two calls is never evaluated in its old state.
+    ``decode`` is traced on a latent ``(dim,)`` or, with ``encode``, on the latent mean that
+    ``encode`` gives for ``example`` (ONE input).
+    """
+    gp, cp = _split_params(params)
+    decode, gp = unwrap_model(decode, gp)
+    classify, cp = unwrap_model(classify, cp)
+    slots = []
+    if encode is not None:
+        enc, ce = trace_model(encode, gp, example)
+        z = jax.eval_shape(lambda P, x: enc(P, x), (gp, (ce,)), example)[0]
+        slots.append(ce)
+    else:
+        enc, z = None, jax.ShapeDtypeStruct((dim,), jnp.float32)
+    kw = {"key": jax.random.key(0)} if noisy else {}
+    dec, cd = trace_model(decode, gp, z, has_params=gp is not None, slot=len(slots), **kw)
+    slots.append(cd)
+    x = jax.eval_shape(lambda P, zz, kw: dec(P, zz, **kw), (gp, tuple(slots)), z, kw)
+    clf, cc = trace_model(classify, cp, x, has_params=cp is not None)
+    return enc, dec, clf, ((gp, tuple(slots)), (cp, (cc,)))
 
 
 def _is_traced(*trees) -> bool:
@@ -255,6 +284,7 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
     if check and not _is_traced(params, key):
         check_models(decode, classify, dim, params=params, noisy=noisy)
     keys = jax.random.split(key, dim)
+    _, decode, classify, params = bind_models(decode, classify, params, dim=dim, noisy=noisy)
     return jnp.stack([_one_flow(decode, classify, keys[j], params, dim, j, n_outer, n_inner, noisy, chunk)
                       for j in range(dim)])
 

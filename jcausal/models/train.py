@@ -13,6 +13,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jcausal._src.calling import trace_model
 from jcausal._src.xla import jit
 from jcausal.models.core import functional
 
@@ -45,7 +46,6 @@ def _check_finite(name: str, arrays) -> None:
             raise ValueError(f"{name} contains {bad} NaN/inf values; clean the data before training")
 
 
-@partial(jit, static_argnames=("apply", "batch_size"))
 def predict(apply, params, inputs, batch_size: int = 1024):
     """Deterministic outputs of ``apply`` for a batch: ``inputs`` is an array (or tuple of arrays)
     with a leading batch axis ``n``; returns ``(n, ...)``. Memory is bounded by ``batch_size``.
@@ -56,7 +56,14 @@ def predict(apply, params, inputs, batch_size: int = 1024):
       >>> predict(lambda w, x: w @ x, jnp.eye(2), jnp.ones((3, 2))).shape
       (3, 2)
     """
-    inputs = _as_tuple(inputs)
+    inputs = tuple(jnp.asarray(a) for a in _as_tuple(inputs))
+    example = tuple(jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in inputs)
+    traced, consts = trace_model(apply, params, *example, has_params=True)  # read now, never stale
+    return _predict(traced, (params, (consts,)), inputs, batch_size)
+
+
+@partial(jit, static_argnames=("apply", "batch_size"))
+def _predict(apply, params, inputs, batch_size):
     return jax.lax.map(lambda ex: apply(params, *ex), inputs, batch_size=batch_size)
 
 

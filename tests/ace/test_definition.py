@@ -209,11 +209,15 @@ def test_recompile_guard_definition():
          "w": jnp.asarray(rng.normal(size=(2, 5)), jnp.float32)}
     X = rng.normal(size=(50, 6)).astype(np.float32)
     stats = input_stats(X)
+    from jcausal.ace import interventional as I
+
     interventional_expectation(split, stats, [0.0, 0.5], params=p, features=[1, 2], data=X)
-    n = len(traces)
+    n, size = len(traces), I._run_features._cache_size()
     p2 = jax.tree.map(lambda a: a * 2, p)
     interventional_expectation(split, stats, [0.1, -0.5], params=p2, features=[3, 4], data=X)
-    assert len(traces) == n
+    # the model is read once per call (never a stale state); the compiled program is reused
+    assert len(traces) == n + 1
+    assert I._run_features._cache_size() == size
 
 
 def test_max_memory_shrinks_the_batch():

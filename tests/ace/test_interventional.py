@@ -246,11 +246,15 @@ def test_recompile_guard():
 
     p = jnp.asarray(np.random.default_rng(0).normal(size=(3, 6)), jnp.float32)
     stats = input_stats(np.random.default_rng(1).normal(size=(50, 6)).astype(np.float32))
+    from jcausal.ace import interventional as I
+
     interventional_expectation(f, stats, [0.0, 0.5], params=p, features=[1, 2])
-    n = len(traces)
+    n, size = len(traces), I._run_points._cache_size()
     assert n > 0
     interventional_expectation(f, stats, [0.1, -0.5], params=p * 2, features=[3, 4])
-    assert len(traces) == n  # same shapes: nothing traced again
+    # same shapes: f is read once for this call (never a stale state), nothing is compiled again
+    assert len(traces) == n + 1
+    assert I._run_points._cache_size() == size
 
 
 SHARD_SCRIPT = textwrap.dedent("""
