@@ -74,7 +74,8 @@ class Model(NamedTuple):
 
     def apply_head(self, params, y):
         """The head on a body output ``y`` (``(m,)``, at least 1-d)."""
-        h = self.head(params, y) if isinstance(self.head, Traced) else self.head(y)
+        # a traced head takes no parameters of its own: only its constants (params[1])
+        h = self.head((None, params[1]), y) if isinstance(self.head, Traced) else self.head(y)
         return jnp.atleast_1d(h)
 
     def first(self, params, x):

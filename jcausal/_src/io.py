@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -44,6 +45,7 @@ __all__ = [
     "file_sha256",
     "output_lock",
     "read_npz_arrays",
+    "remove_stale_temps",
     "verify_manifest",
 ]
 
@@ -54,6 +56,36 @@ CURRENT = "current"
 
 def _unique(folder: Path, name: str, suffix: str = ".tmp") -> Path:
     return folder / f".{name}.{os.getpid()}.{secrets.token_hex(6)}{suffix}"
+
+
+_TEMP = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{12}\.(tmp|link)$")  # names made by _unique()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that killed writers left in ``folder`` (and its ``.jcausal``
+    state folder): only names made by :func:`atomic_write_bytes` and the publishing links, whose
+    writing process no longer runs. Returns what was removed."""
+    gone = []
+    for d in (Path(folder), Path(folder) / STATE_DIR):
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            m = _TEMP.match(p.name)
+            if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    gone.append(p)
+    return gone
 
 
 def _fsync_dir(folder: Path) -> None:

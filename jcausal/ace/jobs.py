@@ -24,7 +24,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -111,6 +111,7 @@ def run_job(
     progress: bool = True,
     distributed: bool = False,
     model_name: str = "",
+    outputs: str | None = None,
     wait_timeout: float = 3600.0,
     **phase1,
 ) -> ACEResult:
@@ -128,6 +129,7 @@ def run_job(
       distributed: this process takes chunks ``process_index::process_count`` (after
         ``jax.distributed.initialize``) on its local devices; process 0 writes the result.
       model_name: recorded in the manifest (e.g. the ``module:function`` it came from).
+      outputs: what the model's outputs are (``"probabilities"`` or ``"raw"``), recorded.
       wait_timeout: seconds process 0 waits for the other processes' chunks.
       **phase1: estimator settings (``method``, ``num_rows``, ``batch_size``, ...).
 
@@ -178,6 +180,8 @@ def run_job(
                          f"{max_order + 2})")
     settings = {k_: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(type(v)))
                 for k_, v in phase1.items() if k_ not in ("data", "devices", "mesh", "key")}
+    if "key" in phase1:  # a subsample's (or probes') seed changes the result: part of the job
+        settings["key"] = np.asarray(jax.random.key_data(phase1["key"])).tolist()
     job = _digest(model_name, settings, feats.tolist(), alphas.tobytes(), X.shape, _tree_digest(params),
                   hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest(), chunk_features, max_order)
     num_chunks = -(-feats.size // chunk_features)
@@ -193,9 +197,9 @@ def run_job(
             shutil.rmtree(out / CHUNKS, ignore_errors=True)
             (out / MANIFEST).unlink(missing_ok=True)
     (out / CHUNKS).mkdir(parents=True, exist_ok=True)
-    manifest = {"job": job, "model": model_name, "num_chunks": num_chunks, "chunk_features": chunk_features,
-                "features": feats.tolist(), "num_alphas": int(alphas.shape[1]), "settings": settings,
-                "processes": nproc}
+    manifest = {"job": job, "model": model_name, "outputs": outputs, "num_chunks": num_chunks,
+                "chunk_features": chunk_features, "features": feats.tolist(),
+                "num_alphas": int(alphas.shape[1]), "settings": settings, "processes": nproc}
     if pid == 0:
         atomic_write_json(out / MANIFEST, {**manifest, "done": sorted(_finished(out, job, num_chunks))})
     mine = [c for c in range(num_chunks) if c % nproc == pid]
@@ -335,11 +339,21 @@ def _from_checkpoint(spec: str, checkpoint):
         load(checkpoint, module)
     except (TypeError, CheckpointMismatchError) as err:
         raise ValueError(f"cannot rebuild {spec} from {checkpoint} (recorded {kwargs}): {err}") from None
+    # class probabilities, as `jcausal ace file` computes for the same checkpoint
     if hasattr(module, "first_affine") and hasattr(module, "after_first"):
         split, params = split_functional(module)
-        return split, params
+        return split.then(jax.nn.softmax), params
     apply, params = functional(module)
-    return apply, params
+    return _Softmax(apply), params
+
+
+class _Softmax(NamedTuple):
+    """``softmax(apply(params, x))``: hashable, so a job's compiled programs are reused."""
+
+    apply: Callable
+
+    def __call__(self, params, x):
+        return jax.nn.softmax(self.apply(params, x))
 
 
 def load_rows(path: str | os.PathLike) -> np.ndarray:
@@ -387,6 +401,6 @@ def load_rows(path: str | os.PathLike) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim != 2 or arr.shape[0] < 2:
         raise ValueError(f"{path}: the rows must form a 2-d array (n >= 2, k), got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{path}: the rows must be numeric, got dtype {arr.dtype}")
+    if not np.issubdtype(arr.dtype, np.number) or arr.dtype == bool or np.iscomplexobj(arr):
+        raise ValueError(f"{path}: the rows must be real numbers, got dtype {arr.dtype}")
     return arr.astype(np.float32)

@@ -1,28 +1,24 @@
-"""The ``jcausal`` command: one module per command, each exposing ``register(subparsers)``.
+"""The ``jcausal`` command: one module per command, each exposing ``register(subparsers)``, all
+through one core (:mod:`jcausal.cli.core`).
 
-Commands: ``train`` (:mod:`jcausal.cli.train`), ``ace`` (:mod:`jcausal.cli.ace`), and, where
-installed, ``gce`` and ``tracer``. The library never imports this package.
-
-A refused request (bad option, bad data, locked or unwritable output folder, mismatched
-checkpoint) prints one ``jcausal: ...`` line on stderr and exits with status 2; ``--debug`` (or
-``JCAUSAL_DEBUG=1``) shows the traceback instead.
+Commands: ``train``, ``ace``, ``gce`` and ``tracer``. Every command validates its arguments before
+any work, locks its ``--out`` folder for the whole run, publishes a run's files together, shows
+progress unless ``--quiet``, and on a refused request prints one ``jcausal: ...`` line and exits
+with status 2 (``--debug`` or ``JCAUSAL_DEBUG=1`` shows the traceback instead); a training run that
+did not happen or went non-finite exits with status 3. The library never imports this package.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
-__all__ = ["CLIError", "build_parser", "main"]
+from jcausal.cli.core import EXIT_REFUSED, CLIError, Parser, TrainingFailed, add_debug, debug_enabled
 
-# Each module registers its own subcommand; heavy imports happen inside the command functions.
-COMMANDS = ("train", "ace", "gce", "tracer")
+__all__ = ["CLIError", "add_debug", "build_parser", "main"]
 
-
-class CLIError(Exception):
-    """A request a command refuses: printed as one ``jcausal: ...`` line, exit status 2."""
+COMMANDS = ("train", "ace", "gce", "tracer")  # each module registers its own subcommand
 
 
 def _version() -> str:
@@ -31,25 +27,13 @@ def _version() -> str:
     return __version__
 
 
-def add_debug(parser: argparse.ArgumentParser) -> None:
-    """``--debug`` on a subcommand too (the top-level flag is kept when it is not given there)."""
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the full traceback of an error")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jcausal", description="Causal explanations of neural networks in JAX.")
+    p = Parser(prog="jcausal", description="Causal explanations of neural networks in JAX.")
     p.add_argument("--version", action="version", version=f"jcausal {_version()}")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"jcausal.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"jcausal.cli.{name}":
-                continue  # command not written yet
-            raise
-        mod.register(sub)
+        importlib.import_module(f"jcausal.cli.{name}").register(sub)
     return p
 
 
@@ -63,11 +47,16 @@ def _message(err: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help and --version exit 0 as usual; a refusal returns 2
+        if exit_.code in (0, None):
+            raise
+        return int(exit_.code) if isinstance(exit_.code, int) else EXIT_REFUSED
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    debug = getattr(args, "debug", False) or os.environ.get("JCAUSAL_DEBUG", "") not in ("", "0")
+    debug = debug_enabled(args)
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -80,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from jcausal._src.io import OutputLockedError
 
-        if isinstance(err, (CLIError, ValueError, OSError, OutputLockedError)):
+        if isinstance(err, (CLIError, ValueError, OSError, OutputLockedError, MemoryError)):
             print(f"jcausal: {_message(err)}", file=sys.stderr)
-            return 2
+            return 3 if isinstance(err, TrainingFailed) else EXIT_REFUSED
         print(f"jcausal: internal error ({type(err).__name__}: {_message(err)}); run again with "
               "--debug for the traceback", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from jcausal.cli import CLIError, add_debug
+from jcausal.cli.core import CLIError, command
 from jcausal.cli.train import IRIS_SET, check_mlp_request, fit_iris_mlp
 
 __all__ = ["register"]
@@ -66,7 +66,7 @@ def _check_options(args) -> tuple[int, ...]:
             raise CLIError(f"--features must be indices >= 0, got {neg}")
         if len(set(args.features)) != len(args.features):
             raise CLIError(f"--features has duplicates: {args.features}")
-    if args.method == "finite_difference" and not args.x64:
+    if args.method == "finite_difference" and not getattr(args, "x64", False):
         raise CLIError("--method finite_difference needs float64 (in float32 its second differences "
                        "are rounding noise): add --x64")
     if args.checkpoint and not Path(args.checkpoint).is_file():
@@ -171,68 +171,132 @@ def _check_checkpoint(ckpt: Path, wanted: dict, *, own: bool, remedy: str) -> di
 # ------------------------------------------------------------------------------------ the command
 
 
-def _ace(args) -> int:
-    if args.dataset in ("run", "latent-vae"):
+def _rank_methods() -> list[str]:
+    """The estimators that take ``--rank`` (a covariance factor truncation): from the registry."""
+    from jcausal.ace import estimators as E
+    from jcausal.cli.ace_jobs import takes_setting
+
+    return sorted(n for n in E.REGISTRY if takes_setting(n, "rank"))
+
+
+def check_rank_method(args) -> None:
+    if args.rank is not None and (args.method or "definition") not in _rank_methods():
+        raise CLIError(f"--rank truncates the covariance factor of the eqn-4 methods "
+                       f"({', '.join('--method ' + m for m in _rank_methods())}); --method "
+                       f"{args.method or 'definition'} (eqn 2) uses every direction: drop --rank or "
+                       "choose one of those methods")
+
+
+def _check(args):
+    """Everything that can be refused before the lock and any work; what the run needs."""
+    if args.dataset == "run":
         from jcausal.cli import ace_jobs
 
-        return ace_jobs.run(args) if args.dataset == "run" else ace_jobs.latent(args)
-    import jax
-    import numpy as np
+        return ace_jobs.check_run(args)
+    if args.dataset == "latent-vae":
+        from jcausal.cli import ace_jobs
 
-    from jcausal._src.io import output_lock
-
+        return ace_jobs.check_latent(args)
     sizes = _check_options(args)
-    out = Path(args.out)
+    prep = {"sizes": sizes}
     if args.dataset == "file":  # a user's file is checked before anything else
         X = _load_matrix(Path(args.data))
-        feature_names = [f"x{i}" for i in range(X.shape[1])]
-        output_names = [f"y{j}" for j in range(sizes[-1])]
+        prep.update(X=X, feature_names=[f"x{i}" for i in range(X.shape[1])],
+                    output_names=[f"y{j}" for j in range(sizes[-1])])
         if X.shape[1] != sizes[0]:
             raise CLIError(f"the data has {X.shape[1]} features but --sizes starts with {sizes[0]}")
-    feats = _check_features(sizes[0], args)
+    feats = prep["feats"] = _check_features(sizes[0], args)
+    check_rank_method(args)
+    check_memory(args, len(feats), sizes[-1])
     if args.dataset == "file":
-        _check_constant(X, feats, feature_names)
+        _check_constant(prep["X"], feats, prep["feature_names"])
     wanted = {"model": "MLP", "sizes": list(sizes), "activation": args.activation}
     if args.dataset == "iris":
         wanted |= {"seed": args.seed, "dataset": "iris"}
+    prep["wanted"] = wanted
     if args.checkpoint:
-        ckpt = Path(args.checkpoint)
-        ck_meta = _check_checkpoint(ckpt, wanted, own=False,
-                                    remedy="pass the settings it was trained with, or another checkpoint")
+        prep["ck_meta"] = _check_checkpoint(
+            Path(args.checkpoint), wanted, own=False,
+            remedy="pass the settings it was trained with, or another checkpoint")
+    return prep
 
-    with output_lock(out) as folder:
-        if args.dataset == "iris":  # loaded under the lock: a refused run does nothing
-            from jcausal.data import load_iris, train_test_split
 
-            data = load_iris()
-            tr, _ = train_test_split(len(data.y), test_size=30, seed=args.seed)
-            X = np.asarray(data.X[tr], np.float64)
-            feature_names, output_names = list(data.feature_names), list(data.target_names)
-            _check_constant(X, feats, feature_names)
-        if not args.checkpoint:
-            ckpt = out / f"{IRIS_SET}.msgpack"
-            hidden = " ".join(str(s) for s in sizes[1:-1])
-            if ckpt.is_file():
-                ck_meta = _check_checkpoint(
-                    ckpt, wanted, own=True,
-                    remedy=f"use another --out, or retrain it with `jcausal train iris --out {out} "
-                           f"--hidden {hidden} --activation {args.activation} --seed {args.seed}`")
-            else:
-                if not args.quiet:
-                    print("jcausal: training the Iris MLP", file=sys.stderr)
-                fit_iris_mlp(folder, sizes[1:-1], args.activation, epochs=300, lr=1e-2,
-                             seed=args.seed, progress=False)
-                ck_meta = _check_checkpoint(ckpt, wanted, own=True, remedy="")
-        with jax.enable_x64(True) if args.x64 else contextlib.nullcontext():
-            res, fig, method = _compute(args, X, sizes, feats, ckpt, feature_names, output_names)
-            report = _report(res, [feature_names[f] for f in feats], output_names)
-            name = f"ace_{args.dataset}"
-            _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, feature_names,
-                   output_names, method)
-            table = format_table(res, report)
+def check_memory(args, num_features: int, num_outputs: int, rows: int = 0) -> None:
+    """Refuse a grid whose arrays alone would not fit in memory (estimated before any work)."""
+    need = estimate_bytes(num_features, args.num_alphas, num_outputs, rows)
+    have = _available_bytes()
+    if have and need > have // 2:
+        raise CLIError(f"--num-alphas {args.num_alphas} x {num_features} features x {num_outputs} outputs "
+                       f"needs about {need / 2**30:.1f} GiB (expectations, standard errors and the "
+                       f"per-feature evaluations), more than half the {have / 2**30:.1f} GiB available: "
+                       "use fewer --num-alphas (Phase II fits a polynomial of order <= --max-order; 20-50 "
+                       "alphas are plenty) or fewer --features")
+
+
+def estimate_bytes(num_features: int, num_alphas: int, num_outputs: int, rows: int = 0) -> int:
+    """Bytes of the host and device arrays of a Phase I + II run: the ``(F, A, m)`` expectations and
+    their standard errors (float64 copies for the table), the alphas, and for eqn 2 one feature's
+    ``(A, m)`` partial sums per row block (``rows`` > 0)."""
+    grid = num_features * num_alphas
+    return int(grid * num_outputs * 8 * 6 + grid * 8 * 2 + (num_alphas * num_outputs * 4 * 64 if rows else 0))
+
+
+def _available_bytes() -> int:
+    import os
+
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _run(args, folder, prep) -> int:
+    if args.dataset in ("run", "latent-vae"):
+        from jcausal.cli import ace_jobs
+
+        job = ace_jobs.run if args.dataset == "run" else ace_jobs.latent
+        return job(args, folder, prep)
+    import jax
+    import numpy as np
+
+    sizes, feats, wanted = prep["sizes"], prep["feats"], prep["wanted"]
+    out = Path(args.out)
+    if args.dataset == "iris":  # loaded under the lock: a refused run does nothing
+        from jcausal.data import load_iris, train_test_split
+
+        data = load_iris()
+        tr, _ = train_test_split(len(data.y), test_size=30, seed=args.seed)
+        X = np.asarray(data.X[tr], np.float64)
+        feature_names, output_names = list(data.feature_names), list(data.target_names)
+        _check_constant(X, feats, feature_names)
+    else:
+        X, feature_names, output_names = prep["X"], prep["feature_names"], prep["output_names"]
+    if args.checkpoint:
+        ckpt, ck_meta = Path(args.checkpoint), prep["ck_meta"]
+    else:
+        ckpt = out / f"{IRIS_SET}.msgpack"
+        hidden = " ".join(str(s) for s in sizes[1:-1])
+        if ckpt.is_file():
+            ck_meta = _check_checkpoint(
+                ckpt, wanted, own=True,
+                remedy=f"use another --out, or retrain it with `jcausal train iris --out {out} "
+                       f"--hidden {hidden} --activation {args.activation} --seed {args.seed}`")
+        else:
+            if not args.quiet:
+                print("jcausal: training the Iris MLP", file=sys.stderr)
+            fit_iris_mlp(folder, sizes[1:-1], args.activation, epochs=300, lr=1e-2,
+                         seed=args.seed, progress=False)
+            ck_meta = _check_checkpoint(ckpt, wanted, own=True, remedy="")
+    with jax.enable_x64(True) if args.x64 else contextlib.nullcontext():
+        res, fig, method = _compute(args, X, sizes, feats, ckpt, feature_names, output_names)
+        report = _report(res, [feature_names[f] for f in feats], output_names)
+        name = f"ace_{args.dataset}"
+        _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, feature_names,
+               output_names, method)
+        table = format_table(res, report)
     eqn = "eqn 2, the definition: the mean over the data rows" if method in FEATURE_METHODS else \
         "eqn 4, the paper's second-order expansion"
-    print(f"Phase I method: {method} ({eqn}; {len(X)} rows)")
+    print(f"Phase I method: {method} ({eqn}; {len(X)} rows); outputs: softmax probabilities")
     print(table)
     for w in report["warnings"]:
         print(f"warning: {w}")
@@ -301,6 +365,7 @@ def _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, fe
     meta = {"dataset": args.dataset,
             "checkpoint": {"path": str(ckpt), "sha256": file_sha256(ckpt), "metadata": ck_meta},
             "sizes": list(sizes), "activation": args.activation, "method": method,
+            "outputs": "probabilities",
             "equation": 2 if method in FEATURE_METHODS else 4,
             "x64": bool(args.x64), "rank": args.rank, "num_alphas": args.num_alphas,
             "max_order": args.max_order, "seed": args.seed, "features": list(feats),
@@ -399,19 +464,23 @@ def format_table(res, report) -> str:
 def register(sub) -> None:
     """Add ``jcausal ace`` to the top-level subparsers."""
     from jcausal.ace import METHODS
+    from jcausal.cli.ace_jobs import add_options, locks
 
-    ac = sub.add_parser(
-        "ace", help="average causal effects of every input on every output (ACE paper)",
+    ac = command(
+        sub, "ace", help="average causal effects of every input on every output (ACE paper)",
         description="Phase I interventional expectations, Phase II Bayesian causal regressors, ACE "
                     "table, figure (.png) and result (.npz) for the Iris MLP or your own MLP "
-                    "checkpoint. Outputs are softmax probabilities.")
+                    "checkpoint ('iris', 'file': outputs are softmax probabilities), or any model as a "
+                    "resumable job ('run': the outputs the model returns; ace.json records whether they "
+                    "are probabilities).",
+        run=_run, check=_check, locks=locks, out="jcausal-out")
     ac.add_argument("dataset", choices=["iris", "file", "run", "latent-vae"],
                     help="'iris': the reference Iris MLP (trained and saved in --out when no "
                          "--checkpoint); 'file': your MLP (--checkpoint, --sizes) on your data (--data); "
                          "'run': any model (--model module:function) as a resumable batch job; "
                          "'latent-vae': ACE of a conditional beta-VAE's latents on MNIST pixels")
     ac.add_argument("--data", help="'file': rows of training inputs (.npy, .csv, or whitespace text; "
-                                   "numbers only, no header row)")
+                                   "numbers only, no header row); 'run': .npy, .npz or an IDX folder")
     ac.add_argument("--checkpoint", help="MLP parameters saved with jcausal.models.save")
     ac.add_argument("--sizes", type=int, nargs="+", help="MLP widths incl. input and output "
                                                           "(iris default: 4 8 3)")
@@ -425,8 +494,9 @@ def register(sub) -> None:
     ac.add_argument("--x64", action="store_true",
                     help="compute in float64 (jax_enable_x64 for this run; needed by "
                          "finite_difference)")
-    ac.add_argument("--rank", type=_rank, help="covariance directions kept: int, or variance "
-                                               "fraction like 0.95 (factor methods)")
+    ac.add_argument("--rank", type=_rank, help="covariance directions kept by the eqn-4 factor methods "
+                                               f"({', '.join(_rank_methods())}): int, or variance "
+                                               "fraction like 0.95")
     ac.add_argument("--num-alphas", type=int, default=20, help="interventions per feature "
                                                                 "(default: %(default)s)")
     ac.add_argument("--max-order", type=int, default=5, help="highest causal-regressor order "
@@ -434,12 +504,4 @@ def register(sub) -> None:
                                                               "--num-alphas >= max-order + 2)")
     ac.add_argument("--features", type=int, nargs="+", help="feature indices (default: all)")
     ac.add_argument("--batch-size", type=int, default=32, help="points per device at once")
-    ac.add_argument("--out", default="jcausal-out", help="output folder, locked while the run "
-                                                          "lasts (default: %(default)s)")
-    ac.add_argument("--seed", type=int, default=0, help="training/split/probe seed")
-    ac.add_argument("--quiet", action="store_true", help="no progress bar")
-    from jcausal.cli.ace_jobs import add_options
-
     add_options(ac)
-    add_debug(ac)
-    ac.set_defaults(func=_ace)

@@ -1,17 +1,18 @@
 """``jcausal ace run`` (any model, resumable batch job) and ``jcausal ace latent-vae`` (ACE of a
-conditional beta-VAE's latents, ACE paper section 5.4)."""
+conditional beta-VAE's latents, ACE paper section 5.4): the checks (before any work) and the runs
+(under the lock of ``--out``) that :mod:`jcausal.cli.ace` hands to the CLI core."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import sys
 from pathlib import Path
 
-from jcausal.cli import CLIError
+from jcausal.cli.core import CLIError, positive_int
 
-__all__ = ["add_options", "latent", "run"]
+__all__ = ["add_options", "check_latent", "check_run", "latent", "locks", "run"]
+
+PROBE_ROWS = 64  # rows evaluated to tell probabilities from raw outputs
 
 
 def add_options(ac) -> None:
@@ -19,9 +20,19 @@ def add_options(ac) -> None:
     g = ac.add_argument_group("'run': a resumable batch job on your own model")
     g.add_argument("--model", help="'package.module:function' returning (model, params): model(params, x) "
                                    "on ONE input, or a jcausal.models.Split for the fast eqn 2; with "
-                                   "--checkpoint, 'package.module:Class' of the Flax NNX model saved there")
-    g.add_argument("--chunk-features", type=int, default=8, help="features per saved chunk (default: 8)")
-    g.add_argument("--num-rows", type=int, help="eqn 2 over a seeded subsample of this many rows")
+                                   "--checkpoint, 'package.module:Class' of the Flax NNX model saved there "
+                                   "(its outputs pass through softmax: class probabilities, as in 'file'). "
+                                   "Modules are imported from the installed packages first, then from the "
+                                   "folder the command runs in (a file there never shadows an installed "
+                                   "package)")
+    g.add_argument("--chunk-features", type=positive_int, default=8,
+                   help="features per saved chunk (default: %(default)s)")
+    g.add_argument("--num-rows", type=int, help="eqn 2 over a subsample of this many rows (>= 2), drawn "
+                                                "with --seed")
+    g.add_argument("--low", type=float, nargs="+", help="intervention range low end: one value, or one "
+                                                       "per feature (default: each column's minimum)")
+    g.add_argument("--high", type=float, nargs="+", help="intervention range high end (default: each "
+                                                        "column's maximum)")
     g.add_argument("--overwrite", action="store_true", help="replace another job's files in --out")
     g.add_argument("--distributed", action="store_true",
                    help="several hosts via jax.distributed.initialize (coordinator, process count and id "
@@ -35,23 +46,67 @@ def add_options(ac) -> None:
     h.add_argument("--samples", type=int, default=800, help="prior samples per expectation (default: 800)")
 
 
-def run(args) -> int:
+def locks(args) -> bool:
+    """Whether this process locks ``--out``: all but the workers of a distributed job."""
+    if getattr(args, "dataset", None) == "run" and args.distributed:
+        import jax
+
+        return jax.process_index() == 0
+    return True
+
+
+def _import_path() -> None:
+    """A user's module next to where the command runs is importable, AFTER the installed packages:
+    a file there named like a dependency (``optax.py``) never replaces it."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
+def _bounds(values, k: int, flag: str):
+    import numpy as np
+
+    if values is None:
+        return None
+    if len(values) not in (1, k):
+        raise CLIError(f"{flag} takes one value or one per feature ({k}), got {len(values)}")
+    v = np.asarray(values if len(values) == k else values * k, np.float64)
+    if not np.all(np.isfinite(v)):
+        raise CLIError(f"{flag} values must be finite, got {values}")
+    return v
+
+
+def check_run(args) -> dict:
+    """Every refusal of ``ace run`` before the lock and any work: options, model, data, memory."""
     import jax
     import numpy as np
 
-    from jcausal._src.io import output_lock
-    from jcausal.ace.jobs import JobError, load_model, load_rows, run_job
+    from jcausal.ace.jobs import load_model, load_rows
+    from jcausal.cli.ace import FEATURE_METHODS, check_memory, check_rank_method
 
     if not args.model or not args.data:
         raise CLIError("jcausal ace run: needs --model module:function and --data (.npy, .npz or IDX folder)")
-    if args.chunk_features < 1:
-        raise CLIError(f"--chunk-features must be >= 1, got {args.chunk_features}")
+    if args.num_alphas < 1 or args.max_order < 0 or args.batch_size < 1:
+        raise CLIError(f"--num-alphas and --batch-size must be >= 1 and --max-order >= 0, got "
+                       f"{args.num_alphas}, {args.batch_size}, {args.max_order}")
     if args.num_alphas < args.max_order + 2:
         raise CLIError(f"--num-alphas {args.num_alphas} is too few for --max-order {args.max_order}: "
                        f"need at least {args.max_order + 2}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out} exists and is not a folder")
+    method = args.method or "definition"
+    if args.num_rows is not None:
+        if args.num_rows < 2:
+            raise CLIError(f"--num-rows must be >= 2 (rows of the subsample eqn 2 averages over), got "
+                           f"{args.num_rows}")
+        if method not in FEATURE_METHODS:
+            raise CLIError(f"--num-rows subsamples the rows of eqn 2 (--method definition); --method "
+                           f"{method} computes eqn 4 from the moments of all rows")
+    check_rank_method(args)
+    if method == "finite_difference" and not args.x64:
+        raise CLIError("--method finite_difference needs float64 (in float32 its second differences "
+                       "are rounding noise): add --x64")
+    feats_given = args.features
+    if feats_given is not None and (min(feats_given) < 0 or len(set(feats_given)) != len(feats_given)):
+        raise CLIError(f"--features must be distinct indices >= 0, got {args.features}")
     if args.distributed:
         kw = {}
         if args.coordinator:
@@ -61,106 +116,173 @@ def run(args) -> int:
         if args.process_id is not None:
             kw["process_id"] = args.process_id
         jax.distributed.initialize(**kw)
-    sys.path.insert(0, os.getcwd())  # a user's module next to where the command runs
+    _import_path()
     try:
         model, params = load_model(args.model, args.checkpoint)
         X = load_rows(args.data)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None
-    k = X.shape[1]
-    try:
-        probe = jax.eval_shape(lambda p, x: _call(model, p, x), params, X[0])
-    except Exception as err:
-        raise CLIError(f"the model does not accept one row of the data (width {k}): "
-                       f"{type(err).__name__}: {err}") from None
-    if len(probe.shape) > 1:
-        raise CLIError(f"the model must return a vector (m,) for one input, got shape {probe.shape}")
-    feats = args.features
-    if feats is not None and (min(feats) < 0 or max(feats) >= k):
-        raise CLIError(f"--features must be in [0, {k}), got {feats}")
+    n, k = X.shape
+    feats = list(range(k)) if args.features is None else list(args.features)
+    if max(feats) >= k:
+        raise CLIError(f"--features must be in [0, {k}), got {args.features}")
+    if isinstance(args.rank, int) and args.rank > k:
+        raise CLIError(f"--rank {args.rank} exceeds the number of features ({k})")
+    if args.num_rows is not None and args.num_rows > n:
+        raise CLIError(f"--num-rows {args.num_rows} exceeds the {n} rows of --data")
+    low, high = _bounds(args.low, k, "--low"), _bounds(args.high, k, "--high")
+    lo = X.min(0) if low is None else low
+    hi = X.max(0) if high is None else high
+    bad = [f for f in feats if not lo[f] < hi[f]]
+    if bad:
+        shown = ", ".join(f"x{f} in [{lo[f]:g}, {hi[f]:g}]" for f in bad[:5])
+        raise CLIError(f"nothing to intervene on for feature(s) {shown} (a constant column, or --low not "
+                       "below --high): leave them out with --features, or give their range with --low and "
+                       "--high")
+    dtype = np.float64 if args.x64 else np.float32
+    with jax.enable_x64(True) if args.x64 else _null():
+        params = jax.tree.map(
+            lambda a: np.asarray(a, dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else a, params)
+        Xd = X.astype(dtype)
+        try:
+            probe = np.asarray(jax.vmap(lambda x: _call(model, params, x))(Xd[:PROBE_ROWS]), np.float64)
+        except Exception as err:
+            raise CLIError(f"the model does not accept one row of the data (width {k}): "
+                           f"{type(err).__name__}: {' '.join(str(err).split())[:300]}") from None
+    if probe.ndim != 2:
+        raise CLIError(f"the model must return a vector (m,) for one input, got shape {probe.shape[1:]}")
+    if not np.all(np.isfinite(probe)):
+        raise CLIError("the model returns NaN/inf on the first rows of --data")
+    outputs = "probabilities" if (probe.shape[1] > 1 and probe.min() >= -1e-6 and probe.max() <= 1 + 1e-6
+                                  and np.allclose(probe.sum(1), 1.0, atol=1e-4)) else "raw"
+    check_memory(args, len(feats), probe.shape[1], rows=n)
+    return {"model": model, "params": params, "X": Xd, "features": args.features, "low": low, "high": high,
+            "outputs": outputs}
+
+
+def takes_setting(method: str, setting: str) -> bool:
+    """Whether the estimator registered as ``method`` has the setting ``setting``."""
+    import dataclasses
+
+    from jcausal.ace import estimators as E
+
+    cls = E.REGISTRY[E.ALIASES.get(method, method)]
+    return setting in {f.name for f in dataclasses.fields(cls)}
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def run(args, folder, prep) -> int:
+    import json
+
+    import jax
+    import numpy as np
+
+    from jcausal.ace.jobs import JobError, run_job
+
+    out = Path(args.out)
     phase1 = {"batch_size": args.batch_size}
-    if args.method:
-        phase1["method"] = args.method
-    if args.num_rows:
-        phase1["num_rows"] = args.num_rows
-    lock = output_lock(out) if not args.distributed or jax.process_index() == 0 else contextlib.nullcontext()
+    if takes_setting(args.method or "definition", "key"):  # a subsample's rows, or Hutchinson's probes
+        phase1["key"] = jax.random.key(args.seed)
+    for name in ("method", "num_rows", "rank"):
+        if getattr(args, name) is not None:
+            phase1[name] = getattr(args, name)
+    for name in ("low", "high"):
+        if prep[name] is not None:
+            phase1[name] = prep[name]
     try:
-        with lock:
-            res = run_job(model, X, out, params=params, features=feats, num_alphas=args.num_alphas,
-                          max_order=args.max_order, chunk_features=args.chunk_features,
-                          overwrite=args.overwrite, progress=not args.quiet, distributed=args.distributed,
-                          model_name=args.model, **phase1)
-    except FileExistsError as err:
-        raise CLIError(str(err)) from None
-    except JobError as err:
+        with jax.enable_x64(True) if args.x64 else _null():
+            res = run_job(prep["model"], prep["X"], out, params=prep["params"], features=prep["features"],
+                          num_alphas=args.num_alphas, max_order=args.max_order,
+                          chunk_features=args.chunk_features, overwrite=args.overwrite,
+                          progress=not args.quiet, distributed=args.distributed, model_name=args.model,
+                          outputs=prep["outputs"], **phase1)
+    except (FileExistsError, JobError) as err:
         raise CLIError(str(err)) from None
     if res is not None:
         meta = json.loads((out / "ace.json").read_text())
         E = np.asarray(res.expectations)
         print(f"Phase I method: {meta['method']}; {len(meta['features'])} features x {meta['num_alphas']} "
-              f"alphas; E in [{E.min():.4f}, {E.max():.4f}]; chunks computed this run: "
-              f"{len(meta['computed_this_run'])} of {meta['num_chunks']}")
+              f"alphas; outputs: {prep['outputs']}; E in [{E.min():.4f}, {E.max():.4f}]; chunks computed "
+              f"this run: {len(meta['computed_this_run'])} of {meta['num_chunks']}")
         print(f"wrote {out / 'ace.npz'} and {out / 'ace.json'}")
     return 0
 
 
 def _call(model, params, x):
-    from jcausal._src.calling import Model
+    from jcausal._src.calling import Model, Split
 
-    return Model(model, params is not None)(params, x)
+    f = model
+    if isinstance(model, Split):
+        return Model(model, params is not None)(params, x)
+    return Model(f, params is not None)(params, x)
 
 
-def latent(args) -> int:
-    import jax
-    import numpy as np
-    from flax import nnx
-
-    from jcausal._src.io import atomic_savefig, atomic_write_json, output_lock
-    from jcausal.ace.latent import latent_ace, rank_latents, traversals
+def check_latent(args):
     from jcausal.data import load_mnist
-    from jcausal.models import load, save, split_functional
-    from jcausal.models.cvae import ConditionalVAE, train_cvae
-    from jcausal.plot.latent import plot_class_ace, plot_latent_ace_rows, plot_latent_ranking, plot_traversals
 
     if args.epochs < 1 or args.samples < 2 or not args.beta >= 0:
         raise CLIError(f"need --epochs >= 1, --samples >= 2, --beta >= 0; got {args.epochs}, {args.samples}, "
                        f"{args.beta}")
     try:
-        data = load_mnist(args.data, val_fraction=0.2, seed=args.seed, flatten=True)
+        return load_mnist(args.data, val_fraction=0.2, seed=args.seed, flatten=True)
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(f"MNIST not found or unreadable ({err}); pass --data FOLDER with the IDX files") \
             from None
+
+
+def latent(args, folder, data) -> int:
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from jcausal.ace.latent import latent_ace, rank_latents, traversals
+    from jcausal.cli.core import publish, require_trained, reuse_checkpoint
+    from jcausal.models import load, save, split_functional
+    from jcausal.models.cvae import ConditionalVAE, train_cvae
+    from jcausal.plot.latent import plot_class_ace, plot_latent_ace_rows, plot_latent_ranking, plot_traversals
+
     out = Path(args.out)
-    with output_lock(out):
-        model = ConditionalVAE(784, latent=10, num_classes=10, beta=args.beta, rngs=nnx.Rngs(args.seed))
-        ckpt = Path(args.checkpoint) if args.checkpoint else out / "cvae.msgpack"
-        if ckpt.is_file():
+    model = ConditionalVAE(784, latent=10, num_classes=10, beta=args.beta, rngs=nnx.Rngs(args.seed))
+    history = None
+    if args.checkpoint:
+        ckpt = Path(args.checkpoint)
+        try:
             load(ckpt, model)
-            history = None
-        else:
-            history = train_cvae(model, data.x_train, data.y_train, key=jax.random.key(args.seed),
-                                 epochs=args.epochs, progress=not args.quiet, checkpoint=ckpt).history
-            save(ckpt, model)
-        split, params = split_functional(model.decoder)
-        alphas = np.linspace(-3, 3, 7)
-        res = latent_ace(split, jax.random.key(args.seed + 1), num_latents=10, num_classes=10, params=params,
-                         alphas=alphas, num_samples=args.samples)
-        X, y = np.asarray(data.x_train), np.asarray(data.y_train)
-        cors = [float(np.corrcoef(np.asarray(res.class_ace()[k]), X[y == k].mean(0) - X.mean(0))[0, 1])
-                for k in range(10)]
-        ranking = rank_latents(res)
-        imgs = traversals(split, num_latents=10, num_classes=10, label=3, alphas=alphas, params=params)
-        figs = {"latent_class_ace.png": plot_class_ace(res),
-                "latent_rows_c3.png": plot_latent_ace_rows(res, 3),
-                "latent_traversals_c3.png": plot_traversals(imgs, alphas),
-                "latent_ranking.png": plot_latent_ranking(ranking)}
-        for name, fig in figs.items():
-            atomic_savefig(fig, out / name, dpi=110, bbox_inches="tight")
-        summary = {"checkpoint": str(ckpt), "beta": args.beta, "epochs": args.epochs,
-                   "training_loss": history, "samples": args.samples, "alphas": alphas.tolist(),
-                   "class_map_correlation_with_class_mean_difference": cors, "ranking": ranking,
-                   "figures": sorted(figs)}
-        atomic_write_json(out / "latent_ace.json", summary)
+        except Exception as err:
+            raise CLIError(f"--checkpoint {ckpt}: {err}") from None
+    else:
+        ckpt = out / "cvae.msgpack"
+        record = {"seed": args.seed, "epochs": args.epochs, "beta": args.beta}
+        remedy = "use another --out, or the --seed/--epochs/--beta it was trained with"
+        if not reuse_checkpoint(ckpt, model, record, remedy=remedy):
+            fit = train_cvae(model, data.x_train, data.y_train, key=jax.random.key(args.seed),
+                             epochs=args.epochs, progress=not args.quiet, checkpoint=ckpt)
+            history = fit.history
+            require_trained(fit.steps, None, what="training the cVAE")
+            save(ckpt, model, metadata=record)
+    split, params = split_functional(model.decoder)
+    alphas = np.linspace(-3, 3, 7)
+    res = latent_ace(split, jax.random.key(args.seed + 1), num_latents=10, num_classes=10, params=params,
+                     alphas=alphas, num_samples=args.samples)
+    X, y = np.asarray(data.x_train), np.asarray(data.y_train)
+    cors = [float(np.corrcoef(np.asarray(res.class_ace()[k]), X[y == k].mean(0) - X.mean(0))[0, 1])
+            for k in range(10)]
+    ranking = rank_latents(res)
+    imgs = traversals(split, num_latents=10, num_classes=10, label=3, alphas=alphas, params=params)
+    figs = {"latent_class_ace.png": plot_class_ace(res),
+            "latent_rows_c3.png": plot_latent_ace_rows(res, 3),
+            "latent_traversals_c3.png": plot_traversals(imgs, alphas),
+            "latent_ranking.png": plot_latent_ranking(ranking)}
+    summary = {"checkpoint": str(ckpt), "beta": args.beta, "epochs": args.epochs, "seed": args.seed,
+               "training_loss": history, "samples": args.samples, "alphas": alphas.tolist(),
+               "class_map_correlation_with_class_mean_difference": cors, "ranking": ranking,
+               "figures": sorted(figs)}
+    publish(folder, "latent_ace", figs, summary)
     print("class-code ACE maps vs (class mean - overall mean): correlation "
           f"{min(cors):.3f} .. {max(cors):.3f}")
     for r in ranking:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jcausal.cli import CLIError, add_debug
+from jcausal.cli.core import CLIError, command
 
 __all__ = ["register"]
 
@@ -58,18 +58,18 @@ def fit_iris_mlp(folder, hidden, activation: str, epochs: int, lr: float, seed: 
     return meta
 
 
-def _train_iris(args) -> int:
-    from jcausal._src.io import output_lock
-
+def _check_train_iris(args) -> None:
     check_mlp_request(args.activation, args.hidden)
     if args.epochs < 1:
         raise CLIError(f"--epochs must be >= 1, got {args.epochs}")
     if not args.lr > 0:
         raise CLIError(f"--lr must be positive, got {args.lr}")
+
+
+def _train_iris(args, folder, _) -> int:
     out = Path(args.out)
-    with output_lock(out) as folder:
-        meta = fit_iris_mlp(folder, args.hidden, args.activation, args.epochs, args.lr, args.seed,
-                            progress=not args.quiet)
+    meta = fit_iris_mlp(folder, args.hidden, args.activation, args.epochs, args.lr, args.seed,
+                        progress=not args.quiet)
     print(f"Iris MLP {meta['sizes']}: held-out accuracy {meta['test_accuracy']:.3f} on 30 samples "
           f"(final training loss {meta['final_loss']:.4f})")
     print(f"wrote {out / 'iris_mlp.msgpack'} and {out / 'iris_mlp.json'}")
@@ -84,13 +84,11 @@ def register(sub) -> None:
     """Add ``jcausal train`` to the top-level subparsers."""
     tr = sub.add_parser("train", help="train a reference model")
     tsub = tr.add_subparsers(dest="task", metavar="TASK", required=True)
-    ti = tsub.add_parser("iris", help="the ACE paper's Iris MLP (features min-max scaled)")
-    ti.add_argument("--out", default="jcausal-out", help="output folder (default: %(default)s)")
+    ti = command(tsub, "iris", help="the ACE paper's Iris MLP (features min-max scaled)",
+                 description="Train the reference Iris MLP; writes iris_mlp.msgpack and iris_mlp.json "
+                             "(published together).",
+                 run=_train_iris, check=_check_train_iris, out="jcausal-out")
     ti.add_argument("--hidden", type=int, nargs="+", default=[8], help="hidden widths")
     ti.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
     ti.add_argument("--epochs", type=int, default=300)
     ti.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
-    ti.add_argument("--seed", type=int, default=0)
-    ti.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_debug(ti)
-    ti.set_defaults(func=_train_iris)

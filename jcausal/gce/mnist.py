@@ -71,9 +71,10 @@ def classifier_probs(apply):
 
 
 def fit_classifier(data, *, key: jax.Array, epochs: int = 3, checkpoint: str | Path | None = None,
-                   progress: bool = True) -> Classifier:
+                   progress: bool = True, metadata: dict | None = None) -> Classifier:
     """The Table 1 CNN trained with SGD (momentum 0.5, learning rate 0.1, batch 64; appendix E.1),
-    or loaded from ``checkpoint`` when that file exists (it is written after training)."""
+    or loaded from ``checkpoint`` when that file exists (it is written after training, recording
+    ``metadata``)."""
     M = len(data.classes)
     model = GCECNN(M, rngs=nnx.Rngs(int(jax.random.randint(key, (), 0, 2**30))))
     ck = Path(checkpoint) if checkpoint is not None else None
@@ -88,7 +89,7 @@ def fit_classifier(data, *, key: jax.Array, epochs: int = 3, checkpoint: str | P
         train_model(model, data.x_train, data.y_train, key=key, epochs=epochs, batch_size=64,
                     optimizer=optax.sgd(0.1, momentum=0.5), progress=progress)
         if ck is not None:
-            save(ck, model)
+            save(ck, model, metadata=metadata)
     apply, params = functional(model)
     return Classifier(apply, params, accuracy(apply, params, data.x_val, data.y_val))
 

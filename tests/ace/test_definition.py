@@ -238,7 +238,9 @@ def test_max_memory_shrinks_the_batch():
     assert big.batch_size == 64 and small.batch_size < 64
 
 
-def test_closed_over_parameters_warn_once():
+def test_closed_over_parameters_are_arguments_not_constants():
+    """Closed-over parameters are read at each call and passed to the compiled program (no
+    warning needed any more): the same numbers as params=, and new numbers after a change."""
     X = np.random.default_rng(9).normal(size=(30, 12)).astype(np.float32)
     apply, params = functional(_mlp())
     stats = input_stats(X)
@@ -246,11 +248,16 @@ def test_closed_over_parameters_warn_once():
     def f(x):
         return apply(params, x)
 
-    with pytest.warns(UserWarning, match="params="):
-        interventional_expectation(f, stats, [0.0], features=[0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        interventional_expectation(f, stats, [0.0], features=[0])  # once per callable
+        closed = interventional_expectation(f, stats, [0.0, 1.0], features=[0, 3], data=X)
+    explicit = interventional_expectation(apply, stats, [0.0, 1.0], params=params, features=[0, 3], data=X)
+    np.testing.assert_allclose(closed, explicit, rtol=1e-6, atol=1e-7)
+    params = jax.tree.map(lambda a: 2 * a, params)
+    doubled = interventional_expectation(apply, stats, [0.0, 1.0], params=params, features=[0, 3], data=X)
+    np.testing.assert_allclose(interventional_expectation(f, stats, [0.0, 1.0], features=[0, 3], data=X),
+                               doubled, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(doubled, explicit)
 
 
 # ---------------------------------------------------------------- bad input

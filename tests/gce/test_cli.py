@@ -25,9 +25,9 @@ def test_gce_help(capsys):
     assert "--classes" in capsys.readouterr().out
 
 
-def test_gce_linear_bad_lambda(tmp_path):
-    with pytest.raises(SystemExit, match="lam = -1.0"):
-        main(["gce", "linear", "--lam", "-1", "--out", str(tmp_path), "--quiet"])
+def test_gce_linear_bad_lambda(tmp_path, capsys):
+    assert main(["gce", "linear", "--lam", "-1", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "--lam: must be >= 0, got -1" in capsys.readouterr().err
 
 
 @pytest.mark.slow

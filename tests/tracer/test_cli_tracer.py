@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from jcausal.cli import main
 
 
@@ -16,12 +14,18 @@ def test_tabular_writes_summary_and_figures(tmp_path):
     assert len(s["local"]["top_features"][0]) == 5
     for tag in ("cka", "graph", "contributions"):
         assert (tmp_path / f"tracer_tabular_{tag}.png").stat().st_size > 0
-    # a second run reuses the saved checkpoint
-    assert main(["tracer", "tabular", "--out", str(tmp_path), "--quiet"]) == 0
+    # a second run with the same settings reuses the saved checkpoint; other settings are refused
+    # before any work (issue 21, item 5: it used to explain a model trained with other settings)
+    assert main(["tracer", "tabular", "--epochs", "5", "--out", str(tmp_path), "--quiet"]) == 0
+    before = (tmp_path / "tracer_tabular.json").read_bytes()
+    assert main(["tracer", "tabular", "--out", str(tmp_path), "--quiet"]) == 2
+    assert main(["tracer", "tabular", "--epochs", "5", "--seed", "3", "--out", str(tmp_path), "--quiet"]) == 2
+    assert (tmp_path / "tracer_tabular.json").read_bytes() == before
 
 
-def test_bad_eps_and_missing_checkpoint(tmp_path):
-    with pytest.raises(SystemExit, match="eps"):
-        main(["tracer", "tabular", "--eps", "1.5", "--out", str(tmp_path), "--quiet"])
-    with pytest.raises(SystemExit, match="not found"):
-        main(["tracer", "tabular", "--checkpoint", str(tmp_path / "nope.msgpack"), "--out", str(tmp_path)])
+def test_bad_eps_and_missing_checkpoint(tmp_path, capsys):
+    assert main(["tracer", "tabular", "--eps", "1.5", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "--eps" in capsys.readouterr().err
+    assert main(["tracer", "tabular", "--checkpoint", str(tmp_path / "nope.msgpack"), "--out",
+                 str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err

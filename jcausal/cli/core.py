@@ -1,0 +1,229 @@
+"""The one core every ``jcausal`` command goes through.
+
+A command is registered with :func:`command`, which gives it the same behaviour as every other:
+
+1. ``--out``, ``--seed``, ``--quiet`` (no progress bars) and ``--debug`` (the traceback instead of
+   the one-line message), with the same meaning everywhere.
+2. Every argument is validated before any work: option types at parse time (:func:`positive_int`,
+   :func:`positive_float`, ... name the flag), then the command's ``check(args)`` for what needs
+   several options or the data. A refusal prints one ``jcausal: ...`` line and exits with 2.
+3. The output folder is locked for the whole run (a second run into it is refused at once, never
+   mixed in), and checked writable, before the work starts.
+4. ``run(args, folder, prepared)`` does the work and publishes its files together with
+   :meth:`jcausal._src.io.OutputFolder.stage` (or :func:`publish`), so a kill leaves the old set or
+   the new one.
+5. A training run that did not happen or went non-finite raises :class:`TrainingFailed`: exit 3,
+   naming the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CLIError",
+    "Parser",
+    "TrainingFailed",
+    "add_debug",
+    "command",
+    "fraction",
+    "nonneg_int",
+    "positive_float",
+    "positive_int",
+    "publish",
+    "reuse_checkpoint",
+    "require_trained",
+]
+
+EXIT_REFUSED = 2
+EXIT_TRAINING = 3
+
+
+class CLIError(Exception):
+    """A request a command refuses: printed as one ``jcausal: ...`` line, exit status 2."""
+
+
+class TrainingFailed(CLIError):
+    """Training did not happen or went non-finite: exit status 3, the step named."""
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` with the core's error format: one ``jcausal: ...`` line, exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        print(f"jcausal: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_REFUSED)
+
+
+# ------------------------------------------------------------------------ option types (parse time)
+
+
+def _number(kind, text: str):
+    try:
+        v = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                          f"got {text!r}") from None
+    if kind is float and not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    v = _number(int, text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def nonneg_int(text: str) -> int:
+    v = _number(int, text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    v = _number(float, text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v:g}")
+    return v
+
+
+def nonneg_float(text: str) -> float:
+    v = _number(float, text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v:g}")
+    return v
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1]."""
+    v = _number(float, text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v:g}")
+    return v
+
+
+# ----------------------------------------------------------------------------------- registration
+
+
+def add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` on a subcommand too (the top-level flag is kept when it is not given there)."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+
+
+def command(sub, name: str, *, help: str, description: str, run: Callable, out: str,
+            check: Callable | None = None, locks: Callable | None = None, seed: bool = True,
+            **kw) -> argparse.ArgumentParser:
+    """Register a command whose work is ``run(args, folder, prepared)``.
+
+    Args:
+      sub: the subparsers to add to.
+      name, help, description: as ``add_parser``.
+      run: the work, called under the lock of ``--out`` with the locked
+        :class:`jcausal._src.io.OutputFolder` and what ``check`` returned.
+      out: the default ``--out``.
+      check: ``check(args) -> prepared``: everything that can be refused before any work (raise
+        :class:`CLIError`).
+      locks: ``locks(args) -> bool``: whether this process locks ``--out`` (default always; a
+        distributed job's workers do not).
+      seed: add ``--seed``.
+    """
+    p = sub.add_parser(name, help=help, description=description, **kw)
+    p.add_argument("--out", default=out, help="output folder, locked while the run lasts (default: "
+                                              "%(default)s)")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_debug(p)
+    p.set_defaults(func=_runner(run, check, locks))
+    return p
+
+
+def _runner(run, check, locks):
+    def go(args) -> int:
+        prepared = check(args) if check is not None else None
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise CLIError(f"--out {out} exists and is not a folder")
+        if locks is not None and not locks(args):
+            return run(args, None, prepared)
+        from jcausal._src.io import output_lock, remove_stale_temps
+
+        with output_lock(out) as folder:
+            remove_stale_temps(out)
+            return run(args, folder, prepared)
+
+    return go
+
+
+# -------------------------------------------------------------------------------- results, models
+
+
+def publish(folder, name: str, files: Mapping[str, Any], summary: dict) -> None:
+    """Publish one run's files together: ``files`` maps file names to a matplotlib ``Figure``
+    (saved as PNG and closed) or ``bytes``; ``summary`` is written last as ``<name>.json`` with the
+    SHA-256 of every other file (``summary["files"]``). A kill at any moment leaves the previous
+    set or this one."""
+    import matplotlib.pyplot as plt
+
+    from jcausal._src.io import atomic_savefig, atomic_write_bytes, atomic_write_json, file_manifest
+
+    names = list(files)
+    try:
+        with folder.stage(name, [*names, f"{name}.json"]) as stage:
+            for n, content in files.items():
+                if isinstance(content, bytes):
+                    atomic_write_bytes(stage / n, content)
+                else:
+                    atomic_savefig(content, stage / n, dpi=110)
+            atomic_write_json(stage / f"{name}.json", {**summary, "files": file_manifest(stage, names)})
+    finally:
+        for content in files.values():
+            if not isinstance(content, bytes):
+                plt.close(content)
+
+
+def reuse_checkpoint(path: Path, model, record: dict, *, remedy: str) -> bool:
+    """Load ``path`` into ``model`` when it exists and was trained with the settings ``record``
+    (seed, epochs, ...: saved with it by :func:`save_checkpoint`); ``False`` when there is none.
+
+    Raises:
+      CLIError: the checkpoint records other settings (they are named, with ``remedy``), or does
+        not fit the model.
+    """
+    from jcausal.models import CheckpointMismatchError, load
+    from jcausal.models.checkpoint import metadata_differences, read_metadata
+
+    if not path.is_file():
+        return False
+    diffs = metadata_differences(read_metadata(path), record)
+    if diffs:
+        raise CLIError(f"{path} was trained with other settings ({'; '.join(diffs)}): {remedy}")
+    try:
+        load(path, model)
+    except CheckpointMismatchError as err:
+        raise CLIError(str(err)) from None
+    return True
+
+
+def require_trained(steps_done: int, nonfinite_step: int | None, *, what: str, kept: str = "") -> None:
+    """Refuse a training run that did not happen or went non-finite (exit status 3)."""
+    if nonfinite_step is not None:
+        raise TrainingFailed(f"{what}: the loss went non-finite at step {nonfinite_step}"
+                             + (f"; the last good state ({steps_done} steps) is kept in {kept}" if kept
+                                else "") + "; lower the learning rate or check the data")
+    if steps_done < 1:
+        raise TrainingFailed(f"{what}: no training step was taken")
+
+
+def debug_enabled(args) -> bool:
+    return getattr(args, "debug", False) or os.environ.get("JCAUSAL_DEBUG", "") not in ("", "0")
