@@ -59,17 +59,39 @@ RUN = ["ace", "run", "--model", "mymodel:make", "--data", "X.npy", "--num-alphas
 # ------------------------------------------------------------------------------- item 1: security
 
 
-def test_ace_run_never_imports_a_working_folder_file_over_an_installed_package(tmp_path):
-    (tmp_path / "optax.py").write_text("print('HIJACKED')\nraise SystemExit(7)\n")
-    (tmp_path / "numpyro.py").write_text("print('HIJACKED')\nraise SystemExit(7)\n")
-    (tmp_path / "mymodel.py").write_text(MODEL)
-    np.save(tmp_path / "X.npy", np.random.default_rng(1).uniform(size=(40, 4)).astype(np.float32))
+def _console(*argv, cwd):
+    """The installed ``jcausal`` script when there is one (sys.path[0] is its own folder), else
+    ``python -m jcausal`` (which puts the working folder first: ``__main__`` moves it last)."""
+    script = Path(sys.executable).parent / "jcausal"
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "jcausal"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-m", "jcausal", *RUN, "--out", "o"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert "HIJACKED" not in r.stdout + r.stderr
-    assert r.returncode == 0, r.stderr  # and the user's own module next to the command was found
-    assert (tmp_path / "o" / "ace.npz").is_file()
+    return subprocess.run([*cmd, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_ace_run_never_imports_a_working_folder_file_over_an_installed_package(tmp_path, how):
+    """The probe: a folder holding optax.py (print HIJACKED, exit 7); `ace run --model
+    jcausal.models:MLP --checkpoint ck.msgpack` imported it (it printed HIJACKED, exit 7)."""
+    from flax import nnx
+
+    from jcausal.models import MLP, save
+
+    for dep in ("optax", "numpyro", "flax"):
+        (tmp_path / f"{dep}.py").write_text("print('HIJACKED')\nraise SystemExit(7)\n")
+    (tmp_path / "mymodel.py").write_text(MODEL)
+    save(tmp_path / "ck.msgpack", MLP((4, 6, 3), rngs=nnx.Rngs(0)))
+    np.save(tmp_path / "X.npy", np.random.default_rng(1).uniform(size=(40, 4)).astype(np.float32))
+    small = ["--num-alphas", "6", "--max-order", "2", "--quiet"]
+    runs = {"checkpoint": ["ace", "run", "--model", "jcausal.models:MLP", "--checkpoint", "ck.msgpack",
+                           "--data", "X.npy", "--out", "a", *small],
+            "user module": [*RUN, "--out", "b"]}  # a module next to the command is still found
+    for name, argv in runs.items():
+        r = (_console(*argv, cwd=tmp_path) if how == "script" else subprocess.run(
+            [sys.executable, "-m", "jcausal", *argv], cwd=tmp_path, capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600))
+        assert "HIJACKED" not in r.stdout + r.stderr, name
+        assert r.returncode == 0, (name, r.stderr)
+    assert (tmp_path / "a" / "ace.npz").is_file() and (tmp_path / "b" / "ace.npz").is_file()
 
 
 # ------------------------------------------------------------ items 3, 4: every option changes the answer
@@ -198,19 +220,25 @@ def test_bad_options_refused_before_any_work(tmp_path, capsys, monkeypatch, argv
 
 
 def _read_only(tmp_path) -> Path:
+    """An existing folder this process cannot write in (the probe's case: training ran, then the
+    first write failed)."""
     if os.geteuid() != 0:
         ro = tmp_path / "ro"
         ro.mkdir()
         ro.chmod(0o555)
-        return ro / "out"
-    return Path("/sys/jcausal-out")  # read-only for root too
+        return ro
+    try:
+        (Path("/sys") / ".jcausal-probe").touch()
+    except OSError:
+        return Path("/sys")  # read-only for root too
+    pytest.skip("no read-only folder available to root")
 
 
 @pytest.mark.parametrize("argv", [["tracer", "tabular"], ["gce", "linear"]])
 def test_read_only_out_refused_before_training(tmp_path, capsys, monkeypatch, argv):
     monkeypatch.setattr("jcausal.models.train", _no_work)
     monkeypatch.setattr("jcausal.gce.train", _no_work)
-    _refused(capsys, [*argv, "--out", str(_read_only(tmp_path)), "--quiet"], "")
+    _refused(capsys, [*argv, "--out", str(_read_only(tmp_path)), "--quiet"], "cannot write in output folder")
 
 
 # --------------------------------------------------------------- items 5, 6: training that did not happen
