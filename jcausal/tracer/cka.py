@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.checks import require_finite
 from jcausal._src.xla import jit
 
 __all__ = [
@@ -211,6 +212,9 @@ def _constant(X) -> bool:
     return bool(np.all(np.ptp(A, axis=0) <= 1e-12 * max(1.0, float(np.max(np.abs(A))))))
 
 
+_FIX = "CKA needs finite activations: drop those examples or find where the model overflows"
+
+
 def cka(X, Y, *, kernel: str = "linear", unbiased: bool = False, sigma: float = 0.8,
         method: str = "auto") -> jax.Array:
     """CKA between two representations of the same ``n`` examples.
@@ -230,9 +234,12 @@ def cka(X, Y, *, kernel: str = "linear", unbiased: bool = False, sigma: float = 
 
     Raises:
       ValueError: fewer than 2 examples (4 for ``unbiased``), mismatched ``n``, unknown kernel or
-        method, ``sigma <= 0``.
+        method, ``sigma <= 0``, NaN/inf in ``X`` or ``Y`` (the message names which and how many
+        examples; CKA of such data is NaN or a misleading 0).
     """
     X, Y = _check_pair(X, Y, unbiased)
+    for name, A in (("X", X), ("Y", Y)):
+        require_finite(A, name, rows="examples", fix=_FIX)
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if method not in ("auto", "gram", "features"):
@@ -265,23 +272,33 @@ def _matrix_impl(acts, sigma, *, kernel, unbiased):
     return jnp.where(jnp.eye(len(acts), dtype=bool), 1.0, m)
 
 
-def cka_matrix(acts, *, kernel: str = "linear", unbiased: bool = False, sigma: float = 0.8) -> jax.Array:
+def cka_matrix(acts, *, kernel: str = "linear", unbiased: bool = False, sigma: float = 0.8,
+               names=None) -> jax.Array:
     """``(L, L)`` CKA between every pair of ``L`` representations of the same ``n`` examples.
 
     Args:
       acts: a sequence of ``L`` arrays ``(n, ...)`` (e.g. the layer outputs of
         :func:`jcausal.tracer.activations`).
+      names: optional ``L`` layer names, used in error messages (default ``acts[i]``).
 
     Returns:
       ``(L, L)`` symmetric matrix with an exact unit diagonal (a representation is identical to
       itself even when it is constant); degenerate pairs as in the module docstring.
+
+    Raises:
+      ValueError: no representation, mismatched ``n``, too few examples, unknown kernel, or NaN/inf
+        in a representation (the message names the layer and how many examples).
     """
     acts = [jnp.asarray(a) for a in acts]
     if not acts:
         raise ValueError("cka_matrix needs at least one representation")
+    names = [f"acts[{i}]" for i in range(len(acts))] if names is None else [str(s) for s in names]
+    if len(names) != len(acts):
+        raise ValueError(f"{len(names)} names for {len(acts)} representations")
     n = acts[0].shape[0]
-    for a in acts:
+    for a, name in zip(acts, names):
         _check_pair(acts[0], a, unbiased)
+        require_finite(a, f"layer {name!r}", rows="examples", fix=_FIX)
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     del n

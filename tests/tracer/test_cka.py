@@ -178,3 +178,41 @@ def test_no_recompile_on_new_values():
     before = _cka_impl._cache_size()
     cka(X + 1.0, Y * 2.0, method="gram")
     assert _cka_impl._cache_size() == before
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("side", ["X", "Y"])
+def test_nonfinite_activations_are_refused_naming_the_input(bad, side):
+    """NaN gave nan silently and inf a 'constant ... returning 0.0' warning: both are refused."""
+    X, Y = _data(5)
+    A = (X if side == "X" else Y).copy()
+    A[3, 0] = bad
+    A[7, :2] = bad  # 2 examples, 3 entries
+    args = (A, Y) if side == "X" else (X, A)
+    msg = rf"^{side} holds NaN/inf: 3 non-finite entries in 2 of its 40 examples"
+    for method in ("gram", "features"):
+        with pytest.raises(ValueError, match=msg):
+            cka(*args, method=method)
+    with pytest.raises(ValueError, match=rf"^{side} holds NaN/inf"):
+        cka(*args, kernel="rbf")
+    assert np.isfinite(float(cka(X, Y)))  # the clean pair still works
+
+
+def test_cka_matrix_refuses_nonfinite_naming_the_layer():
+    X, Y = _data(6)
+    Z = Y.copy()
+    Z[0, 1] = np.nan
+    msg = r"^layer 'acts\[2\]' holds NaN/inf: 1 non-finite entry in 1 of its 40"
+    with pytest.raises(ValueError, match=msg):
+        cka_matrix([X, Y, Z])
+    with pytest.raises(ValueError, match=r"^layer 'conv2' holds NaN/inf"):
+        cka_matrix([X, Y, Z], names=["conv1", "dense", "conv2"])
+    with pytest.raises(ValueError, match="3 names for 2"):
+        cka_matrix([X, Y], names=["a", "b", "c"])
+    m = np.asarray(cka_matrix([X, Y], names=["a", "b"]))
+    assert m[0, 1] == pytest.approx(_ref_biased_linear(X, Y), abs=1e-5)
+
+
+def test_cka_under_jit_is_not_checked_on_the_host():
+    X, Y = _data(7)
+    assert float(jax.jit(cka)(X, Y)) == pytest.approx(float(cka(X, Y)), abs=1e-6)
