@@ -27,14 +27,18 @@ def nonfinite_counts(a) -> tuple[int, int]:
     return int(xp.sum(rows)), int(xp.sum(bad))
 
 
-def require_finite(a, name: str, *, rows: str = "rows", fix: str = "") -> None:
-    """Raise ``ValueError`` if ``a`` holds NaN/inf, naming ``name``, the number of ``rows`` (what
-    axis 0 counts: rows, examples, inputs...) and of entries, and ``fix`` (what to do). A traced
-    value (under ``jit``/``vmap``/``grad``) is not checked."""
+def require_finite(a, name: str, *, rows: str | None = "rows", fix: str = "") -> None:
+    """Raise ``ValueError`` if ``a`` holds NaN/inf, naming ``name``, the number of entries and of
+    ``rows`` (what axis 0 counts: rows, examples...; ``None`` for ONE example, whose entries are
+    counted against its size) and ``fix`` (what to do). A traced value (under ``jit``/``vmap``/
+    ``grad``) is not checked."""
     if isinstance(a, jax.core.Tracer):
         return
     r, e = nonfinite_counts(a)
     if e:
-        n = np.shape(a)[0] if np.ndim(a) else 1
-        raise ValueError(f"{name} holds NaN/inf: {e} non-finite entr{'y' if e == 1 else 'ies'} in {r} of "
-                         f"its {n} {rows}{'; ' + fix if fix else ''}")
+        entries = f"{e} non-finite entr{'y' if e == 1 else 'ies'}"
+        if rows is None or np.ndim(a) == 0:
+            where = f"{entries} of {int(np.size(a))}"
+        else:
+            where = f"{entries} in {r} of its {np.shape(a)[0]} {rows}"
+        raise ValueError(f"{name} holds NaN/inf: {where}{'; ' + fix if fix else ''}")

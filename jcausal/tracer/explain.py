@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jcausal._src.checks import nonfinite_counts
 from jcausal.tracer.activations import LayerOutputs, activations, detect_randomness, layer_outputs
 from jcausal.tracer.cka import cka_matrix
 from jcausal.tracer.graph import CausalGraph, NodeContribution, causal_graph, node_contribution
@@ -50,6 +51,20 @@ class Explanation(NamedTuple):
                           for c in self.contributions]}
 
 
+def _check_finite_activations(acts) -> None:
+    """The first layer (in execution order), or else the output, that is NaN/inf on the batch
+    ``[x, x'_1 .. x'_K]``: a ValueError saying where (at ``x`` itself, under how many interventions)."""
+    for name, v in (*zip(acts.names, acts.values), ("<output>", acts.output)):
+        rows, _ = nonfinite_counts(v)
+        if rows:
+            at_x = nonfinite_counts(v[:1])[0] > 0
+            where = ("at the input x" if at_x else "") + (" and " if at_x and rows > 1 else "") + (
+                f"under {rows - at_x} of the {v.shape[0] - 1} interventions" if rows > at_x else "")
+            what = "the model's output" if name == "<output>" else f"layer {name!r}"
+            raise ValueError(f"{what} is NaN/inf {where}: the model overflows or produces NaN there "
+                             "(check its weights and the input scale); TRACER needs finite activations")
+
+
 def explain(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | None = None,
             stride: int | None = None, baseline_kind: str = "constant", value=0.0, index_sets=None,
             eps: float = 0.05, kernel: str = "linear", target: int | None = None,
@@ -73,6 +88,11 @@ def explain(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | No
 
     Returns:
       :class:`Explanation`.
+
+    Raises:
+      ValueError: ``eps`` outside [0, 1), a target out of range, NaN/inf in ``x`` or the baseline
+        ``value``, or a model whose layers or output are NaN/inf on ``x`` or its interventions (the
+        message names the first such layer in execution order).
     """
     eps = float(eps)
     if not 0.0 <= eps < 1.0:
@@ -83,12 +103,13 @@ def explain(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | No
                             index_sets=index_sets)
     batch = jnp.concatenate([x[None], iv.inputs])
     acts = activations(lo, batch, batch_size=batch_size)
+    _check_finite_activations(acts)
     probs = np.asarray(jax.nn.softmax(acts.output.astype(jnp.float32), axis=-1))
     target = int(np.argmax(probs[0])) if target is None else int(target)
     if not 0 <= target < probs.shape[1]:
         raise ValueError(f"target {target} outside [0, {probs.shape[1]})")
     delta_out = probs[0, target] - probs[1:, target]
-    cka = np.asarray(cka_matrix(acts.values, kernel=kernel))
+    cka = np.asarray(cka_matrix(acts.values, kernel=kernel, names=acts.names))
     exo = ()
     if randomness_keys is not None:
         if isinstance(model, LayerOutputs):

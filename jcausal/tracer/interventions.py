@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.checks import require_finite
 from jcausal._src.xla import jit
 
 __all__ = [
@@ -165,9 +166,14 @@ def make_interventions(x, *, patch: int | None = None, stride: int | None = None
     ``stride``; image inputs ``(H, W)`` / ``(H, W, C)``) or explicit ``index_sets`` ``(K, m)``.
 
     Raises:
-      ValueError: bad patch geometry, out-of-range indices, unknown baseline kind or shape.
+      ValueError: bad patch geometry, out-of-range indices, unknown baseline kind or shape, NaN/inf
+        in ``x`` or in the baseline ``value``.
     """
     x = jnp.asarray(x)
+    require_finite(x, "the input x", rows=None, fix="interventions on it would carry NaN through the model")
+    if baseline_kind in ("constant", "mean", "values"):
+        require_finite(value, f"the baseline value (baseline_kind={baseline_kind!r})", rows=None,
+                       fix="pass finite baseline values")
     d = int(np.prod(x.shape))
     if index_sets is not None:
         sets = np.asarray(index_sets)

@@ -114,3 +114,48 @@ def test_bad_eps_and_shapes():
         merge_cka(np.eye(2), -0.1)
     with pytest.raises(ValueError, match="layer names"):
         causal_graph(np.eye(2), ["a"])
+
+
+class Log(nnx.Module):
+    def __call__(self, x):
+        return jnp.log(x)
+
+
+class LogNet(nnx.Module):
+    """``head(log(a(x)))``: NaN wherever ``a(x)`` has a negative entry."""
+
+    def __init__(self):
+        self.a = Scale(1.0)
+        self.b = Log()
+        self.head = Rotate(2, 4)
+
+    def __call__(self, x):
+        return self.head(self.b(self.a(x)))
+
+
+def test_nonfinite_input_and_baseline_are_refused():
+    """An all-NaN input returned a graph; a NaN baseline value too."""
+    m = Blocks(nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"^the input x holds NaN/inf: 6 non-finite entries of 6"):
+        explain(m, jnp.full((6,), jnp.nan, jnp.float32))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=6), jnp.float32)
+    x_inf = x.at[2].set(jnp.inf)
+    with pytest.raises(ValueError, match=r"^the input x holds NaN/inf: 1 non-finite entry of 6"):
+        explain(m, x_inf)
+    with pytest.raises(ValueError, match=r"^the baseline value \(baseline_kind='constant'\) holds NaN/inf"):
+        explain(m, x, value=float("nan"))
+    with pytest.raises(ValueError, match=r"^the baseline value \(baseline_kind='values'\) holds NaN/inf: "
+                                         r"1 non-finite entry of 6"):
+        explain(m, x, baseline_kind="values", value=np.where(np.arange(6) == 4, np.inf, 0.0))
+
+
+def test_nonfinite_activations_name_the_first_layer_and_where():
+    m = LogNet()
+    pos = jnp.asarray([1.0, 2.0, 3.0, 4.0], jnp.float32)
+    with pytest.raises(ValueError, match=r"^layer 'b' is NaN/inf under 4 of the 4 interventions"):
+        explain(m, pos, value=-1.0)  # log of the negative baseline
+    neg = pos.at[0].set(-1.0)
+    with pytest.raises(ValueError, match=r"^layer 'b' is NaN/inf at the input x and under 3 of the 4 "):
+        explain(m, neg, value=1.0)  # only the intervention on feature 0 removes the negative entry
+    ex = explain(m, pos, value=0.5)  # finite everywhere: the same model is explained
+    assert np.all(np.isfinite(ex.graph.cka)) and ex.graph.layer_names == ("a", "b", "head")
