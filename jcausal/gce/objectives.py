@@ -178,7 +178,7 @@ def _conditional(P: jax.Array) -> jax.Array:
 
 def mutual_information(decode: Callable, classify: Callable, key: jax.Array, *, dim: int, factors,
                        n_outer: int, n_inner: int, conditional: bool = False, params=None,
-                       noisy: bool = False, chunk: int | None = None) -> jax.Array:
+                       noisy: bool = False, chunk: int | None = None, check: bool = True) -> jax.Array:
     """``I(z_S; Y)`` (or ``I(z_S; Y | z_rest)``) for any set ``S`` of latent coordinates.
 
     The building block of every estimator here (appendix D with ``N_x = 1``): ``n_outer`` draws
@@ -199,15 +199,47 @@ def mutual_information(decode: Callable, classify: Callable, key: jax.Array, *, 
       conditional: condition on the other coordinates.
       chunk: decode and classify at most this many latents per call (a Python-unrolled sequence
         of fixed-size batches; ``None``: one batch). Same result, far less cache traffic.
+      check: raise if the models gave NaN/inf probabilities on some latents of the grid (skipped
+        automatically under tracing; the count comes from the same computation).
 
     Returns:
       Scalar estimate in nats (float dtype of the classifier output).
+
+    Raises:
+      ValueError: (``check``) NaN/inf class probabilities on some latents (the message says how
+        many of the ``n_outer * n_inner``).
     """
+    est, bad = _mutual_information(decode, classify, key, dim=dim, factors=factors, n_outer=n_outer,
+                                   n_inner=n_inner, conditional=conditional, params=params,
+                                   noisy=noisy, chunk=chunk)
+    if check and not _is_traced(params, key):
+        _require_finite_grid(est, int(bad), n_outer * n_inner, "mutual_information")
+    return est
+
+
+def _mutual_information(decode, classify, key, *, dim, factors, n_outer, n_inner, conditional=False,
+                        params=None, noisy=False, chunk=None):
+    """``(estimate, bad)``: :func:`mutual_information` and the number of latents of its grid whose
+    class probabilities are not all finite (an int32 scalar; unused outputs cost nothing under jit)."""
     mask = np.zeros(dim, bool)
     mask[list(factors)] = True
     dparams, cparams = _split_params(params)
     P = _grid_probs(decode, classify, key, dim, mask, n_outer, n_inner, dparams, cparams, noisy, chunk)
-    return _conditional(P) if conditional else _unconditional(P)
+    bad = jnp.sum(~jnp.all(jnp.isfinite(P), axis=-1))
+    return (_conditional(P) if conditional else _unconditional(P)), bad
+
+
+def _require_finite_grid(est, bad: int, total: int, who: str, detail: str = "") -> None:
+    """The ValueError for NaN/inf probabilities on ``bad`` of ``total`` latents (or a NaN estimate)."""
+    if bad == 0 and bool(np.all(np.isfinite(np.asarray(est)))):
+        return
+    raise ValueError(
+        f"{who}: the classifier or the decoder produced non-finite class probabilities on {bad} of "
+        f"the {total} latents of the grid{detail} (the probe at z = 0 was finite), so the estimate is "
+        "NaN; check the models away from z = 0 (e.g. exp overflow: return jax.nn.softmax of the "
+        "logits, keep the decoder's output in the classifier's range)")
+
+
 
 
 def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K: int, L: int,
@@ -248,21 +280,31 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
       Scalar, nats.
 
     Raises:
-      ValueError: ``K < 1``, ``L < 0``, ``n_alpha`` or ``n_beta < 1``, an unknown variant, or (on
-        the probe) a classifier that rejects the decoder's output or returns invalid probabilities.
+      ValueError: ``K < 1``, ``L < 0``, ``n_alpha`` or ``n_beta < 1``, an unknown variant, (on
+        the probe) a classifier that rejects the decoder's output or returns invalid probabilities,
+        or (``check``, not under tracing) NaN/inf probabilities on some latents of the grid (the
+        message says how many).
     """
     _check_sizes(K, L, n_alpha, n_beta)
     if variant not in VARIANTS:
         raise ValueError(f"variant = {variant!r}: choose one of {VARIANTS}")
     dim = K + L
-    if check and not _is_traced(params, key):
+    check = check and not _is_traced(params, key)
+    if check:
         check_models(decode, classify, dim, params=params, noisy=noisy)
     kw = dict(dim=dim, n_outer=n_alpha, n_inner=n_beta, params=params, noisy=noisy,
               conditional=variant.endswith("conditional"), chunk=chunk)
     if variant in ("joint", "joint_conditional"):
-        return mutual_information(decode, classify, key, factors=range(K), **kw)
-    keys = jax.random.split(key, K)
-    return sum(mutual_information(decode, classify, keys[i], factors=[i], **kw) for i in range(K)) / K
+        est, bad = _mutual_information(decode, classify, key, factors=range(K), **kw)
+        grids = 1
+    else:
+        keys = jax.random.split(key, K)
+        parts = [_mutual_information(decode, classify, keys[i], factors=[i], **kw) for i in range(K)]
+        est, bad, grids = sum(p[0] for p in parts) / K, sum(p[1] for p in parts), K
+    if check:
+        _require_finite_grid(est, int(bad), grids * n_alpha * n_beta, "information_flow",
+                             f" ({grids} grids of {n_alpha} x {n_beta})" if grids > 1 else "")
+    return est
 
 
 def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int, L: int,
@@ -278,18 +320,30 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
 
     Returns:
       ``(K + L,)`` nats, causal factors first.
+
+    Raises:
+      ValueError: bad sizes, a bad probe, or (``check``, not under tracing) NaN/inf probabilities
+        on some latents of a factor's grid (the message names the factors and how many latents).
     """
     _check_sizes(K, L, n_outer, n_inner, names=("n_outer", "n_inner"))
     dim = K + L
-    if check and not _is_traced(params, key):
+    check = check and not _is_traced(params, key)
+    if check:
         check_models(decode, classify, dim, params=params, noisy=noisy)
     keys = jax.random.split(key, dim)
     _, decode, classify, params = bind_models(decode, classify, params, dim=dim, noisy=noisy)
-    return jnp.stack([_one_flow(decode, classify, keys[j], params, dim, j, n_outer, n_inner, noisy, chunk)
-                      for j in range(dim)])
+    parts = [_one_flow(decode, classify, keys[j], params, dim, j, n_outer, n_inner, noisy, chunk)
+             for j in range(dim)]
+    flows = jnp.stack([p[0] for p in parts])
+    if check:
+        bad = np.asarray([int(p[1]) for p in parts])
+        factors = np.flatnonzero(bad).tolist()
+        _require_finite_grid(flows, int(bad.sum()), dim * n_outer * n_inner, "factor_flows",
+                             f" ({dim} grids of {n_outer} x {n_inner}; factors {factors[:10]})")
+    return flows
 
 
 @partial(jit, static_argnums=(0, 1, 4, 5, 6, 7, 8, 9))
 def _one_flow(decode, classify, key, params, dim, j, n_outer, n_inner, noisy, chunk):
-    return mutual_information(decode, classify, key, dim=dim, factors=[j], n_outer=n_outer,
-                              n_inner=n_inner, params=params, noisy=noisy, chunk=chunk)
+    return _mutual_information(decode, classify, key, dim=dim, factors=[j], n_outer=n_outer,
+                               n_inner=n_inner, params=params, noisy=noisy, chunk=chunk)

@@ -180,3 +180,42 @@ def test_bad_classifiers():
 
     with pytest.raises(ValueError, match=r"rejected the decoder's output of shape \(2,\)"):
         information_flow(lambda z: z, needs_three, key, **kw)
+
+
+def _nan_away_from_zero(x):
+    """Valid probabilities at the probe z = 0 only: NaN on every latent a Gaussian grid draws."""
+    return jnp.where(jnp.all(x == 0.0), jax.nn.softmax(x), jnp.nan)
+
+
+def _nan_for_large_x0(x):
+    return jnp.where(x[0] > 1.0, jnp.nan, jax.nn.softmax(x))
+
+
+def test_nonfinite_probabilities_away_from_the_probe_are_refused():
+    """The probe at z = 0 passed and information_flow returned nan."""
+    from jcausal.gce import mutual_information
+
+    key = jax.random.key(0)
+    kw = dict(K=1, L=1, n_alpha=4, n_beta=4)
+    msg = r"^information_flow: the classifier or the decoder produced non-finite class probabilities on "
+    with pytest.raises(ValueError, match=msg + r"16 of the 16 latents of the grid \(the probe"):
+        information_flow(lambda z: z, _nan_away_from_zero, key, **kw)
+    with pytest.raises(ValueError, match=msg + r"32 of the 32 latents of the grid \(2 grids of 4 x 4\)"):
+        information_flow(lambda z: z, _nan_away_from_zero, key, K=2, L=1, n_alpha=4, n_beta=4,
+                         variant="independent")
+    with pytest.raises(ValueError, match=r"^mutual_information: .* on 16 of the 16 latents"):
+        mutual_information(lambda z: z, _nan_away_from_zero, key, dim=2, factors=[1], n_outer=4, n_inner=4)
+    with pytest.raises(ValueError, match=r"^factor_flows: .* on 32 of the 32 latents of the grid \(2 grids "
+                                         r"of 4 x 4; factors \[0, 1\]\)"):
+        factor_flows(lambda z: z, _nan_away_from_zero, key, K=1, L=1, n_outer=4, n_inner=4)
+    # NaN on part of the grid: the count is that of the latents with z_0 > 1, whole rows of n_beta
+    with pytest.raises(ValueError, match=msg) as info:
+        information_flow(lambda z: z, _nan_for_large_x0, key, K=1, L=1, n_alpha=64, n_beta=8)
+    bad = int(str(info.value).split(" on ")[1].split(" of ")[0])
+    assert 0 < bad < 64 * 8 and bad % 8 == 0, bad
+    # check=False and traced calls return the estimate (NaN) as before, without a host check
+    assert np.isnan(float(information_flow(lambda z: z, _nan_away_from_zero, key, check=False, **kw)))
+    traced = jax.jit(lambda k: information_flow(lambda z: z, _nan_away_from_zero, k, **kw))(key)
+    assert np.isnan(float(traced))
+    ok = information_flow(lambda z: z, jax.nn.softmax, key, **kw)
+    assert np.isfinite(float(ok))
