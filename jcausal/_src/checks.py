@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["nonfinite_counts", "require_finite"]
+__all__ = ["class_indices", "nonfinite_counts", "require_finite"]
 
 
 def nonfinite_counts(a) -> tuple[int, int]:
@@ -42,3 +42,34 @@ def require_finite(a, name: str, *, rows: str | None = "rows", fix: str = "") ->
         else:
             where = f"{entries} in {r} of its {np.shape(a)[0]} {rows}"
         raise ValueError(f"{name} holds NaN/inf: {where}{'; ' + fix if fix else ''}")
+
+
+def class_indices(targets, num_classes: int, name: str = "targets") -> np.ndarray:
+    """``targets`` as ``(n,)`` int64 class indices, refusing anything that is not one exactly.
+
+    Integer arrays pass through; floats must be finite whole numbers (``1.0`` is class 1, ``1.7``
+    is refused, never truncated); every value must lie in ``[0, num_classes)``.
+
+    Raises:
+      ValueError: the first bad entry, by position and value, and what a class index is.
+    """
+    t = np.asarray(targets).reshape(-1)
+    rule = f"{name} must be integer class indices in [0, {num_classes})"
+    if t.size == 0:
+        return t.astype(np.int64)
+    if t.dtype == bool or not (np.issubdtype(t.dtype, np.integer) or np.issubdtype(t.dtype, np.floating)):
+        raise ValueError(f"{rule}, got an array of dtype {t.dtype}")
+    if np.issubdtype(t.dtype, np.floating):
+        bad = ~np.isfinite(t) | (np.floor(np.where(np.isfinite(t), t, 0.0)) != t)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{rule}; {name}[{i}] = {t[i].item()!r} is not a whole number (a class index is "
+                             "never rounded or truncated)")
+    out = np.zeros(t.shape, np.int64)
+    inside = (t >= 0) & (t < num_classes)
+    if not inside.all():
+        i = int(np.flatnonzero(~inside)[0])
+        raise ValueError(f"{rule}; {name}[{i}] = {t[i].item()!r} is outside it "
+                         f"({int((~inside).sum())} of the {t.size} {name} are)")
+    out[:] = t
+    return out

@@ -31,6 +31,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jcausal._src.checks import class_indices
 from jcausal._src.xla import jit
 from jcausal.models.checkpoint import save
 from jcausal.models.vae import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -118,8 +119,8 @@ def nearest(index: NNIndex, queries, targets, *, batch_size: int = 256, candidat
         query of the wrong size.
     """
     q = np.asarray(queries, np.float32).reshape(len(queries), -1)
-    t = np.asarray(targets).astype(np.int64).reshape(-1)
     k, m, d = index.points.shape
+    t = class_indices(targets, k)
     if q.shape[1] != d:
         raise ValueError(f"queries have {q.shape[1]} features, the index {d}")
     if len(t) != len(q):
@@ -479,7 +480,7 @@ def generate(gan: CounterfactualGAN, x, targets, *, batch_size: int = 256) -> np
     """Counterfactuals ``x*`` ``(n, *input_shape)`` of inputs ``x`` ``(n, ...)`` for ``targets`` ``(n,)``
     (no checks against a classifier; see :func:`counterfactuals`)."""
     x = check_inputs(gan, x)
-    t = np.asarray(targets).astype(np.int64).reshape(-1)
+    t = class_indices(targets, gan.num_classes)
     if len(t) != x.shape[0]:
         raise ValueError(f"{x.shape[0]} inputs but {len(t)} targets")
     if len(t) and (t.min() < 0 or t.max() >= gan.num_classes):
@@ -561,7 +562,7 @@ def counterfactuals(gan: CounterfactualGAN, model: nnx.Module, x, targets, index
         instances.
     """
     x = check_inputs(gan, x)
-    t = np.asarray(targets).astype(np.int64).reshape(-1)
+    t = class_indices(targets, gan.num_classes)
     k = gan.num_classes
     if len(t) != x.shape[0]:
         raise ValueError(f"{x.shape[0]} inputs but {len(t)} targets")

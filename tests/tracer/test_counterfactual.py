@@ -225,3 +225,29 @@ def test_image_gan_shapes_and_wrong_shape():
     assert r.counterfactuals.shape == (5, 28, 28, 1)
     fig = plot_counterfactuals(r, n=5)
     assert len(fig.axes) == 10
+
+
+def test_non_integer_targets_are_refused_naming_the_first():
+    """A target of 1.7 became class 1; NaN became a huge negative int caught only by the range."""
+    x, y = _toy(n=12)
+    gan = CounterfactualGAN(3, input_shape=(6,), kind="tabular", latent=4, hidden=(8,), rngs=nnx.Rngs(0))
+    clf = MLP((6, 8, 3), rngs=nnx.Rngs(1))
+    index = nn_index(x, y, 3)
+    rule = r"^targets must be integer class indices in \[0, 3\); "
+    cases = [([0.0, 1.7], rule + r"targets\[1\] = 1.7 is not a whole number"),
+             (np.array([2.0, np.nan, 0.5]), rule + r"targets\[1\] = nan is not a whole number"),
+             ([0, 1, 3], rule + r"targets\[2\] = 3 is outside it \(1 of the 3 targets are\)"),
+             ([-1.0, 4.0], rule + r"targets\[0\] = -1.0 is outside it \(2 of the 2 targets are\)"),
+             (np.array([True, False]), r"of dtype bool")]
+    for targets, match in cases:
+        with pytest.raises(ValueError, match=match):
+            counterfactuals(gan, clf, x[:len(targets)], targets, index)
+        with pytest.raises(ValueError, match=match):
+            generate(gan, x[:len(targets)], targets)
+        with pytest.raises(ValueError, match=match):
+            nearest(index, x[:len(targets)], targets)
+    # whole floats are the classes they name: the same counterfactuals as the ints
+    t = np.array([1, 2, 0])
+    np.testing.assert_array_equal(generate(gan, x[:3], t.astype(np.float32)), generate(gan, x[:3], t))
+    r = counterfactuals(gan, clf, x[:3], t.astype(np.float64), index)
+    np.testing.assert_array_equal(r.targets, t)
