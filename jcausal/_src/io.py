@@ -12,6 +12,8 @@
   through ``current``) from the old set to the new one at once. A SIGKILL at any moment leaves
   the old set or the new one, never a mix. :func:`file_manifest` / :func:`verify_manifest` record
   and check the SHA-256 of a set's files (the set's JSON names them).
+- :func:`remove_stale_temps`: the temporary files of killed writers, removed (only ours, only of
+  processes no longer running).
 - :func:`read_npz_arrays`: a ``.npz`` reader with clear errors for ``.npy`` files, corrupt files
   and pickled objects.
 
@@ -32,7 +34,7 @@ import secrets
 import shutil
 import time
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 __all__ = [
@@ -58,7 +60,8 @@ def _unique(folder: Path, name: str, suffix: str = ".tmp") -> Path:
     return folder / f".{name}.{os.getpid()}.{secrets.token_hex(6)}{suffix}"
 
 
-_TEMP = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{12}\.(tmp|link)$")  # names made by _unique()
+# names made by _unique(): ".{name}.{pid}.{12 hex digits}.tmp" (atomic_write_bytes) or ".link"
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]{12}\.(?P<kind>tmp|link)$")
 
 
 def _alive(pid: int) -> bool:
@@ -66,25 +69,43 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists (another user's), or cannot tell: leave it
     return True
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temps(folder: str | os.PathLike, names: Callable[[str], bool] | None = None, *,
+                       own: bool = False) -> list[Path]:
     """Remove the temporary files that killed writers left in ``folder`` (and its ``.jcausal``
     state folder): only names made by :func:`atomic_write_bytes` and the publishing links, whose
-    writing process no longer runs. Returns what was removed."""
+    writing process no longer runs. Call it under :func:`output_lock`.
+
+    Args:
+      folder: the folder.
+      names: only the temporaries of files whose name this accepts (default: all).
+      own: also those named with this process's pid: right when the caller knows none of its
+        writes is in flight (a job starting), e.g. after a killed run whose pid this run reuses
+        (containers start processes at the same small pids).
+
+    Returns:
+      The paths removed.
+    """
     gone = []
     for d in (Path(folder), Path(folder) / STATE_DIR):
         if not d.is_dir():
             continue
         for p in d.iterdir():
             m = _TEMP.match(p.name)
-            if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-                with contextlib.suppress(OSError):
-                    p.unlink()
-                    gone.append(p)
+            if m is None or (names is not None and not names(m["name"])):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                continue
+            pid = int(m["pid"])
+            if (pid == os.getpid() and not own) or (pid != os.getpid() and _alive(pid)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                gone.append(p)
     return gone
 
 

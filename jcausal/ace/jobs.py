@@ -7,7 +7,14 @@ recorded in ``<out>/manifest.json``; the chunk file, not the manifest, is the pr
 so a SIGKILL at any moment loses at most the chunk in flight. Running the same job again continues
 from the finished chunks, computes nothing twice, and gives a result bit-identical to an
 uninterrupted run (each chunk is the same deterministic program either way). A folder holding
-another job's manifest is refused unless ``overwrite=True``.
+another job's manifest, or a result without a manifest, is refused unless ``overwrite=True``.
+
+Replacing another job (``overwrite=True``) is kill-safe too: its files are removed in the order
+that keeps what is left loadable as *its* result or as nothing (the manifest that marks the job
+complete, then ``ace.json``, then ``ace.npz``, then its chunks), and only then is the new manifest
+written. After a SIGKILL at any moment the folder holds the old job's result or the new job's
+resumable state, never the old ``ace.npz`` beside the new manifest. Temporary files of killed
+writers are removed when the next job starts.
 
 Scale-out: each call shards its points over every local device (``devices=``); with
 ``distributed=True`` (after ``jax.distributed.initialize``) process ``p`` of ``P`` takes chunks
@@ -20,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -30,7 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jcausal._src.io import atomic_write_bytes, atomic_write_json, read_npz_arrays
+from jcausal._src.io import (
+    _fsync_dir,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_npz_arrays,
+    remove_stale_temps,
+)
 from jcausal.ace import regressors as R
 from jcausal.ace.attribution import ACEResult, save_result
 from jcausal.ace.interventional import interventional_expectation
@@ -40,6 +54,8 @@ __all__ = ["JobError", "job_status", "load_model", "load_rows", "run_job"]
 
 MANIFEST = "manifest.json"
 CHUNKS = "chunks"
+RESULT = ("ace.json", "ace.npz")  # written ace.npz first; removed in this order (ace.json marks it done)
+_CHUNK_NAME = re.compile(r"^chunk_[0-9]{5}\.npz$")
 
 
 class JobError(RuntimeError):
@@ -71,10 +87,36 @@ def job_status(out: str | os.PathLike) -> dict | None:
     out = Path(out)
     try:
         manifest = json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError):
+        manifest["done"] = sorted(_finished(out, manifest["job"], int(manifest["num_chunks"])))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    manifest["done"] = sorted(_finished(out, manifest["job"], manifest["num_chunks"]))
     return manifest
+
+
+def _results_present(out: Path) -> list[str]:
+    return [n for n in RESULT if os.path.lexists(out / n)]
+
+
+def _discard(out: Path) -> None:
+    """Remove another job's files, each step leaving a folder that loads as its result or as none:
+    the manifest (it marks the job complete), ``ace.json``, ``ace.npz`` (a symlink is removed, not
+    followed), the chunks; then sync the folder, so the removals precede the new manifest."""
+    for name in (MANIFEST, *RESULT):
+        try:
+            os.unlink(out / name)
+        except FileNotFoundError:
+            pass
+    if (out / CHUNKS).is_dir():
+        shutil.rmtree(out / CHUNKS, ignore_errors=True)  # stale chunks carry their job id anyway
+    _fsync_dir(out)
+
+
+def _remove_temps(out: Path, chunks: bool) -> None:
+    """Temporary files of killed writers of the job's files (see :func:`remove_stale_temps`; none
+    of this process's writes is in flight when a job starts)."""
+    remove_stale_temps(out, lambda n: n in (MANIFEST, *RESULT), own=True)
+    if chunks:
+        remove_stale_temps(out / CHUNKS, _CHUNK_NAME.match, own=True)
 
 
 def _chunk_path(out: Path, c: int) -> Path:
@@ -89,8 +131,8 @@ def _finished(out: Path, job: str, num_chunks: int) -> set[int]:
             continue
         try:
             z = read_npz_arrays(p, required=("job", "expectations"))
-        except ValueError:
-            continue  # unreadable: recompute it
+        except (ValueError, FileNotFoundError):
+            continue  # unreadable (or removed since: another job's, discarded): recompute it
         if str(z["job"]) == job:
             done.add(c)
     return done
@@ -122,9 +164,12 @@ def run_job(
         :class:`jcausal.models.Split` runs the fast eqn 2).
       X: ``(n, k)`` training rows (eqn 2 averages over them; moments for eqn 4).
       out: output folder (created). Holds ``manifest.json``, ``chunks/``, ``ace.npz``, ``ace.json``.
+        Run it under :func:`jcausal._src.io.output_lock` when other processes may write there (the
+        CLI does).
       features, num_alphas, alphas, max_order: as for :func:`jcausal.ace.explain`.
       chunk_features: features per chunk (the unit of work saved to disk).
-      overwrite: discard another job's files in ``out`` instead of refusing.
+      overwrite: discard another job's files in ``out`` (or a result with no manifest) instead of
+        refusing; kill-safe (see the module docstring).
       progress: tqdm bar with chunks done, points per second and time left.
       distributed: this process takes chunks ``process_index::process_count`` (after
         ``jax.distributed.initialize``) on its local devices; process 0 writes the result.
@@ -137,7 +182,8 @@ def run_job(
       the :class:`jcausal.ace.ACEResult` (identical whether or not the job was interrupted).
 
     Raises:
-      FileExistsError: ``out`` holds another job (pass ``overwrite=True``).
+      FileExistsError: ``out`` holds another job, or a result without a manifest (pass
+        ``overwrite=True``).
       JobError: a chunk's computation failed (finished chunks are kept).
 
     Examples:
@@ -188,14 +234,18 @@ def run_job(
     pid, nproc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
 
     old = job_status(out)
-    if old is not None and old["job"] != job:
+    stray = _results_present(out) if old is None else []
+    if (old is not None and old["job"] != job) or stray:
         if not overwrite:
-            raise FileExistsError(
-                f"{out} holds another job ({old.get('model', '?')}, {old['num_chunks']} chunks, "
-                f"{len(old['done'])} done); pass overwrite=True (--overwrite) or choose another folder")
+            what = (f"another job ({old.get('model', '?')}, {old['num_chunks']} chunks, {len(old['done'])} "
+                    "done)" if old is not None else
+                    f"a result ({', '.join(stray)}) with no job manifest, perhaps another job's")
+            raise FileExistsError(f"{out} holds {what}; pass overwrite=True (--overwrite) or choose "
+                                  "another folder")
         if pid == 0:
-            shutil.rmtree(out / CHUNKS, ignore_errors=True)
-            (out / MANIFEST).unlink(missing_ok=True)
+            _discard(out)  # before the new manifest: never the old result beside the new job
+    if pid == 0:
+        _remove_temps(out, chunks=not distributed)
     (out / CHUNKS).mkdir(parents=True, exist_ok=True)
     manifest = {"job": job, "model": model_name, "outputs": outputs, "num_chunks": num_chunks,
                 "chunk_features": chunk_features, "features": feats.tolist(),

@@ -335,3 +335,32 @@ def test_file_system_without_symlinks_moves_files_json_last(tmp_path, monkeypatc
     assert json.loads((tmp_path / "res.json").read_text())["run"] == 2
     assert io.verify_manifest(tmp_path / "res.json") == []
     assert list((tmp_path / ".jcausal" / "res").iterdir()) == []
+
+
+def test_remove_stale_temps_only_ours_only_of_dead_writers(tmp_path):
+    """The temporary files a killed atomic_write_bytes leaves (".{name}.{pid}.{hex}.tmp"): removed
+    when their writer is gone and the name is one asked for; this process's only with own=True;
+    anything else stays."""
+    from jcausal._src.io import remove_stale_temps
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead = int(done.stdout)  # reaped: no such process any more
+    gone = [tmp_path / f".manifest.json.{dead}.0123456789ab.tmp"]
+    mine = tmp_path / f".ace.npz.{os.getpid()}.abcdef012345.tmp"  # ours: e.g. a killed run's reused pid
+    stay = [tmp_path / ".manifest.json.1.0123456789ab.tmp",  # pid 1 runs: a live writer
+            tmp_path / f".other.json.{dead}.0123456789ab.tmp",  # a name not asked for
+            tmp_path / f".manifest.json.{dead}.0123456789AB.tmp",  # not our hex
+            tmp_path / f".manifest.json.{dead}.0123456789ab.part",
+            tmp_path / "manifest.json", tmp_path / "x.tmp"]
+    for p in [*gone, mine, *stay]:
+        p.write_bytes(b"x")
+    (tmp_path / f".ace.json.{dead}.0123456789ab.tmp").mkdir()  # a folder is never removed
+    ours = ("manifest.json", "ace.npz", "ace.json").__contains__
+    assert remove_stale_temps(tmp_path, ours) == gone
+    assert mine.exists()
+    assert remove_stale_temps(tmp_path, ours, own=True) == [mine]
+    assert not any(p.exists() for p in [*gone, mine]) and all(p.exists() for p in stay)
+    assert (tmp_path / f".ace.json.{dead}.0123456789ab.tmp").is_dir()
+    assert remove_stale_temps(tmp_path / "missing") == []
+    assert sorted(remove_stale_temps(tmp_path)) == sorted([stay[1]])  # every name: the other json too

@@ -192,3 +192,251 @@ def test_load_model_from_nnx_checkpoint(tmp_path):
     save(tmp_path / "c.msgpack", GCECNN(4, rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match="holds a GCECNN"):
         load_model("jcausal.models:MLP", tmp_path / "c.msgpack")
+
+
+# ------------------------------------------------------------- kill safety of overwrite=True
+
+
+class _FaultyOS:
+    """The ``os`` module as ``jcausal._src.io`` and ``jcausal.ace.jobs`` see it, where file operation
+    number ``at`` raises ``exc`` (a kill just before it) and so does every later one: a dead process
+    does nothing more, so ``atomic_write_bytes`` cannot remove its temporary file either."""
+
+    OPS = ("open", "replace", "rename", "unlink", "remove", "rmdir", "fsync", "fchmod", "link", "symlink")
+
+    def __init__(self):
+        self.count, self.at, self.exc, self.log = 0, None, None, []
+
+    def __getattr__(self, name):
+        real = getattr(os, name)
+        if name not in self.OPS:
+            return real
+
+        def op(*args, **kwargs):
+            self.count += 1
+            if self.at is not None and self.count >= self.at:
+                raise self.exc()
+            self.log.append((name, str(args[0])))
+            return real(*args, **kwargs)
+
+        return op
+
+
+class _FaultyShutil:
+    def __init__(self, fos):
+        self.fos = fos
+
+    def __getattr__(self, name):
+        return getattr(__import__("shutil"), name)
+
+    def rmtree(self, path, ignore_errors=False):  # file by file, so a kill can fall between two
+        for root, dirs, files in os.walk(path, topdown=False):
+            for f in files:
+                self.fos.unlink(os.path.join(root, f))
+            for d in dirs:
+                self.fos.rmdir(os.path.join(root, d))
+        self.fos.rmdir(path)
+
+
+def _eqn2_reference(W, X, alphas):
+    """float64 eqn 2 of tanh(W x): the mean over the rows of X with feature i set to alpha."""
+    W, X = np.asarray(W, np.float64), np.asarray(X, np.float64)
+    E = np.empty((X.shape[1], alphas.shape[1], W.shape[0]))
+    for i in range(X.shape[1]):
+        for a, v in enumerate(np.asarray(alphas[i], np.float64)):
+            Xi = X.copy()
+            Xi[:, i] = v
+            E[i, a] = np.tanh(Xi @ W.T).mean(0)
+    return E
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(np.asarray(getattr(a, f)), np.asarray(getattr(b, f)))
+               for f in ("features", "alphas", "expectations", "baselines"))
+
+
+def _state(folder, old, new, new_job):
+    """What a kill left in ``folder``: 'old result', 'new state' or 'nothing'; fails on a mix."""
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else None
+    is_new = manifest is not None and manifest["job"] == new_job
+    try:
+        got = load_result(folder / "ace.npz")
+    except FileNotFoundError:
+        got = None
+    if got is not None:
+        assert _same(got, new) or _same(got, old), "ace.npz is neither result"
+        if _same(got, old):
+            assert not is_new, "the old result beside the new job's manifest"
+            return "old result"
+        assert is_new, "the new result without the new job's manifest"
+    if (folder / "ace.json").exists():
+        meta_job = json.loads((folder / "ace.json").read_text())["job"]
+        assert (meta_job == new_job) == is_new, "ace.json of another job than the manifest's"
+        assert not is_new or (got is not None and _same(got, new))
+    return "new state" if is_new else "nothing"
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_overwrite_killed_at_every_file_operation(tmp_path, monkeypatch, exc):
+    """overwrite=True replacing a finished job, killed before each file operation in turn: the folder
+    always loads as the old result, the new job's resumable state, or nothing; resuming gives the
+    new job's numbers (float64 eqn 2) and leaves no temporary file."""
+    import shutil
+
+    import jax.numpy as jnp
+
+    import jcausal._src.io as jio
+    import jcausal.ace.jobs as jobs
+
+    X = np.random.default_rng(3).normal(size=(30, 3)).astype(np.float32)
+    W_old = jnp.asarray(np.random.default_rng(4).normal(size=(2, 3)), jnp.float32)
+    W_new = 0.5 * W_old
+
+    def f(W, x):
+        return jnp.tanh(W @ x)
+
+    kw = dict(num_alphas=6, max_order=2, chunk_features=1, progress=False)
+    old = jobs.run_job(f, X, tmp_path / "old", params=W_old, **kw)
+    new = jobs.run_job(f, X, tmp_path / "new", params=W_new, **kw)
+    new_job = json.loads((tmp_path / "new" / "manifest.json").read_text())["job"]
+    ref = _eqn2_reference(W_new, X, np.asarray(new.alphas))
+    np.testing.assert_allclose(np.asarray(new.expectations), ref, rtol=1e-5, atol=1e-6)
+    fos = _FaultyOS()
+    monkeypatch.setattr(jio, "os", fos)
+    monkeypatch.setattr(jobs, "os", fos)
+    monkeypatch.setattr(jobs, "shutil", _FaultyShutil(fos))
+    work = tmp_path / "work"
+    shutil.copytree(tmp_path / "old", work)
+    fos.count = 0
+    jobs.run_job(f, X, work, params=W_new, overwrite=True, **kw)  # uninterrupted: count the operations
+    total, ops = fos.count, list(fos.log)
+    assert total >= 20, ops
+    seen = set()
+    for at in range(1, total + 1):
+        shutil.rmtree(work)
+        fos.at = None
+        shutil.copytree(tmp_path / "old", work)
+        fos.count, fos.at, fos.exc = 0, at, exc
+        with pytest.raises(exc):
+            jobs.run_job(f, X, work, params=W_new, overwrite=True, **kw)
+        fos.at = None
+        seen.add(_state(work, old, new, new_job))
+        res = jobs.run_job(f, X, work, params=W_new, overwrite=True, **kw)
+        assert _same(res, new) and _same(load_result(work / "ace.npz"), new), at
+        assert not list(work.rglob("*.tmp")), (at, ops[at - 1], list(work.rglob("*.tmp")))
+        assert json.loads((work / "manifest.json").read_text()).get("complete") is True
+    assert seen == {"old result", "nothing", "new state"}, seen  # every kind of state was reached
+
+
+OVERWRITE = textwrap.dedent("""
+    import sys, jax, numpy as np
+    from flax import nnx
+    from jcausal.ace.jobs import run_job
+    from jcausal.models import MLP, split_functional
+    out, which = sys.argv[1], sys.argv[2]
+    seed, rows = (0, 3000) if which == "new" else (1, 200)
+    split, params = split_functional(MLP((24, 128, 128, 3), activation="tanh", rngs=nnx.Rngs(seed)))
+    X = np.random.default_rng(seed).normal(size=(rows, 24)).astype(np.float32)
+    run_job(split.then(jax.nn.softmax), X, out, params=params, num_alphas=8, max_order=3,
+            chunk_features=1, progress=False, model_name="test:" + which, overwrite=True)
+""")
+
+
+def test_sigkill_during_overwrite_leaves_no_old_result_and_resumes(tmp_path):
+    """A job replacing a finished one (overwrite=True) SIGKILLed after some chunks: the old ace.npz
+    and ace.json are gone (they stayed beside the new manifest), the new job resumes to the
+    numbers of an uninterrupted run, and the killed writers' temporary files are removed (ours
+    only, of dead processes only)."""
+    job_dir, ref_dir = tmp_path / "job", tmp_path / "ref"
+
+    def run(folder, which):
+        r = subprocess.run([sys.executable, "-c", OVERWRITE, str(folder), which], env=_env(),
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+
+    run(job_dir, "old")
+    old_job = json.loads((job_dir / "manifest.json").read_text())["job"]
+    old = load_result(job_dir / "ace.npz")
+    run(ref_dir, "new")
+    new_job = json.loads((ref_dir / "manifest.json").read_text())["job"]
+    assert new_job != old_job
+    proc = subprocess.Popen([sys.executable, "-c", OVERWRITE, str(job_dir), "new"], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        status = __import__("jcausal.ace.jobs", fromlist=["job_status"]).job_status(job_dir)
+        if status is not None and status["job"] == new_job and len(status["done"]) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    manifest = json.loads((job_dir / "manifest.json").read_text())
+    assert manifest["job"] == new_job and not manifest.get("complete")
+    before = sorted(p.name for p in (job_dir / "chunks").glob("chunk_*.npz"))
+    assert 2 <= len(before) < 24, before
+    assert not (job_dir / "ace.json").exists()
+    with pytest.raises(FileNotFoundError):
+        load_result(job_dir / "ace.npz")  # not the old result under the new job's manifest
+    dead = proc.pid
+    stale = [job_dir / f".manifest.json.{dead}.0123456789ab.tmp",
+             job_dir / f".ace.npz.{dead}.00000000beef.tmp",
+             job_dir / "chunks" / f".chunk_00023.npz.{dead}.abcdef012345.tmp"]
+    kept = [job_dir / ".manifest.json.1.0123456789ab.tmp",  # pid 1 is alive: a live writer's
+            job_dir / f".notes.txt.{dead}.0123456789ab.tmp",  # not a file of ours
+            job_dir / "chunks" / f".chunk_00023.npz.{dead}.xyz.tmp",  # not our pattern
+            job_dir / "mine.tmp"]
+    for p in stale + kept:
+        p.write_bytes(b"partial")
+    run(job_dir, "new")
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    meta = json.loads((job_dir / "ace.json").read_text())
+    assert meta["job"] == new_job
+    assert not {int(n[6:11]) for n in before} & set(meta["computed_this_run"])
+    a, b = load_result(ref_dir / "ace.npz"), load_result(job_dir / "ace.npz")
+    np.testing.assert_array_equal(a.expectations, b.expectations)
+    np.testing.assert_array_equal(a.baselines, b.baselines)
+    assert not np.array_equal(np.asarray(old.expectations)[:, :, 0], np.asarray(b.expectations)[:, :, 0])
+
+
+def test_result_without_manifest_is_refused_then_replaced(tmp_path):
+    """A folder with an ace.npz but no manifest (e.g. left by a kill during an overwrite): the new
+    job's manifest and chunks went beside it, so it loaded as the new job's result until the end."""
+    import jax.numpy as jnp
+
+    from jcausal.ace import save_result
+    from jcausal.ace.jobs import run_job
+
+    X = np.random.default_rng(5).normal(size=(30, 3)).astype(np.float32)
+    W = jnp.asarray(np.random.default_rng(6).normal(size=(2, 3)), jnp.float32)
+    kw = dict(num_alphas=6, max_order=2, progress=False)
+    other = run_job(lambda W, x: jnp.tanh(W @ x), X, tmp_path / "other", params=2.0 * W, **kw)
+    save_result(tmp_path / "job" / "ace.npz", other)
+    with pytest.raises(FileExistsError, match=r"holds a result \(ace.npz\) with no job manifest"):
+        run_job(lambda W, x: jnp.tanh(W @ x), X, tmp_path / "job", params=W, **kw)
+    assert not (tmp_path / "job" / "manifest.json").exists()  # refused before writing anything
+    res = run_job(lambda W, x: jnp.tanh(W @ x), X, tmp_path / "job", params=W, overwrite=True, **kw)
+    ref = _eqn2_reference(W, X, np.asarray(res.alphas))
+    np.testing.assert_allclose(np.asarray(load_result(tmp_path / "job" / "ace.npz").expectations), ref,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_job_status_while_chunks_are_being_removed(tmp_path, monkeypatch):
+    """A chunk removed between the listing and the read (an overwrite running beside `ace status`)
+    raised FileNotFoundError; it is a chunk not done."""
+    import jax.numpy as jnp
+
+    import jcausal.ace.jobs as jobs
+
+    X = np.random.default_rng(7).normal(size=(30, 3)).astype(np.float32)
+    jobs.run_job(lambda W, x: jnp.tanh(W @ x), X, tmp_path, params=jnp.ones((2, 3)), num_alphas=6,
+                 max_order=2, chunk_features=1, progress=False)
+    real = jobs.read_npz_arrays
+
+    def vanishing(path, required=()):
+        if path.name == "chunk_00001.npz":
+            os.unlink(path)
+        return real(path, required)
+
+    monkeypatch.setattr(jobs, "read_npz_arrays", vanishing)
+    assert jobs.job_status(tmp_path)["done"] == [0, 2]
