@@ -138,7 +138,8 @@ def _name(f) -> str:
     return getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or type(f).__name__
 
 
-def trace_model(f: Callable, params, *args, has_params: bool | None = None, slot: int = 0, **kwargs):
+def trace_model(f: Callable, params, *args, has_params: bool | None = None, slot: int = 0,
+                input_desc: str | None = None, part: str = "", **kwargs):
     """Trace ``f(params, *args, **kwargs)`` (or ``f(*args, **kwargs)`` when ``params`` is ``None``
     and ``has_params`` is not ``True``) on the shapes of the arguments given.
 
@@ -148,12 +149,15 @@ def trace_model(f: Callable, params, *args, has_params: bool | None = None, slot
       *args, **kwargs: example arguments (arrays or ``jax.ShapeDtypeStruct``), ONE example.
       has_params: call ``f`` with ``params`` first (default: ``params is not None``).
       slot: where its constants go in the ``consts`` tuple of :func:`bind_model`.
+      input_desc: what the input is, for the error message (e.g. ``"one row of X (k = 4
+        features)"``); part: which part of a model ``f`` is (e.g. ``"the first part of the Split"``).
 
     Returns:
       ``(traced, consts)``: a :class:`Traced` callable and the tuple of arrays it read.
 
     Raises:
-      ValueError: ``f`` cannot be traced with these arguments (the message names the shapes).
+      ValueError: ``f`` cannot be traced with these arguments (the message names the input's shape,
+        ``input_desc`` and the model's own error, which usually names the size it expected).
     """
     if has_params is None:
         has_params = params is not None
@@ -165,9 +169,10 @@ def trace_model(f: Callable, params, *args, has_params: bool | None = None, slot
         closed, out_shape = jax.make_jaxpr(g, return_shape=True)(params, args, kwargs)
     except (TypeError, ValueError) as err:
         shapes = [tuple(getattr(a, "shape", ())) for a in args]
-        raise ValueError(f"the model {_name(f)!r} cannot be evaluated on one input of shape "
-                         f"{shapes[0] if len(shapes) == 1 else shapes}: {type(err).__name__}: "
-                         f"{' '.join(str(err).split())[:400]}") from None
+        shape = shapes[0] if len(shapes) == 1 else shapes
+        on = f"{input_desc}, shape {shape}" if input_desc else f"one input of shape {shape}"
+        raise ValueError(f"the model {_name(f)!r}{f' ({part})' if part else ''} cannot be evaluated on "
+                         f"{on}: {type(err).__name__}: {' '.join(str(err).split())[:400]}") from None
     in_tree = jax.tree.structure((params, args, kwargs))
     out_tree = jax.tree.structure(out_shape)
     consts = tuple(closed.consts)
@@ -189,25 +194,29 @@ def unwrap_model(f, params):
     return g, own if params is None else params
 
 
-def bind_model(f: Callable | Split, params, example, *, head: Callable | None = None):
+def bind_model(f: Callable | Split, params, example, *, head: Callable | None = None,
+               input_desc: str | None = None):
     """The :class:`Model` a jitted driver takes for the user's ``f`` and its ``params``, traced on
     ONE example input (an array or ``jax.ShapeDtypeStruct``): ``(model, bound_params)``.
 
     Pass ``bound_params`` wherever ``params`` went: it is ``(params, consts)``, the arrays every
     part read now, so compiled programs (cached on ``model``, which hashes by structure) always
     evaluate the model as it is at this call. ``head`` (Gauss-Newton's smooth output map) is traced
-    on the body's output.
+    on the body's output. ``input_desc`` says what ``example`` is in error messages (e.g. ``"one
+    row of X (k = 4 features)"``).
     """
     f, params = unwrap_model(f, params)
     has = params is not None
     if isinstance(f, Split):
-        first, c0 = trace_model(f.first, params, example, has_params=has, slot=0)
+        first, c0 = trace_model(f.first, params, example, has_params=has, slot=0, input_desc=input_desc,
+                                part="the first part of the Split")
         z = jax.eval_shape(lambda P, x: first(P, x), (params, (c0,)), example)
-        rest, c1 = trace_model(f.rest, params, z, has_params=has, slot=1)
+        rest, c1 = trace_model(f.rest, params, z, has_params=has, slot=1, part="the rest of the Split",
+                               input_desc="the output of its first part")
         g, consts = Split(first, rest), (c0, c1)
         y = jax.eval_shape(lambda P, x: rest(P, first(P, x)), (params, consts), example)
     else:
-        g, c0 = trace_model(f, params, example, has_params=has, slot=0)
+        g, c0 = trace_model(f, params, example, has_params=has, slot=0, input_desc=input_desc)
         consts = (c0,)
         y = jax.eval_shape(lambda P, x: g(P, x), (params, consts), example)
     if head is not None:

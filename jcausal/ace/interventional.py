@@ -338,7 +338,9 @@ def interventional_expectation(
         raise ValueError("head= is only used by method='gauss_newton'")
     # Traced now: the arrays f reads enter the compiled programs as arguments (never stale).
     model, params = bind_model(f, params, jax.ShapeDtypeStruct(stats.mean.shape, dtype),
-                               head=getattr(est, "head", None))
+                               head=getattr(est, "head", None),
+                               input_desc=f"one row of the data (k = {k} features; the model must take "
+                                          f"inputs of that width)")
     est, mom, r, discarded = est.prepare(stats, dtype=dtype, model=model)
 
     out_shape = _output_shape(model, params, stats.mean)

@@ -360,3 +360,28 @@ def test_scalar_output_and_no_params():
     for i in range(3):
         rest = sum(mu[j] ** 2 + var[j] for j in range(3) if j != i)
         np.testing.assert_allclose(out[i, :, 0], np.array([0.0, 1.0]) + rest, rtol=1e-5)
+
+
+def test_model_width_differs_from_the_data_names_both_sizes():
+    """f takes 5 features, X has 4: the error names the data's width and the model's own error
+    (which names the 5), for a plain callable, a Split and an NNX model, through ace.explain and
+    interventional_expectation."""
+    from jcausal.ace import explain
+    from jcausal.models import Split, split_functional
+
+    W = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5)), jnp.float32)
+    X = np.random.default_rng(1).uniform(size=(20, 4)).astype(np.float32)
+    stats = input_stats(X)
+    width = r"cannot be evaluated on one row of the data \(k = 4 features; the model must take inputs of "
+    split = "the first part of the Split"
+    cases = [(lambda x: jnp.tanh(W @ x), None, r"the model '.*<lambda>' " + width),
+             (Split(lambda x: W @ x, jnp.tanh), None, rf"the model '.*<lambda>' \({split}\) " + width),
+             (*split_functional(MLP((5, 8, 3), rngs=nnx.Rngs(0))), rf"\({split}\) " + width)]
+    for f, params, match in cases:
+        with pytest.raises(ValueError, match=match) as info1:
+            explain(f, X, params=params, num_alphas=5, max_order=2)
+        with pytest.raises(ValueError, match=match) as info2:
+            interventional_expectation(f, stats, intervention_grid(stats, 3), params=params, data=X)
+        for info in (info1, info2):
+            msg = str(info.value)
+            assert "shape (4,)" in msg and "(5,)" in msg, msg  # both sizes: the data's and the model's
