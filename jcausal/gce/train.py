@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from jcausal._src.io import atomic_write_bytes
 from jcausal._src.xla import jit
-from jcausal.gce.models import Generative, generative
+from jcausal.gce.models import Generative, LinearGaussian, generative
 from jcausal.gce.objectives import VARIANTS, _check_sizes, check_models, information_flow
 from jcausal.models.checkpoint import save
 
@@ -96,6 +96,33 @@ def _save_checkpoint(path: Path, params, meta: dict) -> None:
     atomic_write_bytes(path.with_suffix(path.suffix + ".json"), json.dumps(meta, indent=2).encode())
 
 
+def _check_latent_size(model, gen: Generative, data, K: int, L: int) -> None:
+    """``K + L`` must be the map's latent size: read from a linear-Gaussian map's ``W``, from the
+    encoder's output on one data row, or else probed by decoding a latent of ``K + L`` zeros
+    (shapes only: nothing runs). Raises ValueError naming both sizes."""
+    size = None
+    if isinstance(model, LinearGaussian):
+        size = int(model.W[...].shape[1])
+    elif gen.encode is not None and data is not None and np.ndim(data) >= 1 and np.shape(data)[0] >= 1:
+        try:
+            mean = jax.eval_shape(lambda p, x: gen.encode(p, x)[0], gen.params, jnp.asarray(data[0]))
+            size = int(np.prod(mean.shape))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"the generative map's encoder rejects one data row of shape "
+                             f"{tuple(np.shape(data)[1:])}: {type(err).__name__}: {err}") from None
+    if size is not None:
+        if size != K + L:
+            raise ValueError(f"K + L = {K} + {L} = {K + L}, but the generative map's latent has {size} "
+                             f"factors: pass K and L with K + L = {size}, or build the map with "
+                             f"latent = {K + L}")
+        return
+    try:
+        jax.eval_shape(lambda p, z: gen.decode(p, z), gen.params, jax.ShapeDtypeStruct((K + L,), jnp.float32))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the generative map's decoder rejects a latent of K + L = {K} + {L} = {K + L} "
+                         f"factors (is its latent size another?): {type(err).__name__}: {err}") from None
+
+
 def train(model: nnx.Module | Generative, classify: Callable, data=None, *, key: jax.Array, K: int,
           L: int, lam: float, steps: int, classify_params: Any = None, batch_size: int = 64,
           n_alpha: int = 100, n_beta: int = 25, learning_rate: float = 5e-4,
@@ -127,7 +154,8 @@ def train(model: nnx.Module | Generative, classify: Callable, data=None, *, key:
 
     Raises:
       ValueError: ``lam < 0``, ``K < 1`` (unless ``fidelity_only``), ``L < 0``, ``n_alpha`` or
-        ``n_beta < 1``, ``steps < 1``, bad classifier outputs on a probe, or missing data for a VAE.
+        ``n_beta < 1``, ``steps < 1``, ``K + L`` not the map's latent size (both named), bad
+        classifier outputs on a probe, or missing data for a VAE.
     """
     if not np.isfinite(lam) or lam < 0:
         raise ValueError(f"lam = {lam}: the weight of the data term must be a finite number >= 0")
@@ -142,6 +170,7 @@ def train(model: nnx.Module | Generative, classify: Callable, data=None, *, key:
     else:
         _check_sizes(K, L, n_alpha, n_beta)
     gen = model if isinstance(model, Generative) else generative(model)
+    _check_latent_size(model, gen, data, K, L)
     has_cp = classify_params is not None
     if not fidelity_only:
         check_models(gen.decode, classify, K + L, params=(gen.params, classify_params), noisy=gen.noisy)

@@ -115,3 +115,30 @@ def test_logits_instead_of_probabilities_is_rejected():
     with pytest.raises(ValueError, match="sum to"):
         train(LinearGaussian(2, 1, 1, rngs=nnx.Rngs(0)), lambda x: x * 3.0 + 1.0, key=jax.random.key(0),
               K=1, L=1, lam=0.1, steps=1, n_alpha=4, n_beta=4, progress=False)
+
+
+def test_latent_size_other_than_k_plus_l_is_refused_before_any_step(tmp_path):
+    """K + L = 4 for a map with 3 latents raised a raw dot_general TypeError (or, with
+    fidelity_only, trained without a word): a ValueError names both sizes, before any step."""
+    from jcausal.gce import Generative
+
+    clf = jax.nn.softmax
+    kw = dict(key=jax.random.key(0), lam=0.1, steps=2, n_alpha=4, n_beta=4, progress=False)
+    lg = LinearGaussian(4, 1, 2, rngs=nnx.Rngs(0))
+    W0 = np.asarray(lg.W[...]).copy()
+    for extra in ({}, {"fidelity_only": True}):
+        with pytest.raises(ValueError, match=r"K \+ L = 2 \+ 2 = 4, but the generative map's latent has 3 "):
+            train(lg, clf, K=2, L=2, checkpoint=tmp_path / "lg.msgpack", **extra, **kw)
+    np.testing.assert_array_equal(np.asarray(lg.W[...]), W0)  # no step was taken
+    assert not (tmp_path / "lg.msgpack").exists()
+    X = jax.random.uniform(jax.random.key(1), (20, 3))
+    vae = mlp_vae(3, 2, hidden=(8,), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"K \+ L = 1 \+ 2 = 3, but the generative map's latent has 2 "):
+        train(vae, lambda x: jax.nn.softmax(x[:2]), X, K=1, L=2, **kw)
+    # a map without an encoder: the decoder is probed on K + L zeros (shapes only)
+    gen = generative(LinearGaussian(4, 1, 2, rngs=nnx.Rngs(0)))
+    bare = Generative(gen.decode, gen.fidelity, None, gen.params, False)
+    with pytest.raises(ValueError, match=r"decoder rejects a latent of K \+ L = 1 \+ 1 = 2 factors .*"
+                                         r"dot_general"):
+        train(bare, clf, K=1, L=1, **kw)
+    assert train(lg, clf, K=1, L=2, **kw).steps == 2  # the right sizes train
