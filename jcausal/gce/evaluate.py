@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.checks import require_finite
 from jcausal._src.xla import jit
 from jcausal.gce.objectives import _caller, _split_params, bind_models
 
@@ -89,6 +90,7 @@ def resample_accuracy(encode: Callable, decode: Callable, classify: Callable, ke
     y = jnp.asarray(y, jnp.int32)
     if X.shape[0] != y.shape[0] or X.shape[0] == 0:
         raise ValueError(f"X and y need the same non-zero length, got {X.shape[0]} and {y.shape[0]}")
+    require_finite(X, "X", rows="inputs", fix="their latent means and accuracies would be NaN")
     encode, decode, classify, params = bind_models(decode, classify, params, encode=encode, example=X[0])
     return _resample(encode, decode, classify, params, key, X, y, int(batch_size))
 
@@ -125,6 +127,7 @@ def latent_sweeps(encode: Callable, decode: Callable, classify: Callable, X, *, 
     if offsets.ndim != 1 or not np.all(np.isfinite(np.asarray(offsets))):
         raise ValueError(f"offsets must be a finite 1-d array, got {np.asarray(offsets)!r}")
     X = jnp.asarray(X)
+    require_finite(X, "X", rows="inputs", fix="their latent means and sweeps would be NaN")
     encode, decode, classify, params = bind_models(decode, classify, params, encode=encode, example=X[0])
     imgs, probs = _sweeps(encode, decode, classify, params, X, offsets)
     return Sweep(imgs, probs, offsets)

@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jcausal._src.checks import require_finite
 from jcausal._src.io import atomic_write_bytes
 from jcausal._src.xla import jit
 from jcausal.gce.models import Generative, LinearGaussian, generative
@@ -181,8 +182,9 @@ def train(model: nnx.Module | Generative, classify: Callable, data=None, *, key:
         bs = 1
     else:
         data = jnp.asarray(data)
-        if data.shape[0] < 1 or not np.all(np.isfinite(np.asarray(data))):
-            raise ValueError("data must be non-empty and finite")
+        if data.ndim < 1 or data.shape[0] < 1:
+            raise ValueError(f"data must be a non-empty batch (n, ...), got shape {data.shape}")
+        require_finite(data, "data", rows="inputs", fix="the data term D would be NaN from the first step")
         bs = min(int(batch_size), data.shape[0])
     tx = optimizer or optax.adam(learning_rate)
     step = build_step(gen, classify, tx, K=K, L=L, n_alpha=n_alpha, n_beta=n_beta, variant=variant,

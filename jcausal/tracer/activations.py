@@ -38,6 +38,7 @@ from flax import nnx
 from jax.extend.core import Literal
 from tqdm.auto import tqdm
 
+from jcausal._src.checks import require_finite
 from jcausal._src.xla import jit
 
 __all__ = [
@@ -238,6 +239,7 @@ def activations(model: nnx.Module | LayerOutputs, X, *, layers=None, key: jax.Ar
     X = jnp.asarray(X)
     if X.ndim < 1 or X.shape[0] == 0:
         raise ValueError(f"X must be a non-empty batch (n, ...), got shape {X.shape}")
+    require_finite(X, "X", rows="examples", fix="the layer outputs of such inputs are NaN")
     lo = model if isinstance(model, LayerOutputs) else layer_outputs(model, X[0], layers=layers)
     n = X.shape[0]
     bs = int(min(batch_size, n))
@@ -303,6 +305,7 @@ def detect_randomness(model: nnx.Module, x: jax.Array, key1: jax.Array, key2: ja
       :class:`RandomnessReport`.
     """
     x = jnp.asarray(x)
+    require_finite(x, "the input x", rows=None, fix="NaN outputs differ from themselves under any key")
     lo = layer_outputs(model, x, layers=layers)
     if not _takes_key(model):
         return RandomnessReport((), (), {n: 0.0 for n in lo.names})

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from flax import nnx
 
+from jcausal._src.checks import require_finite
 from jcausal.tracer.activations import layer_outputs
 from jcausal.tracer.counterfactual import CounterfactualGAN, CounterfactualResult, NNIndex, counterfactuals
 from jcausal.tracer.explain import Explanation, explain
@@ -111,6 +112,8 @@ def feature_changes(x, counterfactual, scaler=None, feature_names: Sequence[str]
     b = np.asarray(counterfactual, np.float64).reshape(-1)
     if a.shape != b.shape:
         raise ValueError(f"x {a.shape} and counterfactual {b.shape} differ in shape")
+    require_finite(a, "x", rows=None)
+    require_finite(b, "counterfactual", rows=None)
     names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(a.size)]
     if len(names) != a.size:
         raise ValueError(f"{len(names)} feature names for {a.size} features")

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.checks import require_finite
+
 __all__ = ["Faithfulness", "deletion_insertion"]
 
 
@@ -54,6 +56,10 @@ def deletion_insertion(prob: Callable, x: jax.Array, saliency: jax.Array, target
     d = int(np.prod(x.shape))
     if int(np.prod(jnp.shape(saliency))) != d:
         raise ValueError(f"saliency has {int(np.prod(jnp.shape(saliency)))} values for {d} features")
+    # checked outside tracing only (under vmap/jit the values are unknown)
+    require_finite(x, "the input x", rows=None)
+    require_finite(saliency, "saliency", rows=None, fix="NaN scores have no place in the ranking")
+    require_finite(baseline, "baseline", rows=None)
     xf = x.reshape(-1)
     bf = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape).reshape(-1)
     order = jnp.argsort(-saliency.reshape(-1), stable=True)

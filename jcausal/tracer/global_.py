@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jcausal._src.checks import require_finite
 from jcausal._src.xla import jit
 from jcausal.models.cnn import max_pool_2x2
 from jcausal.tracer.activations import LayerOutputs, layer_outputs
@@ -146,6 +147,8 @@ def global_view(model: nnx.Module | LayerOutputs, X, labels=None, *, per_class: 
       :class:`GlobalView`; coverages sum to 100%.
     """
     X = jnp.asarray(X)
+    require_finite(X, "X", rows="images", fix="drop them or fix their pixels")
+    require_finite(value, "the baseline value", rows=None, fix="pass finite baseline values")
     lo = model if isinstance(model, LayerOutputs) else layer_outputs(model, X[0], layers=layers)
     sets = jnp.asarray(patch_index_sets(X.shape[1:], patch, stride))
     if labels is None and per_class is not None:

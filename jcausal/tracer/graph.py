@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.checks import require_finite
 from jcausal._src.xla import jit
 
 __all__ = [
@@ -63,6 +64,8 @@ def merge_cka(cka: np.ndarray, eps: float) -> np.ndarray:
     cka = np.asarray(cka, np.float64)
     if cka.ndim != 2 or cka.shape[0] != cka.shape[1]:
         raise ValueError(f"cka must be a square (L, L) matrix, got shape {cka.shape}")
+    require_finite(cka, "the CKA matrix", rows="rows",
+                   fix="NaN never merges, so layers would split silently; compute CKA on finite activations")
     m = cka >= 1.0 - eps - 1e-7  # float32 CKA of identical layers can read 0.9999999
     np.fill_diagonal(m, True)
     return m
@@ -210,6 +213,8 @@ def node_contribution(node: int, layer: str, acts, delta_out, mask, *, top: int 
     node's representative layer; ``delta_out``: ``(K,)``; ``mask``: ``(K, d)``; ``top``: number of
     top units (default 1 filter for conv layers, 3 units for dense ones, as in section 4.1)."""
     acts = jnp.asarray(acts)
+    require_finite(acts, f"the activations of layer {layer!r}", rows="inputs (row 0 = the original)")
+    require_finite(delta_out, "delta_out", rows="interventions")
     du = unit_effects(acts)
     beta, score = (np.asarray(a, np.float64) for a in _slopes(du, jnp.asarray(delta_out, jnp.float32)))
     if top is None:

@@ -76,3 +76,14 @@ def test_figures():
     assert len(fig.axes) == 15
     fig = plot_training({"step": [1, 2], "C": [0.1, 0.2], "D": [-3.0, -2.0]}, lam=0.05)
     assert len(fig.axes) == 2
+
+
+def test_nonfinite_inputs_are_refused():
+    """A NaN row gave NaN latents, an accuracy computed on garbage and NaN sweeps, silently."""
+    X, y = data(40)
+    X = X.at[3, 1].set(jnp.nan).at[7, 0].set(jnp.inf)
+    msg = r"^X holds NaN/inf: 2 non-finite entries in 2 of its 40 inputs"
+    with pytest.raises(ValueError, match=msg):
+        resample_accuracy(encode, decode, classify, jax.random.key(1), X, y)
+    with pytest.raises(ValueError, match=msg):
+        latent_sweeps(encode, decode, classify, X)

@@ -142,3 +142,11 @@ def test_latent_size_other_than_k_plus_l_is_refused_before_any_step(tmp_path):
                                          r"dot_general"):
         train(bare, clf, K=1, L=1, **kw)
     assert train(lg, clf, K=1, L=2, **kw).steps == 2  # the right sizes train
+
+
+def test_nonfinite_data_is_refused_with_counts():
+    X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    X[4, :2] = np.nan
+    with pytest.raises(ValueError, match=r"^data holds NaN/inf: 2 non-finite entries in 1 of its 20 inputs"):
+        train(mlp_vae(3, 2, hidden=(8,), rngs=nnx.Rngs(0)), lambda x: jax.nn.softmax(x[:2]), X,
+              key=jax.random.key(0), K=1, L=1, lam=0.1, steps=1, n_alpha=4, n_beta=4, progress=False)

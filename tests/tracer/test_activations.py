@@ -76,3 +76,17 @@ def test_no_recompile_for_new_inputs_and_exogenous_in_graph():
     keys = (jax.random.key(0), jax.random.key(1))
     ex = explain(m, jnp.arange(1.0, 5.0, dtype=jnp.float32), randomness_keys=keys)
     assert ex.graph.exogenous == ("dropout",) and ex.graph.to_dict()["exogenous"] == ["dropout"]
+
+
+def test_nonfinite_inputs_are_refused():
+    """NaN inputs gave NaN layer outputs silently; in detect_randomness NaN != NaN made every layer
+    look random."""
+    m = MLP((4, 6, 3), dropout=0.5, rngs=nnx.Rngs(0))
+    X = np.ones((5, 4), np.float32)
+    X[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"^X holds NaN/inf: 1 non-finite entry in 1 of its 5 examples"):
+        activations(m, X)
+    keys = (jax.random.key(0), jax.random.key(1))
+    with pytest.raises(ValueError, match=r"^the input x holds NaN/inf: 1 non-finite entry of 4"):
+        detect_randomness(m, X[1], *keys)
+    assert detect_randomness(m, X[0], *keys).sources == ("dropout",)

@@ -159,3 +159,61 @@ def test_nonfinite_activations_name_the_first_layer_and_where():
         explain(m, neg, value=1.0)  # only the intervention on feature 0 removes the negative entry
     ex = explain(m, pos, value=0.5)  # finite everywhere: the same model is explained
     assert np.all(np.isfinite(ex.graph.cka)) and ex.graph.layer_names == ("a", "b", "head")
+
+
+def test_graph_and_contributions_refuse_nonfinite_values():
+    """A NaN CKA entry never merged (layers split silently); NaN activations or output drops gave
+    NaN slopes and units ranked by NaN."""
+    cka = np.array([[1.0, 0.99, 0.2], [0.99, 1.0, np.nan], [0.2, np.nan, 1.0]])
+    with pytest.raises(ValueError, match=r"^the CKA matrix holds NaN/inf: 2 non-finite entries in 2 of its"):
+        causal_graph(cka, ["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"^the CKA matrix holds NaN/inf"):
+        merge_cka(cka, 0.05)
+    rng = np.random.default_rng(0)
+    acts, delta, mask = rng.normal(size=(5, 3)), rng.normal(size=4), np.eye(4, dtype=bool)
+    bad = acts.copy()
+    bad[2, 1] = np.inf
+    with pytest.raises(ValueError, match=r"^the activations of layer 'dense' holds NaN/inf: 1 non-finite "
+                                         r"entry in 1 of its 5 inputs"):
+        node_contribution(0, "dense", bad, delta, mask)
+    with pytest.raises(ValueError, match=r"^delta_out holds NaN/inf: 1 non-finite entry in 1 of its 4 "):
+        node_contribution(0, "dense", acts, np.where(np.arange(4) == 1, np.nan, delta), mask)
+    assert np.all(np.isfinite(node_contribution(0, "dense", acts, delta, mask).features))
+
+
+def test_global_view_and_faithfulness_refuse_nonfinite_inputs():
+    import jax
+
+    from jcausal.tracer import deletion_insertion, feature_changes, global_view
+
+    class Img(nnx.Module):  # an 8 x 8 image model: Blocks on its first 6 pixels
+        def __init__(self):
+            self.net = Blocks(nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.net(x.reshape(-1)[:6])
+
+    X = np.random.default_rng(1).uniform(size=(6, 8, 8)).astype(np.float32)
+    X[2, 3, 3] = np.nan
+    kw = dict(per_class=None, patch=4, chunk=2, progress=False)
+    with pytest.raises(ValueError, match=r"^X holds NaN/inf: 1 non-finite entry in 1 of its 6 images"):
+        global_view(Img(), X, **kw)
+    with pytest.raises(ValueError, match=r"^the baseline value holds NaN/inf"):
+        global_view(Img(), np.nan_to_num(X), value=np.inf, **kw)
+    assert len(global_view(Img(), np.nan_to_num(X), **kw).graphs) == 6
+    x = jnp.asarray(X[0].reshape(-1))
+    sal = np.arange(64.0)
+    sal[5] = np.nan
+
+    def prob(v):
+        return jax.nn.softmax(jnp.stack([jnp.sum(v), -jnp.sum(v)]))
+
+    with pytest.raises(ValueError, match=r"^saliency holds NaN/inf: 1 non-finite entry of 64"):
+        deletion_insertion(prob, x, jnp.asarray(sal), 0)
+    with pytest.raises(ValueError, match=r"^the input x holds NaN/inf: 1 non-finite entry of 64"):
+        deletion_insertion(prob, jnp.asarray(X[2].reshape(-1)), jnp.arange(64.0), 0)
+    # under vmap the values are unknown: no check, the curves as before
+    curves = jax.vmap(lambda s: deletion_insertion(prob, x, s, 0).deletion_auc)(jnp.ones((2, 64)))
+    assert np.all(np.isfinite(np.asarray(curves)))
+    with pytest.raises(ValueError, match=r"^counterfactual holds NaN/inf: 1 non-finite entry of 3"):
+        feature_changes(np.zeros(3), np.array([0.0, np.nan, 1.0]))
