@@ -164,7 +164,7 @@ def run_job(
         :class:`jcausal.models.Split` runs the fast eqn 2).
       X: ``(n, k)`` training rows (eqn 2 averages over them; moments for eqn 4).
       out: output folder (created). Holds ``manifest.json``, ``chunks/``, ``ace.npz``, ``ace.json``.
-        Run it under :func:`jcausal._src.io.output_lock` when other processes may write there (the
+        Run it under ``jcausal._src.io.output_lock`` when other processes may write there (the
         CLI does).
       features, num_alphas, alphas, max_order: as for :func:`jcausal.ace.explain`.
       chunk_features: features per chunk (the unit of work saved to disk).
