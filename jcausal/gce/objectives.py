@@ -273,7 +273,8 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
         pass parameters here rather than closing over them, so they are arguments of ``jit``.
       variant: one of :data:`VARIANTS`.
       noisy: the decoder takes ``key=`` and samples.
-      check: probe the models once at ``z = 0`` (skipped automatically under tracing).
+      check: probe the models once at ``z = 0``, and refuse NaN/inf probabilities anywhere on the
+        grid (both skipped automatically under tracing).
       chunk: latents per decode/classify batch (see :func:`mutual_information`).
 
     Returns:
