@@ -44,7 +44,7 @@ MODEL = textwrap.dedent("""
 
 @pytest.fixture
 def job_dir(tmp_path, monkeypatch):
-    (tmp_path / "mymodel.py").write_text(MODEL)
+    (tmp_path / "coremodel.py").write_text(MODEL)
     X = np.random.default_rng(1).uniform(size=(80, 4)).astype(np.float32)
     np.save(tmp_path / "X.npy", X)
     monkeypatch.chdir(tmp_path)
@@ -52,7 +52,7 @@ def job_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
-RUN = ["ace", "run", "--model", "mymodel:make", "--data", "X.npy", "--num-alphas", "6", "--max-order", "2",
+RUN = ["ace", "run", "--model", "coremodel:make", "--data", "X.npy", "--num-alphas", "6", "--max-order", "2",
        "--quiet"]
 
 
@@ -78,7 +78,7 @@ def test_ace_run_never_imports_a_working_folder_file_over_an_installed_package(t
 
     for dep in ("optax", "numpyro", "flax"):
         (tmp_path / f"{dep}.py").write_text("print('HIJACKED')\nraise SystemExit(7)\n")
-    (tmp_path / "mymodel.py").write_text(MODEL)
+    (tmp_path / "coremodel.py").write_text(MODEL)
     save(tmp_path / "ck.msgpack", MLP((4, 6, 3), rngs=nnx.Rngs(0)))
     np.save(tmp_path / "X.npy", np.random.default_rng(1).uniform(size=(40, 4)).astype(np.float32))
     small = ["--num-alphas", "6", "--max-order", "2", "--quiet"]
@@ -128,7 +128,7 @@ def test_ace_run_records_what_the_outputs_are(job_dir, capsys):
     assert main([*RUN, "--out", "p"]) == 0
     assert "outputs: probabilities" in capsys.readouterr().out
     assert json.loads((job_dir / "p" / "ace.json").read_text())["outputs"] == "probabilities"
-    assert main([*RUN[:3], "mymodel:logits", *RUN[4:], "--out", "r"]) == 0
+    assert main([*RUN[:3], "coremodel:logits", *RUN[4:], "--out", "r"]) == 0
     assert "outputs: raw" in capsys.readouterr().out
     assert json.loads((job_dir / "r" / "ace.json").read_text())["outputs"] == "raw"
 
