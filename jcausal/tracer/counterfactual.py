@@ -355,12 +355,13 @@ def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: 
                 hist[name].append(v)
             bar.set_postfix(G=f"{gl:.3f}", D=f"{dl:.3f}", dist=f"{float(dist):.3f}")
         if ckpt is not None and done % checkpoint_every == 0:
-            _save_gan(ckpt, gan, fns, g_params, d_params, {"step": done, "lam": lam})
+            _save_gan(ckpt, gan, fns, g_params, d_params, {"step": done, "lam": lam, "l1": float(l1)})
             written = ckpt
     nnx.update(gan.generator, g_params)
     nnx.update(gan.discriminator, d_params)
     if ckpt is not None and (written is None or nonfinite is not None or done % checkpoint_every):
-        _save_gan(ckpt, gan, fns, g_params, d_params, {"step": done, "lam": lam, "nonfinite_step": nonfinite})
+        _save_gan(ckpt, gan, fns, g_params, d_params, {"step": done, "lam": lam, "l1": float(l1),
+                                                            "nonfinite_step": nonfinite})
         written = ckpt
     return GANTrainResult(hist, done, nonfinite, written, index)
 
