@@ -1,7 +1,7 @@
 """Counterfactuals people can act on: immutable features, allowed ranges, sparse decoding, several
 counterfactuals per input.
 
-The counterfactual GAN (:mod:`jcausal.tracer.counterfactual`, TRACER section 3.3) decodes ``x*`` as a
+The counterfactual GAN (``jcausal.tracer.counterfactual``, TRACER section 3.3) decodes ``x*`` as a
 whole: every feature moves. Here a GAN output becomes an *actionable* counterfactual:
 
 1. **Projection** (structural, not hoped for): ``P(v) = where(mutable, clip(v, low, high), x)``. An

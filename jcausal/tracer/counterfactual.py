@@ -162,7 +162,7 @@ def generator_loss(fns: GANFunctions, g_params, d_params, x, onehot, x_nn, lam,
     ``distance``: ``"euclidean"`` (the paper's example) or ``"squared"`` (its square: on MNIST the
     Euclidean distance, minimised by a geometric median, drives sparse digits to blank images);
     ``cons``: ``None`` or ``(mutable, low, high)`` arrays of ``input_shape``: ``x*`` is projected
-    (:func:`jcausal.tracer.constraints.project`) before the loss, so the generator learns under the
+    (:func:`~jcausal.tracer.project`) before the loss, so the generator learns under the
     constraints it is used with.
     ``L_GAN = mean -log sigmoid(D(x*))`` (non-saturating). Returns ``(loss, (L_GAN, d))``.
     """
@@ -281,7 +281,7 @@ def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: 
       l1: weight of the L1 proximity term ``||x* - x||_1`` (:func:`generator_loss`; default off:
         sparsity comes from :func:`counterfactuals`' decoding, see its docstring).
       immutable, ranges, feature_names, scaler: constraints the counterfactuals will be asked to
-        satisfy (:func:`jcausal.tracer.constraints.make_constraints`: names or indices, ranges in
+        satisfy (:func:`~jcausal.tracer.make_constraints`: names or indices, ranges in
         the data's units); the generator's output is projected onto them during training.
       checkpoint: atomic :func:`jcausal.models.save` of the whole GAN every ``checkpoint_every``
         steps, at the end, and with the last finite parameters when a loss turns NaN/inf.
@@ -505,7 +505,7 @@ def counterfactuals(gan: CounterfactualGAN, model: nnx.Module, x, targets, index
                     scaler=None, num: int = 1, decoding: Decoding | None = None, key: jax.Array | None = None,
                     on_unreachable: str = "raise") -> CounterfactualResult:
     """Counterfactuals of ``x`` for ``targets`` with validity and distances (section 3.3), made
-    actionable (:mod:`jcausal.tracer.constraints`): sparse, within constraints, several per input.
+    actionable (``jcausal.tracer.constraints``): sparse, within constraints, several per input.
 
     Args:
       gan: a trained :class:`CounterfactualGAN`; model: the classifier (``nnx.Module``, logits of ONE
@@ -514,10 +514,10 @@ def counterfactuals(gan: CounterfactualGAN, model: nnx.Module, x, targets, index
         the changes); x_train: the training inputs (rows of ``index.rows``; default: from the index).
       immutable, ranges, feature_names, scaler: features that must keep the input's value (indices
         or names) and allowed ``{feature: (low, high)}`` ranges in the data's units, converted with
-        ``scaler`` (:func:`~jcausal.tracer.constraints.make_constraints`). Immutable features equal
+        ``scaler`` (:func:`~jcausal.tracer.make_constraints`). Immutable features equal
         the input's bitwise; every other feature lies in its range (by projection).
       num: counterfactuals per input (``alternatives``; ``counterfactuals`` is the first).
-      decoding: :class:`~jcausal.tracer.constraints.Decoding`; default: sparse for tabular GANs,
+      decoding: :class:`~jcausal.tracer.Decoding`; default: sparse for tabular GANs,
         ``Decoding.dense()`` (the paper's) for images. key: PRNG key for ``num > 1`` with dense
         decoding (latent noise).
       on_unreachable: with constraints, inputs whose target no bounded search reaches raise
