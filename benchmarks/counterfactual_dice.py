@@ -231,7 +231,7 @@ def plot(rows: list[dict], path: Path) -> None:
     labels = [r["label"] for r in rows]
     fields = [("validity_percent", "validity (%)"), ("features_changed", "features changed"),
               ("mean_l2", "mean L2 (scaled units)"), ("ms_per_counterfactual", "ms per counterfactual (log)")]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 0.42 * len(rows) + 1.8), sharey=True)
+    fig, axes = plt.subplots(1, 4, figsize=(18, 0.42 * len(rows) + 1.8), sharey=True, layout="constrained")
     colors = ["#1565c0" if r["method"].startswith("jcausal") else "#ef6c00" for r in rows]
     for ax, (key, title) in zip(axes, fields):
         vals = [np.nan if r.get(key) is None else r[key] for r in rows]
@@ -246,7 +246,6 @@ def plot(rows: list[dict], path: Path) -> None:
     axes[0].invert_yaxis()
     fig.suptitle("Counterfactuals on the breast-cancer MLP (first test rows, the other class): "
                  "jcausal (blue) vs DiCE (orange)", fontsize=10)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
