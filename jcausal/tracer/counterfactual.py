@@ -557,15 +557,15 @@ def counterfactuals(gan: CounterfactualGAN, model: nnx.Module, x, targets, index
     alts = np.repeat(xs[:, None], num, 1)
     todo = np.flatnonzero(~unchanged)
     real = np.asarray(index.rows).reshape(-1) >= 0
-    pts = np.asarray(index.points).reshape(-1, d)[real]
-    act = None
+    # the training inputs (for the data's range in sparse decoding and x_nn without x_train)
+    pts = np.asarray(index.points).reshape(-1, d)[real] if decoding.sparse or x_train is None else None
     if len(todo):
         def propose(noise):
             return generate(gan, xs[todo], t[todo], noise=noise, batch_size=batch_size)
 
         act = actionable(model, propose, xs[todo].reshape(len(todo), d), t[todo], cons, decoding,
                          input_shape=gan.input_shape, num=num, latent=gan.latent, key=key,
-                         domain=(pts.min(0), pts.max(0)))
+                         domain=(pts.min(0), pts.max(0)) if decoding.sparse else None)
         alts[todo] = act.counterfactuals.reshape(len(todo), num, *xs.shape[1:])
         lost = todo[~act.valid[:, 0]]
         if len(lost) and cons.constrained and decoding.repair_steps > 0 and on_unreachable == "raise":
