@@ -153,11 +153,12 @@ def _dist(a, b, distance: str = "euclidean"):
 
 
 def generator_loss(fns: GANFunctions, g_params, d_params, x, onehot, x_nn, lam,
-                   distance: str = "euclidean", l1=0.0, cons=None):
+                   distance: str = "euclidean", l1=None, cons=None):
     """``(1 - lam) L_GAN + lam mean_i d(x*_i, x_nn_i) + l1 mean_i ||x*_i - x_i||_1`` on a batch.
 
     The first two terms are section 3.3's objective; the L1 proximity term (``l1 >= 0``, default
-    off) pulls the counterfactual's change towards few features (Wachter et al. 2017's L1 distance).
+    off: ``None`` leaves it out of the computation) pulls the counterfactual's change towards few
+    features (Wachter et al. 2017's L1 distance).
     ``x``, ``x_nn``: ``(b, *input_shape)``; ``onehot``: ``(b, k)``; ``lam``: scalar in [0, 1];
     ``distance``: ``"euclidean"`` (the paper's example) or ``"squared"`` (its square: on MNIST the
     Euclidean distance, minimised by a geometric median, drives sparse digits to blank images);
@@ -170,8 +171,10 @@ def generator_loss(fns: GANFunctions, g_params, d_params, x, onehot, x_nn, lam,
     logits = jax.vmap(fns.discriminate, in_axes=(None, 0))(d_params, fake)
     l_gan = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.ones_like(logits)))
     d = jnp.mean(_dist(fake, x_nn, distance))
-    sparse = jnp.mean(jnp.sum(jnp.abs(fake - x).reshape(x.shape[0], -1), -1))
-    return (1.0 - lam) * l_gan + lam * d + l1 * sparse, (l_gan, d)
+    loss = (1.0 - lam) * l_gan + lam * d
+    if l1 is not None:
+        loss = loss + l1 * jnp.mean(jnp.sum(jnp.abs(fake - x).reshape(x.shape[0], -1), -1))
+    return loss, (l_gan, d)
 
 
 def _fake(fns: GANFunctions, g_params, x, onehot, cons):
@@ -198,7 +201,7 @@ def build_steps(fns: GANFunctions, tx_g: optax.GradientTransformation,
 
     - ``d_step(d_params, d_opt, g_params, data, idx, real_idx, onehot, cons=None) -> (d_params,
       d_opt, loss)``
-    - ``g_step(g_params, g_opt, d_params, data, idx, nn_rows, onehot, lam, l1=0.0, cons=None) ->
+    - ``g_step(g_params, g_opt, d_params, data, idx, nn_rows, onehot, lam, l1=None, cons=None) ->
       (g_params, g_opt, loss, (L_GAN, d))``
 
     ``data`` ``(n, *input_shape)`` stays on the device; ``idx``/``real_idx``/``nn_rows`` ``(b,)``
@@ -215,7 +218,7 @@ def build_steps(fns: GANFunctions, tx_g: optax.GradientTransformation,
         return optax.apply_updates(d_params, upd), d_opt, loss
 
     @jit
-    def g_step(g_params, g_opt, d_params, data, idx, nn_rows, onehot, lam, l1=0.0, cons=None):
+    def g_step(g_params, g_opt, d_params, data, idx, nn_rows, onehot, lam, l1=None, cons=None):
         (loss, aux), grads = jax.value_and_grad(generator_loss, argnums=1, has_aux=True)(
             fns, g_params, d_params, data[idx], onehot, data[nn_rows], lam, distance, l1, cons)
         with jax.numpy_dtype_promotion("standard"):
@@ -327,7 +330,8 @@ def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: 
         g_opt, d_opt = tx_g.init(g_params), tx_d.init(d_params)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
     n, bs = len(y), min(int(batch_size), len(y))
-    lam_arr, l1_arr = jnp.asarray(lam, jnp.float32), jnp.asarray(l1, jnp.float32)
+    lam_arr = jnp.asarray(lam, jnp.float32)
+    l1_arr = jnp.asarray(l1, jnp.float32) if l1 > 0 else None  # off: the paper's objective, as traced before
     eye = np.eye(k, dtype=np.float32)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     written, nonfinite, done = None, None, 0
