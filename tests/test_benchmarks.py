@@ -100,3 +100,30 @@ def test_benchmarks_are_a_package_without_path_hacks():
         assert "sys.path.insert" not in path.read_text(), path.name
     mod = importlib.import_module("benchmarks.common")
     assert mod.RESULTS == REPO / "benchmarks" / "results"
+
+
+@pytest.mark.slow
+def test_counterfactual_dice_quick(tmp_path):
+    """`benchmarks/counterfactual_dice.py --quick` (DiCE rows only when dice-ml is installed). Asserts
+    what must hold whatever the timing: jcausal's constraints hold in every counterfactual, and the
+    benchmark's independent count of valid distinct triples equals the library's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cf_bench", REPO / "benchmarks" / "counterfactual_dice.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    have_dice = importlib.util.find_spec("dice_ml") is not None
+    mod.main(["--quick", "--out", str(tmp_path)] + ([] if have_dice else ["--no-dice"]))
+    r = json.loads((tmp_path / "counterfactual_dice_quick.json").read_text())
+    rows = {row["label"]: row for row in r["rows"]}
+    assert r["quick"] is True and r["gan_training_seconds"] > 0
+    for label, row in rows.items():
+        assert 0 <= row["validity_percent"] <= 100, label
+        if row["method"] == "jcausal" and "immutable" in label:
+            assert row["immutable_bitwise_percent"] == 100.0 and row["ranges_respected_percent"] == 100.0
+        if row["method"] == "jcausal" and row["num"] == 3:
+            assert row["all_valid_distinct_percent"] == row["library_all_valid_distinct_percent"]
+    assert rows["jcausal, the paper's decoding (dense)"]["features_changed"] > rows[
+        "jcausal (defaults: sparse)"]["features_changed"]
+    assert any(label.startswith("DiCE") for label in rows) == have_dice
+    assert (tmp_path / "counterfactual_dice_quick.png").stat().st_size > 0

@@ -25,6 +25,18 @@ from jcausal.tracer.cka import (
     linear_gram,
     rbf_gram,
 )
+from jcausal.tracer.constraints import (
+    Actionable,
+    Constraints,
+    Decoded,
+    Decoding,
+    actionable,
+    dense_decode,
+    make_constraints,
+    pairwise_diversity,
+    project,
+    sparse_decode,
+)
 from jcausal.tracer.contrastive import Contrastive, FeatureChange, contrastive, feature_changes
 from jcausal.tracer.counterfactual import (
     CounterfactualGAN,
@@ -36,6 +48,7 @@ from jcausal.tracer.counterfactual import (
     build_steps,
     counterfactuals,
     discriminator_loss,
+    distinct_valid,
     gan_functions,
     generate,
     generator_loss,
@@ -82,6 +95,17 @@ from jcausal.tracer.interventions import (
 )
 
 __all__ = [
+    "Actionable",
+    "Constraints",
+    "Decoded",
+    "Decoding",
+    "actionable",
+    "dense_decode",
+    "make_constraints",
+    "pairwise_diversity",
+    "project",
+    "sparse_decode",
+    "distinct_valid",
     "Contrastive",
     "FeatureChange",
     "contrastive",

@@ -35,131 +35,22 @@ from jcausal._src.checks import class_indices
 from jcausal._src.xla import jit
 from jcausal.models.checkpoint import save
 from jcausal.models.vae import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from jcausal.tracer.constraints import (
+    Decoding,
+    actionable,
+    check_immutable_in_range,
+    make_constraints,
+    pairwise_diversity,
+    project,
+)
+from jcausal.tracer.neighbours import NNIndex, brute_force_nearest, nearest, nn_index
 
 __all__ = [
     "DISTANCES", "NNIndex", "nn_index", "nearest", "brute_force_nearest",
     "CounterfactualGAN", "GANFunctions", "gan_functions", "generator_loss", "discriminator_loss",
     "build_steps", "GANTrainResult", "train_gan", "generate", "check_inputs",
-    "CounterfactualResult", "counterfactuals", "model_labels",
+    "CounterfactualResult", "counterfactuals", "distinct_valid", "model_labels",
 ]
-
-
-# ----------------------------------------------------------------------------- exact nearest neighbours
-
-
-class NNIndex(NamedTuple):
-    """Training instances grouped by class, padded to one shape (one compiled search for all classes).
-
-    Fields:
-      points: ``(k, m, d)`` float32, class ``c``'s flattened instances first, zeros after.
-      sq_norms: ``(k, m)`` float32 squared norms, ``+inf`` on padding.
-      rows: ``(k, m)`` int32 row in the training set, ``-1`` on padding.
-      counts: ``(k,)`` numpy int, instances per class (0 for a class with none).
-    """
-
-    points: jax.Array
-    sq_norms: jax.Array
-    rows: jax.Array
-    counts: np.ndarray
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.counts.shape[0])
-
-
-def nn_index(x, y, num_classes: int) -> NNIndex:
-    """Build the per-class index once. ``x``: ``(n, ...)`` training inputs, ``y``: ``(n,)`` labels in
-    ``[0, num_classes)``. A class without instances is allowed here; searching it raises."""
-    x = np.asarray(x, np.float32).reshape(len(x), -1)
-    y = np.asarray(y).astype(np.int64).reshape(-1)
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"x and y must be non-empty with equal lengths, got {len(x)} and {len(y)}")
-    if y.min() < 0 or y.max() >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
-    counts = np.bincount(y, minlength=num_classes)
-    m = max(int(counts.max()), 1)
-    pts = np.zeros((num_classes, m, x.shape[1]), np.float32)
-    sq = np.full((num_classes, m), np.inf, np.float32)
-    rows = np.full((num_classes, m), -1, np.int32)
-    for c in range(num_classes):
-        r = np.flatnonzero(y == c)
-        pts[c, :len(r)] = x[r]
-        sq[c, :len(r)] = np.sum(np.square(x[r].astype(np.float64)), 1)
-        rows[c, :len(r)] = r
-    return NNIndex(jnp.asarray(pts), jnp.asarray(sq), jnp.asarray(rows), counts)
-
-
-@jit(static_argnames=("candidates",))
-def _search(points, sq_norms, rows, q, *, candidates: int):
-    """Nearest of ``points`` (m, d) to each query ``q`` (b, d): the matrix-product form
-    ``|p|^2 - 2 q.p`` shortlists ``candidates`` points, ranked again by direct differences."""
-    approx = sq_norms[None, :] - 2.0 * (q @ points.T)
-    _, cand = jax.lax.top_k(-approx, candidates)  # (b, c)
-    diff = q[:, None, :] - points[cand]
-    exact = jnp.where(rows[cand] >= 0, jnp.sum(diff * diff, -1), jnp.inf)
-    best = jnp.argmin(exact, -1)
-    pick = jnp.take_along_axis(cand, best[:, None], 1)[:, 0]
-    return rows[pick], jnp.sqrt(jnp.take_along_axis(exact, best[:, None], 1)[:, 0])
-
-
-def nearest(index: NNIndex, queries, targets, *, batch_size: int = 256, candidates: int = 16):
-    """Exact nearest training instance of class ``targets[i]`` to ``queries[i]`` (Euclidean).
-
-    A float32 matrix product shortlists ``candidates`` instances per query (batched on the
-    accelerator, fixed padded shapes: one compilation), which are re-ranked by direct differences.
-
-    Args:
-      index: :func:`nn_index`; queries: ``(b, ...)`` (flattened to ``(b, d)``); targets: ``(b,)``.
-
-    Returns:
-      ``(rows, distances)``: ``(b,)`` int training-set rows and ``(b,)`` float Euclidean distances.
-
-    Raises:
-      ValueError: a target outside ``[0, k)``, a target class without training instances, or a
-        query of the wrong size.
-    """
-    q = np.asarray(queries, np.float32).reshape(len(queries), -1)
-    k, m, d = index.points.shape
-    t = class_indices(targets, k)
-    if q.shape[1] != d:
-        raise ValueError(f"queries have {q.shape[1]} features, the index {d}")
-    if len(t) != len(q):
-        raise ValueError(f"{len(q)} queries but {len(t)} targets")
-    if len(t) and (t.min() < 0 or t.max() >= k):
-        raise ValueError(f"target classes must lie in [0, {k}), got [{t.min()}, {t.max()}]")
-    empty = sorted({int(c) for c in t if index.counts[c] == 0})
-    if empty:
-        raise ValueError(f"class(es) {empty} have no training instances: no nearest neighbour exists")
-    rows = np.zeros(len(t), np.int64)
-    dist = np.zeros(len(t), np.float32)
-    cand = int(min(candidates, m))
-    bs = int(batch_size)
-    for c in np.unique(t):
-        sel = np.flatnonzero(t == c)
-        for s in range(0, len(sel), bs):
-            part = sel[s:s + bs]
-            chunk = np.zeros((bs, d), np.float32)
-            chunk[:len(part)] = q[part]
-            r, dd = _search(index.points[c], index.sq_norms[c], index.rows[c], jnp.asarray(chunk),
-                            candidates=cand)
-            rows[part] = np.asarray(r)[:len(part)]
-            dist[part] = np.asarray(dd)[:len(part)]
-    return rows, dist
-
-
-def brute_force_nearest(x_train, y_train, queries, targets):
-    """The float64 reference: for each query, the row of ``x_train`` of class ``targets[i]`` at the
-    smallest Euclidean distance, and that distance. ``(b,)``, ``(b,)``."""
-    xt = np.asarray(x_train, np.float64).reshape(len(x_train), -1)
-    yt = np.asarray(y_train).reshape(-1)
-    q = np.asarray(queries, np.float64).reshape(len(queries), -1)
-    rows, dist = [], []
-    for qi, ti in zip(q, np.asarray(targets).reshape(-1)):
-        r = np.flatnonzero(yt == ti)
-        dd = np.sqrt(np.sum(np.square(xt[r] - qi), 1))
-        rows.append(r[np.argmin(dd)])
-        dist.append(dd.min())
-    return np.asarray(rows), np.asarray(dist)
 
 
 # ----------------------------------------------------------------------------- models
@@ -170,8 +61,9 @@ class _Generator(nnx.Module):
         self.encoder, self.decoder = encoder, decoder
         self.num_classes, self.input_shape = num_classes, tuple(input_shape)
 
-    def __call__(self, x: jax.Array, onehot: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, onehot: jax.Array, noise: jax.Array | None = None) -> jax.Array:
         z, _ = self.encoder(x.reshape(self.input_shape))
+        z = z if noise is None else z + noise.astype(z.dtype)  # several counterfactuals per input
         return self.decoder(jnp.concatenate([z, onehot.astype(z.dtype)])).reshape(self.input_shape)
 
 
@@ -262,19 +154,33 @@ def _dist(a, b, distance: str = "euclidean"):
 
 
 def generator_loss(fns: GANFunctions, g_params, d_params, x, onehot, x_nn, lam,
-                   distance: str = "euclidean"):
-    """``(1 - lam) L_GAN + lam mean_i d(x*_i, x_nn_i)`` on a batch (section 3.3).
+                   distance: str = "euclidean", l1=None, cons=None):
+    """``(1 - lam) L_GAN + lam mean_i d(x*_i, x_nn_i) + l1 mean_i ||x*_i - x_i||_1`` on a batch.
 
+    The first two terms are section 3.3's objective; the L1 proximity term (``l1 >= 0``, default
+    off: ``None`` leaves it out of the computation) pulls the counterfactual's change towards few
+    features (Wachter et al. 2017's L1 distance).
     ``x``, ``x_nn``: ``(b, *input_shape)``; ``onehot``: ``(b, k)``; ``lam``: scalar in [0, 1];
     ``distance``: ``"euclidean"`` (the paper's example) or ``"squared"`` (its square: on MNIST the
-    Euclidean distance, minimised by a geometric median, drives sparse digits to blank images).
+    Euclidean distance, minimised by a geometric median, drives sparse digits to blank images);
+    ``cons``: ``None`` or ``(mutable, low, high)`` arrays of ``input_shape``: ``x*`` is projected
+    (:func:`~jcausal.tracer.project`) before the loss, so the generator learns under the
+    constraints it is used with.
     ``L_GAN = mean -log sigmoid(D(x*))`` (non-saturating). Returns ``(loss, (L_GAN, d))``.
     """
-    fake = jax.vmap(fns.generate, in_axes=(None, 0, 0))(g_params, x, onehot)
+    fake = _fake(fns, g_params, x, onehot, cons)
     logits = jax.vmap(fns.discriminate, in_axes=(None, 0))(d_params, fake)
     l_gan = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.ones_like(logits)))
     d = jnp.mean(_dist(fake, x_nn, distance))
-    return (1.0 - lam) * l_gan + lam * d, (l_gan, d)
+    loss = (1.0 - lam) * l_gan + lam * d
+    if l1 is not None:
+        loss = loss + l1 * jnp.mean(jnp.sum(jnp.abs(fake - x).reshape(x.shape[0], -1), -1))
+    return loss, (l_gan, d)
+
+
+def _fake(fns: GANFunctions, g_params, x, onehot, cons):
+    fake = jax.vmap(fns.generate, in_axes=(None, 0, 0))(g_params, x, onehot)
+    return fake if cons is None else project(fake, x, cons[0][None] > 0, cons[1][None], cons[2][None])
 
 
 def discriminator_loss(fns: GANFunctions, d_params, real, fake):
@@ -294,27 +200,28 @@ def build_steps(fns: GANFunctions, tx_g: optax.GradientTransformation,
                 tx_d: optax.GradientTransformation, *, distance: str = "euclidean") -> _Steps:
     """The two jitted updates; every array is an argument (nothing closed over):
 
-    - ``d_step(d_params, d_opt, g_params, data, idx, real_idx, onehot) -> (d_params, d_opt, loss)``
-    - ``g_step(g_params, g_opt, d_params, data, idx, nn_rows, onehot, lam) -> (g_params, g_opt,
-      loss, (L_GAN, d))``
+    - ``d_step(d_params, d_opt, g_params, data, idx, real_idx, onehot, cons=None) -> (d_params,
+      d_opt, loss)``
+    - ``g_step(g_params, g_opt, d_params, data, idx, nn_rows, onehot, lam, l1=None, cons=None) ->
+      (g_params, g_opt, loss, (L_GAN, d))``
 
     ``data`` ``(n, *input_shape)`` stays on the device; ``idx``/``real_idx``/``nn_rows`` ``(b,)``
-    pick the inputs, real examples and their target-class nearest neighbours.
+    pick the inputs, real examples and their target-class nearest neighbours; ``l1`` and ``cons``
+    as in :func:`generator_loss`.
     """
-    gen_b = jax.vmap(fns.generate, in_axes=(None, 0, 0))
 
     @jit
-    def d_step(d_params, d_opt, g_params, data, idx, real_idx, onehot):
-        fake = jax.lax.stop_gradient(gen_b(g_params, data[idx], onehot))
+    def d_step(d_params, d_opt, g_params, data, idx, real_idx, onehot, cons=None):
+        fake = jax.lax.stop_gradient(_fake(fns, g_params, data[idx], onehot, cons))
         loss, grads = jax.value_and_grad(discriminator_loss, argnums=1)(fns, d_params, data[real_idx], fake)
         with jax.numpy_dtype_promotion("standard"):  # optax is not strict-promotion clean
             upd, d_opt = tx_d.update(grads, d_opt, d_params)
         return optax.apply_updates(d_params, upd), d_opt, loss
 
     @jit
-    def g_step(g_params, g_opt, d_params, data, idx, nn_rows, onehot, lam):
+    def g_step(g_params, g_opt, d_params, data, idx, nn_rows, onehot, lam, l1=None, cons=None):
         (loss, aux), grads = jax.value_and_grad(generator_loss, argnums=1, has_aux=True)(
-            fns, g_params, d_params, data[idx], onehot, data[nn_rows], lam, distance)
+            fns, g_params, d_params, data[idx], onehot, data[nn_rows], lam, distance, l1, cons)
         with jax.numpy_dtype_promotion("standard"):
             upd, g_opt = tx_g.update(grads, g_opt, g_params)
         return optax.apply_updates(g_params, upd), g_opt, loss, aux
@@ -357,7 +264,8 @@ def _save_gan(path: Path, gan, fns, g_params, d_params, meta: dict) -> None:
 
 def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: float = 0.5,
               batch_size: int = 64, learning_rate: float = 1e-3, distance: str = "euclidean",
-              index: NNIndex | None = None,
+              index: NNIndex | None = None, l1: float = 0.0, immutable=None, ranges=None,
+              feature_names=None, scaler=None,
               checkpoint: str | Path | None = None, checkpoint_every: int = 500, log_every: int = 10,
               progress: bool = True) -> GANTrainResult:
     """Train the counterfactual GAN on labelled data (section 3.3); ``gan`` is updated in place.
@@ -374,6 +282,11 @@ def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: 
       lam: ``lambda`` in [0, 1]; batch_size; learning_rate: Adam's (paper: 1e-3).
       distance: ``d``, ``"euclidean"`` or ``"squared"`` (see :func:`generator_loss`).
       index: a prebuilt :func:`nn_index` of ``(x, y)`` (built here otherwise).
+      l1: weight of the L1 proximity term ``||x* - x||_1`` (:func:`generator_loss`; default off:
+        sparsity comes from :func:`counterfactuals`' decoding, see its docstring).
+      immutable, ranges, feature_names, scaler: constraints the counterfactuals will be asked to
+        satisfy (:func:`~jcausal.tracer.make_constraints`: names or indices, ranges in
+        the data's units); the generator's output is projected onto them during training.
       checkpoint: atomic :func:`jcausal.models.save` of the whole GAN every ``checkpoint_every``
         steps, at the end, and with the last finite parameters when a loss turns NaN/inf.
       log_every, progress: history resolution and a tqdm bar with the losses.
@@ -388,7 +301,12 @@ def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: 
         raise ValueError(f"distance = {distance!r}: choose one of {DISTANCES}")
     if steps < 1 or batch_size < 1 or checkpoint_every < 1 or log_every < 1:
         raise ValueError("steps, batch_size, checkpoint_every and log_every must be >= 1")
+    if not (np.isfinite(l1) and l1 >= 0):
+        raise ValueError(f"l1 = {l1}: must be finite and >= 0")
     x = check_inputs(gan, x)
+    cons = make_constraints(int(np.prod(gan.input_shape)), immutable=immutable, ranges=ranges,
+                            feature_names=feature_names, scaler=scaler)
+    cons_arr = cons.arrays(gan.input_shape) if cons.constrained else None
     y = np.asarray(y).astype(np.int64).reshape(-1)
     k = gan.num_classes
     if len(y) != x.shape[0]:
@@ -414,6 +332,7 @@ def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: 
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
     n, bs = len(y), min(int(batch_size), len(y))
     lam_arr = jnp.asarray(lam, jnp.float32)
+    l1_arr = jnp.asarray(l1, jnp.float32) if l1 > 0 else None  # off: the paper's objective, as traced before
     eye = np.eye(k, dtype=np.float32)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     written, nonfinite, done = None, None, 0
@@ -425,9 +344,10 @@ def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: 
         tgt = others[y[idx], rng.integers(0, len(present) - 1, bs)]  # y* uniform over the other classes
         onehot = jnp.asarray(eye[tgt])
         j_idx = jnp.asarray(idx)
-        new_d, new_dopt, d_loss = st.d_step(d_params, d_opt, g_params, x, j_idx, jnp.asarray(real), onehot)
+        new_d, new_dopt, d_loss = st.d_step(d_params, d_opt, g_params, x, j_idx, jnp.asarray(real), onehot,
+                                            cons_arr)
         new_g, new_gopt, g_loss, (l_gan, dist) = st.g_step(
-            g_params, g_opt, new_d, x, j_idx, jnp.asarray(table[idx, tgt]), onehot, lam_arr)
+            g_params, g_opt, new_d, x, j_idx, jnp.asarray(table[idx, tgt]), onehot, lam_arr, l1_arr, cons_arr)
         gl, dl = float(g_loss), float(d_loss)
         if not (np.isfinite(gl) and np.isfinite(dl)):
             nonfinite = t + 1
@@ -440,12 +360,13 @@ def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: 
                 hist[name].append(v)
             bar.set_postfix(G=f"{gl:.3f}", D=f"{dl:.3f}", dist=f"{float(dist):.3f}")
         if ckpt is not None and done % checkpoint_every == 0:
-            _save_gan(ckpt, gan, fns, g_params, d_params, {"step": done, "lam": lam})
+            _save_gan(ckpt, gan, fns, g_params, d_params, {"step": done, "lam": lam, "l1": float(l1)})
             written = ckpt
     nnx.update(gan.generator, g_params)
     nnx.update(gan.discriminator, d_params)
     if ckpt is not None and (written is None or nonfinite is not None or done % checkpoint_every):
-        _save_gan(ckpt, gan, fns, g_params, d_params, {"step": done, "lam": lam, "nonfinite_step": nonfinite})
+        _save_gan(ckpt, gan, fns, g_params, d_params, {"step": done, "lam": lam, "l1": float(l1),
+                                                            "nonfinite_step": nonfinite})
         written = ckpt
     return GANTrainResult(hist, done, nonfinite, written, index)
 
@@ -467,8 +388,10 @@ def _batched(fn: Callable, params: Any, arrays: tuple, batch_size: int) -> np.nd
 
 
 @jit(static_argnums=0)
-def _gen_apply(g_def, params, x, onehot):
-    return jax.vmap(lambda xi, oi: nnx.merge(g_def, params)(xi, oi))(x, onehot)
+def _gen_apply(g_def, params, x, onehot, noise=None):
+    if noise is None:
+        return jax.vmap(lambda xi, oi: nnx.merge(g_def, params)(xi, oi))(x, onehot)
+    return jax.vmap(lambda xi, oi, ni: nnx.merge(g_def, params)(xi, oi, ni))(x, onehot, noise)
 
 
 @jit(static_argnums=0)
@@ -476,9 +399,10 @@ def _prob_apply(c_def, params, x):
     return jax.vmap(lambda xi: jax.nn.softmax(nnx.merge(c_def, params)(xi).astype(jnp.float32)))(x)
 
 
-def generate(gan: CounterfactualGAN, x, targets, *, batch_size: int = 256) -> np.ndarray:
+def generate(gan: CounterfactualGAN, x, targets, *, noise=None, batch_size: int = 256) -> np.ndarray:
     """Counterfactuals ``x*`` ``(n, *input_shape)`` of inputs ``x`` ``(n, ...)`` for ``targets`` ``(n,)``
-    (no checks against a classifier; see :func:`counterfactuals`)."""
+    (no checks against a classifier; see :func:`counterfactuals`). ``noise``: ``None`` or
+    ``(n, latent)`` added to the encoder's ``z_x`` (other counterfactuals of the same input)."""
     x = check_inputs(gan, x)
     t = class_indices(targets, gan.num_classes)
     if len(t) != x.shape[0]:
@@ -488,7 +412,12 @@ def generate(gan: CounterfactualGAN, x, targets, *, batch_size: int = 256) -> np
     g_def, g_params = nnx.split(gan.generator)
     fn = partial(_gen_apply, g_def)
     onehot = jnp.asarray(np.eye(gan.num_classes, dtype=np.float32)[t])
-    return _batched(fn, g_params, (x, onehot), batch_size)
+    if noise is None:
+        return _batched(fn, g_params, (x, onehot), batch_size)
+    noise = jnp.asarray(noise, jnp.float32)
+    if noise.shape != (len(t), gan.latent):
+        raise ValueError(f"noise must have shape ({len(t)}, {gan.latent}), got {tuple(noise.shape)}")
+    return _batched(fn, g_params, (x, onehot, noise), batch_size)
 
 
 class CounterfactualResult(NamedTuple):
@@ -504,7 +433,11 @@ class CounterfactualResult(NamedTuple):
       dist_input: ``(n,)`` ``||x* - x||``; nn_rows: ``(n,)`` training row of ``x_nn`` (nearest
         instance of the target class to ``x``); dist_nn: ``(n,)`` ``||x* - x_nn||``;
         dist_input_nn: ``(n,)`` ``||x - x_nn||`` (what the nearest-neighbour answer would change).
-      messages: one string per example ("" or why the input was returned).
+      messages: one string per example ("" or why the input was returned or is invalid).
+      features_changed: ``(n,)`` int, features of the counterfactual that differ from the input.
+      alternatives: ``(n, num, *input_shape)``, the ``num`` counterfactuals of each input (the first
+        is ``counterfactuals``); alternatives_valid: ``(n, num)`` bool (classifier-checked);
+        diversity: ``(n,)`` their mean pairwise Euclidean distance (0 for ``num = 1``).
     """
 
     inputs: np.ndarray
@@ -520,16 +453,28 @@ class CounterfactualResult(NamedTuple):
     dist_nn: np.ndarray
     dist_input_nn: np.ndarray
     messages: tuple[str, ...]
+    features_changed: np.ndarray | None = None
+    alternatives: np.ndarray | None = None
+    alternatives_valid: np.ndarray | None = None
+    diversity: np.ndarray | None = None
 
     def summary(self) -> dict[str, Any]:
-        """Validity rate (%) and mean distances over the examples that were changed."""
+        """Validity rate (%), mean distances and features changed over the examples that were
+        changed; with several counterfactuals per input, their mean diversity and the share of
+        inputs whose counterfactuals are all valid and pairwise different."""
         ch = ~self.unchanged
-        mean = (lambda a: float(np.mean(a[ch])) if ch.any() else None)  # noqa: E731
-        return {"count": int(len(self.targets)), "changed": int(ch.sum()),
-                "unchanged": int(self.unchanged.sum()),
-                "validity_percent": 100.0 * float(np.mean(self.valid[ch])) if ch.any() else None,
-                "mean_dist_input": mean(self.dist_input), "mean_dist_nn": mean(self.dist_nn),
-                "mean_dist_input_nn": mean(self.dist_input_nn)}
+        mean = (lambda a: float(np.mean(a[ch])) if ch.any() and a is not None else None)  # noqa: E731
+        out = {"count": int(len(self.targets)), "changed": int(ch.sum()),
+               "unchanged": int(self.unchanged.sum()),
+               "validity_percent": 100.0 * float(np.mean(self.valid[ch])) if ch.any() else None,
+               "mean_dist_input": mean(self.dist_input), "mean_dist_nn": mean(self.dist_nn),
+               "mean_dist_input_nn": mean(self.dist_input_nn),
+               "mean_features_changed": mean(self.features_changed)}
+        if self.alternatives is not None and self.alternatives.shape[1] > 1:
+            out.update(num=int(self.alternatives.shape[1]), mean_diversity=mean(self.diversity),
+                       all_valid_distinct_percent=100.0 * float(np.mean(distinct_valid(self)[ch]))
+                       if ch.any() else None)
+        return out
 
     def to_dict(self, limit: int | None = None) -> dict[str, Any]:
         n = len(self.targets) if limit is None else min(limit, len(self.targets))
@@ -538,7 +483,20 @@ class CounterfactualResult(NamedTuple):
              "cf_prediction": int(self.cf_predictions[i]), "valid": bool(self.valid[i]),
              "target_probability": float(self.cf_target_probs[i]), "unchanged": bool(self.unchanged[i]),
              "dist_input": float(self.dist_input[i]), "dist_nn": float(self.dist_nn[i]),
-             "nn_row": int(self.nn_rows[i]), "message": self.messages[i]} for i in range(n)]}
+             "nn_row": int(self.nn_rows[i]), "message": self.messages[i],
+             **({} if self.features_changed is None else {"features_changed": int(self.features_changed[i])})}
+            for i in range(n)]}
+
+
+def distinct_valid(result: CounterfactualResult) -> np.ndarray:
+    """``(n,)`` bool: every counterfactual of the input is valid and no two are equal."""
+    a = result.alternatives.reshape(*result.alternatives.shape[:2], -1)
+    k = a.shape[1]
+    same = np.zeros(len(a), bool)
+    for i in range(k):
+        for j in range(i + 1, k):
+            same |= np.all(a[:, i] == a[:, j], -1)
+    return result.alternatives_valid.all(1) & ~same
 
 
 def _probs(model: nnx.Module, x: jax.Array, batch_size: int) -> np.ndarray:
@@ -548,19 +506,38 @@ def _probs(model: nnx.Module, x: jax.Array, batch_size: int) -> np.ndarray:
 
 
 def counterfactuals(gan: CounterfactualGAN, model: nnx.Module, x, targets, index: NNIndex, *,
-                    x_train=None, batch_size: int = 256) -> CounterfactualResult:
-    """Counterfactuals of ``x`` for ``targets`` with validity and distances (section 3.3).
+                    x_train=None, batch_size: int = 256, immutable=None, ranges=None, feature_names=None,
+                    scaler=None, num: int = 1, decoding: Decoding | None = None, key: jax.Array | None = None,
+                    on_unreachable: str = "raise") -> CounterfactualResult:
+    """Counterfactuals of ``x`` for ``targets`` with validity and distances (section 3.3), made
+    actionable (``jcausal.tracer.constraints``): sparse, within constraints, several per input.
 
     Args:
       gan: a trained :class:`CounterfactualGAN`; model: the classifier (``nnx.Module``, logits of ONE
         input); x: ``(n, *input_shape)``; targets: ``(n,)`` desired classes.
-      index: :class:`NNIndex` of the training data (for ``x_nn``); x_train: the training inputs
-        (rows of ``index.rows``; default: read back from the index).
+      index: :class:`NNIndex` of the training data (for ``x_nn``; its per-feature min and max bound
+        the changes); x_train: the training inputs (rows of ``index.rows``; default: from the index).
+      immutable, ranges, feature_names, scaler: features that must keep the input's value (indices
+        or names) and allowed ``{feature: (low, high)}`` ranges in the data's units, converted with
+        ``scaler`` (:func:`~jcausal.tracer.make_constraints`). Immutable features equal
+        the input's bitwise; every other feature lies in its range (by projection).
+      num: counterfactuals per input (``alternatives``; ``counterfactuals`` is the first).
+      decoding: :class:`~jcausal.tracer.Decoding`; default: sparse for tabular GANs,
+        ``Decoding.dense()`` (the paper's) for images. key: PRNG key for ``num > 1`` with dense
+        decoding (latent noise).
+      on_unreachable: with constraints, inputs whose target no bounded search reaches raise
+        ``"raise"`` (a ValueError naming them) or come back invalid with a message (``"keep"``).
 
     Raises:
       ValueError: wrong input shape, a target outside ``[0, k)``, a target class with no training
-        instances.
+        instances, ``num < 1``, a bad constraint (unknown feature, ``low > high``, an immutable
+        feature whose range excludes the input's value), an unreachable target (see above).
     """
+    if int(num) != num or num < 1:
+        raise ValueError(f"num = {num}: the number of counterfactuals per input must be an integer >= 1")
+    if on_unreachable not in ("raise", "keep"):
+        raise ValueError(f"on_unreachable = {on_unreachable!r}: choose 'raise' or 'keep'")
+    num = int(num)
     x = check_inputs(gan, x)
     t = class_indices(targets, gan.num_classes)
     k = gan.num_classes
@@ -571,31 +548,63 @@ def counterfactuals(gan: CounterfactualGAN, model: nnx.Module, x, targets, index
     empty = sorted({int(c) for c in t if index.counts[c] == 0})
     if empty:
         raise ValueError(f"class(es) {empty} have no training instances: the GAN never learnt them")
+    xs = np.asarray(x)
+    d = xs[0].size
+    cons = make_constraints(d, immutable=immutable, ranges=ranges, feature_names=feature_names, scaler=scaler)
+    check_immutable_in_range(cons, xs)
+    decoding = (Decoding() if gan.kind == "tabular" else Decoding.dense()) if decoding is None else decoding
+    decoding = decoding.check()
     probs = _probs(model, x, batch_size)
     if probs.shape[1] != k:
         raise ValueError(f"the classifier has {probs.shape[1]} outputs, the GAN {k} classes")
     pred = probs.argmax(1)
     unchanged = pred == t
-    xs = np.asarray(x)
-    cf = xs.copy()
-    if (~unchanged).any():
-        cf[~unchanged] = generate(gan, xs[~unchanged], t[~unchanged], batch_size=batch_size)
-    cprobs = _probs(model, jnp.asarray(cf), batch_size)
-    cpred = cprobs.argmax(1)
+    alts = np.repeat(xs[:, None], num, 1)
+    todo = np.flatnonzero(~unchanged)
+    real = np.asarray(index.rows).reshape(-1) >= 0
+    # the training inputs (for the data's range in sparse decoding and x_nn without x_train)
+    pts = np.asarray(index.points).reshape(-1, d)[real] if decoding.sparse or x_train is None else None
+    if len(todo):
+        def propose(noise):
+            return generate(gan, xs[todo], t[todo], noise=noise, batch_size=batch_size)
+
+        act = actionable(model, propose, xs[todo].reshape(len(todo), d), t[todo], cons, decoding,
+                         input_shape=gan.input_shape, num=num, latent=gan.latent, key=key,
+                         domain=(pts.min(0), pts.max(0)) if decoding.sparse else None)
+        alts[todo] = act.counterfactuals.reshape(len(todo), num, *xs.shape[1:])
+        lost = todo[~act.valid[:, 0]]
+        if len(lost) and cons.constrained and decoding.repair_steps > 0 and on_unreachable == "raise":
+            fixed = [cons.names[j] for j in cons.immutable]
+            raise ValueError(f"no counterfactual reaches the target for input(s) {_rows(lost, t)} with "
+                             f"{'features ' + ', '.join(fixed) + ' fixed' if fixed else 'no feature fixed'}"
+                             f" and the given ranges ({decoding.repair_steps} projected gradient steps "
+                             "found no valid point); relax the constraints or pass on_unreachable='keep'")
+    cf = alts[:, 0].copy()
+    aprobs = _probs(model, jnp.asarray(alts.reshape(-1, *xs.shape[1:])), batch_size).reshape(len(t), num, k)
+    alt_valid = aprobs.argmax(-1) == t[:, None]
+    cprobs, cpred = aprobs[:, 0], aprobs[:, 0].argmax(1)
     rows, d_in_nn = nearest(index, xs, t)
     if x_train is None:
-        flat = np.asarray(index.points).reshape(-1, index.points.shape[-1])
-        where = {int(r): i for i, r in enumerate(np.asarray(index.rows).reshape(-1)) if r >= 0}
-        x_nn = flat[[where[int(r)] for r in rows]]
+        where = {int(r): i for i, r in enumerate(np.asarray(index.rows).reshape(-1)[real])}
+        x_nn = pts[[where[int(r)] for r in rows]]
     else:
-        x_nn = np.asarray(x_train, np.float32).reshape(-1, xs[0].size)[rows]
+        x_nn = np.asarray(x_train, np.float32).reshape(-1, d)[rows]
     flat_cf = cf.reshape(len(cf), -1)
     d_in = np.sqrt(np.sum(np.square(flat_cf - xs.reshape(len(xs), -1)), 1))
     d_nn = np.sqrt(np.sum(np.square(flat_cf - x_nn), 1))
-    msgs = tuple(f"target {int(ti)} equals the current prediction: the input is returned unchanged"
-                 if u else "" for ti, u in zip(t, unchanged))
+    msgs = [f"target {int(ti)} equals the current prediction: the input is returned unchanged"
+            if u else "" for ti, u in zip(t, unchanged)]
+    for i in np.flatnonzero(~unchanged & ~(cpred == t)):
+        msgs[i] = "no valid counterfactual found" + (" under the constraints" if cons.constrained else "")
+    n_changed = np.sum(flat_cf != xs.reshape(len(xs), -1), 1)
     return CounterfactualResult(xs, cf, t, pred, cpred, cprobs[np.arange(len(t)), t], cpred == t, unchanged,
-                                d_in, rows, d_nn, d_in_nn, msgs)
+                                d_in, rows, d_nn, d_in_nn, tuple(msgs), n_changed, alts, alt_valid,
+                                pairwise_diversity(alts))
+
+
+def _rows(rows, t, limit: int = 20) -> str:
+    shown = ", ".join(f"{int(r)} (target {int(t[r])})" for r in rows[:limit])
+    return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
 def model_labels(model: nnx.Module, x, *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
