@@ -178,7 +178,37 @@ def _check_counterfactual(args, dataset):
         raise CLIError(f"--patch {args.patch} is larger than the {MNIST_SIDE}x{MNIST_SIDE} image")
     if args.gan_checkpoint and not Path(args.gan_checkpoint).is_file():
         raise CLIError(f"--gan-checkpoint not found: {args.gan_checkpoint}")
-    return _task(args, dataset)
+    t = _task(args, dataset)
+    if dataset == "tabular":
+        _constraints(args, t)  # unknown names and empty ranges are refused before any training
+    return t
+
+
+def _constraints(args, t: Task) -> dict:
+    """``--immutable`` and ``--range`` as the keyword arguments of ``counterfactuals``."""
+    from jcausal.tracer import make_constraints
+
+    names = list(t.data.feature_names)
+    immutable = [n.strip() for spec in (args.immutable or []) for n in spec.split(",") if n.strip()]
+    ranges = {}
+    for spec in args.range or []:
+        name, _, bounds = spec.rpartition(":")
+        name, _, low = name.rpartition(":")
+        try:
+            lo, hi = (None if v.strip() in ("", "-") else float(v) for v in (low, bounds))
+        except ValueError:
+            raise CLIError(f"--range {spec!r}: expected NAME:LOW:HIGH with numbers (empty for an open "
+                           "side)") from None
+        if not name:
+            raise CLIError(f"--range {spec!r}: expected NAME:LOW:HIGH")
+        ranges[name] = (lo, hi)
+    kw = {"immutable": immutable or None, "ranges": ranges or None, "feature_names": names,
+          "scaler": t.data.scaler}
+    try:
+        make_constraints(len(names), **kw)
+    except ValueError as err:
+        raise CLIError(f"--immutable/--range: {err}") from None
+    return kw
 
 
 def _counterfactual(args, folder, t: Task, dataset: str) -> int:
@@ -247,11 +277,14 @@ def _counterfactual(args, folder, t: Task, dataset: str) -> int:
     rng = np.random.default_rng(args.seed)
     targets = (np.full(n, args.target) if args.target is not None
                else (pred + rng.integers(1, k, n)) % k)
-    r = counterfactuals(gan, model, xs, targets, index, x_train=x_tr)
+    kw = _constraints(args, t) if not mnist else {}
+    r = counterfactuals(gan, model, xs, targets, index, x_train=x_tr, num=args.num,
+                        key=jax.random.key(args.seed), **kw)
     pfx = f"counterfactual_{dataset}"
     names = list(t.data.feature_names) if t.data is not None else None
     summary = {"dataset": dataset, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "seed": args.seed,
                "gan_checkpoint": str(gan_ckpt), "test_accuracy": acc, "training": training,
+               "immutable": kw.get("immutable"), "ranges": kw.get("ranges"), "num": args.num,
                **r.to_dict(limit=20)}
     figs = {}
     if mnist:
@@ -278,7 +311,12 @@ def _counterfactual(args, folder, t: Task, dataset: str) -> int:
           f"the target returned unchanged)")
     if s["changed"]:
         print(f"validity {s['validity_percent']:.1f}%; mean ||x* - x|| {s['mean_dist_input']:.3f}, "
-              f"||x* - x_nn|| {s['mean_dist_nn']:.3f} (||x - x_nn|| {s['mean_dist_input_nn']:.3f})")
+              f"||x* - x_nn|| {s['mean_dist_nn']:.3f} (||x - x_nn|| {s['mean_dist_input_nn']:.3f}); "
+              f"features changed {s.get('mean_features_changed', float('nan')):.2f} on average")
+        if args.num > 1:
+            print(f"{args.num} counterfactuals per input: all valid and distinct for "
+                  f"{s.get('all_valid_distinct_percent', float('nan')):.1f}% of inputs, mean pairwise "
+                  f"distance {s.get('mean_diversity', float('nan')):.3f}")
     if summary["contrastive"]:
         cd = summary["contrastive"]
         print(f"contrastive: test input {cd['index']} (label {cd['label']}, predicted {cd['prediction']}) "
@@ -354,3 +392,13 @@ def register(sub) -> None:
                        help="x_nn only among training inputs the classifier assigns with at least this "
                             "probability (default: %(default)s)")
         c.add_argument("--count", type=positive_int, default=200, help="test inputs (default: %(default)s)")
+        c.add_argument("--num", type=positive_int, default=1,
+                       help="counterfactuals per input, pairwise different (default: %(default)s)")
+        if dataset == "tabular":
+            c.add_argument("--immutable", action="append", metavar="NAME[,NAME...]",
+                           help="features a counterfactual must keep at the input's value (repeatable)")
+            c.add_argument("--range", action="append", metavar="NAME:LOW:HIGH",
+                           help="allowed values of a feature in the data's own units (repeatable; "
+                                "leave LOW or HIGH empty for an open side)")
+        else:
+            c.set_defaults(immutable=None, range=None)

@@ -28,6 +28,18 @@ def test_counterfactual_tabular_cli(tmp_path):
     for ex in s2["examples"]:
         assert ex["unchanged"] == (ex["prediction"] == 1)
         assert (ex["dist_input"] == 0.0) == ex["unchanged"]
+    # issue 25 from the shell: immutable features, a range in the data's units, several per input
+    fixed = ["mean radius", "mean texture", "worst area"]
+    assert main(["tracer", "counterfactual", "tabular", "--count", "20", "--epochs", "40", "--gan-steps",
+                 "300", "--immutable", ",".join(fixed[:2]), "--immutable", fixed[2], "--range",
+                 "mean area:300:1500", "--num", "2", "--out", str(tmp_path), "--quiet"]) == 0
+    s3 = json.loads((tmp_path / "counterfactual_tabular.json").read_text())
+    assert s3["immutable"] == fixed and s3["ranges"] == {"mean area": [300.0, 1500.0]} and s3["num"] == 2
+    for changes in s3["changed_features"]:
+        assert not {c["feature"] for c in changes} & set(fixed)
+        for c in changes:
+            if c["feature"] == "mean area":
+                assert 300.0 - 1e-3 <= c["after"] <= 1500.0 + 1e-3
 
 
 def test_counterfactual_cli_bad_input(tmp_path, capsys):
@@ -39,3 +51,11 @@ def test_counterfactual_cli_bad_input(tmp_path, capsys):
     assert main(["tracer", "counterfactual", "tabular", "--gan-checkpoint", str(tmp_path / "no.msgpack"),
                  "--epochs", "1", "--out", str(tmp_path), "--quiet"]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["tracer", "counterfactual", "tabular", "--immutable", "no such feature", "--out",
+                 str(tmp_path), "--quiet"]) == 2
+    assert "no such feature" in capsys.readouterr().err
+    assert main(["tracer", "counterfactual", "tabular", "--range", "mean area:9:1", "--out", str(tmp_path),
+                 "--quiet"]) == 2
+    assert "--range" in capsys.readouterr().err
+    assert main(["tracer", "counterfactual", "tabular", "--num", "0", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "--num: must be >= 1" in capsys.readouterr().err
