@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Model", "Split", "warn_closed_over_arrays"]
+__all__ = ["Model", "Split", "unwrap_model", "warn_closed_over_arrays"]
 
 
 class Split(NamedTuple):
@@ -39,6 +39,37 @@ class Split(NamedTuple):
         """The same model with ``fn`` applied to its outputs (e.g. ``jax.nn.softmax``). Hashable
         when ``fn`` is, so compiled programs are reused across calls."""
         return Split(self.first, _Then(self.rest, fn))
+
+
+class _Composed(NamedTuple):
+    """A :class:`Split` as one callable ``f(params, x) = rest(params, first(params, x))``."""
+
+    split: Split
+
+    def __call__(self, params, x):
+        return self.split.rest(params, self.split.first(params, x))
+
+
+def unwrap_model(f: Any, params: Any = None, *, split: bool = True) -> tuple[Any, Any]:
+    """The pure ``(model, params)`` of anything an entry point takes (DESIGN.md section 4).
+
+    An object with ``__jcausal_model__`` (what :func:`jcausal.wrap` returns) gives its pure form:
+    its :class:`Split` (or ``apply(params, x)``) and its parameters; with ``split=False`` a Split
+    comes back as one callable ``f(params, x)``, for entry points that call the model whole.
+    Anything else is returned unchanged.
+
+    Raises:
+      ValueError: ``params=`` given explicitly for a wrapped model (it carries its own).
+    """
+    if not hasattr(f, "__jcausal_model__"):
+        return f, params
+    g, own = f.__jcausal_model__()
+    if params is not None and params is not own:
+        raise ValueError("this wrapped model carries its parameters (w.params): do not pass params= as well; "
+                         "wrap the model again to use other parameters")
+    if not split and isinstance(g, Split):
+        g = _Composed(g)
+    return g, own
 
 
 class _Then(NamedTuple):

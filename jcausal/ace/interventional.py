@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jcausal._src.batching import make_mesh, map_sharded, pad_points, resolve_mesh
-from jcausal._src.calling import Model, Split, warn_closed_over_arrays
+from jcausal._src.calling import Model, Split, unwrap_model, warn_closed_over_arrays
 from jcausal._src.xla import jit
 from jcausal.ace import estimators as E
 from jcausal.ace.stats import InputStats
@@ -308,6 +308,7 @@ def interventional_expectation(
       >>> E.shape
       (3, 2, 1)
     """
+    f, params = unwrap_model(f, params)  # a jcausal.wrap model: its Split (or apply) and params
     dtype = stats.mean.dtype
     k = stats.mean.shape[0]
     idx = _features(features, k)

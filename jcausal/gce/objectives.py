@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.calling import unwrap_model
 from jcausal._src.xla import jit
 
 __all__ = [
@@ -223,6 +224,9 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
         the probe) a classifier that rejects the decoder's output or returns invalid probabilities.
     """
     _check_sizes(K, L, n_alpha, n_beta)
+    (decode, dp), (classify, cp) = (unwrap_model(g, p, split=False) for g, p in zip((decode, classify),
+                                                                                    _split_params(params)))
+    params = None if dp is None and cp is None else (dp, cp)  # jcausal.wrap models carry their params
     if variant not in VARIANTS:
         raise ValueError(f"variant = {variant!r}: choose one of {VARIANTS}")
     dim = K + L

@@ -1,0 +1,478 @@
+"""PyTorch ``nn.Module`` -> pure JAX function, once, through ``torch.export``.
+
+``torch.export.export(module.eval(), (example[None],))`` records the module's forward pass as a
+graph of ATen operations with its parameters and buffers lifted to inputs. :func:`convert` copies
+those tensors to JAX arrays (the ``params``, keyed by their ``state_dict`` names) and interprets the
+graph's operations in ``jax.numpy``/``lax``; the result is ``apply(params, xb)`` on a batch in
+torch's own layout (NCHW: the interpreted convolutions use torch's dimension order, so the wrapped
+function takes the example in the layout the user gave it).
+
+Supported: Linear, Conv1d/2d, ReLU, GELU, SiLU, Tanh, Sigmoid, Softplus, Softmax/LogSoftmax,
+MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, Flatten/view/reshape/permute, BatchNorm (eval),
+LayerNorm, Dropout (eval), Embedding, add/sub/mul/div/cat/matmul and a few more. Another operation
+is refused naming it and the module path it occurs in; data-dependent Python control flow cannot be
+exported and is refused saying so.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = ["Converted", "convert", "OPS"]
+
+
+class Converted(NamedTuple):
+    """``apply(params, xb)``: the module on a batch ``xb`` (torch layout); ``params``: ``{name:
+    array}``; ``taps(params, xb) -> (output, [(module path, output)])``; ``batched``: True."""
+
+    apply: Callable
+    params: dict
+    taps: Callable
+    batched: bool
+
+
+def _tuple(v, n):
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    return tuple(v * n if len(v) == 1 else v)
+
+
+def _conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    nd = w.ndim - 2
+    spec = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW")}
+    if nd not in spec:
+        raise NotImplementedError(f"{nd}-D convolution")
+    if isinstance(padding, str):
+        pad = padding.upper()
+    else:
+        pad = [(p, p) for p in _tuple(padding, nd)]
+    y = lax.conv_general_dilated(
+        x,
+        w,
+        _tuple(stride, nd),
+        pad,
+        rhs_dilation=_tuple(dilation, nd),
+        feature_group_count=groups,
+        dimension_numbers=spec[nd],
+    )
+    return y if b is None else y + b.reshape((1, -1) + (1,) * nd)
+
+
+def _convolution(x, w, b, stride, padding, dilation, transposed, output_padding, groups):
+    if transposed:
+        raise NotImplementedError("transposed convolution")
+    return _conv(x, w, b, stride, padding, dilation, groups)
+
+
+def _pool(x, nd, kernel, stride, padding, dilation, ceil_mode, init, op):
+    if ceil_mode:
+        raise NotImplementedError("pooling with ceil_mode=True")
+    k = _tuple(kernel, nd)
+    s = _tuple(stride, nd) if stride not in (None, [], ()) else k
+    p = _tuple(padding, nd)
+    d = _tuple(dilation, nd)
+    lead = (1,) * (x.ndim - nd)
+    return lax.reduce_window(
+        x,
+        init,
+        op,
+        lead + k,
+        lead + s,
+        [(0, 0)] * (x.ndim - nd) + [(q, q) for q in p],
+        window_dilation=lead + d,
+    )
+
+
+def _max_pool(nd):
+    def f(x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
+        return _pool(
+            x, nd, kernel, stride, padding, dilation, ceil_mode, jnp.array(-jnp.inf, x.dtype), lax.max
+        )
+
+    return f
+
+
+def _avg_pool(nd):
+    def f(x, kernel, stride=(), padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
+        zero = jnp.array(0, x.dtype)
+        s = _pool(x, nd, kernel, stride, padding, 1, ceil_mode, zero, lax.add)
+        if divisor_override:
+            return s / divisor_override
+        if count_include_pad or not any(_tuple(padding, nd)):
+            return s / math.prod(_tuple(kernel, nd))
+        return s / _pool(jnp.ones_like(x), nd, kernel, stride, padding, 1, ceil_mode, zero, lax.add)
+
+    return f
+
+
+def _adaptive_avg(nd):
+    def f(x, output_size):
+        out = _tuple(output_size, nd)
+        for a, o in zip(range(x.ndim - nd, x.ndim), out):
+            n = x.shape[a]
+            o = n if o is None else o
+            if n % o == 0:
+                shape = x.shape[:a] + (o, n // o) + x.shape[a + 1 :]
+                x = x.reshape(shape).mean(axis=a + 1)
+            else:
+                parts = [
+                    lax.slice_in_dim(x, (i * n) // o, -(-((i + 1) * n) // o), axis=a).mean(
+                        axis=a, keepdims=True
+                    )
+                    for i in range(o)
+                ]
+                x = jnp.concatenate(parts, axis=a)
+        return x
+
+    return f
+
+
+def _batch_norm(x, w, b, mean, var, training=False, momentum=0.1, eps=1e-5, *_):
+    if training:
+        raise NotImplementedError("batch_norm in training mode")
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = (x - mean.reshape(shape)) * lax.rsqrt(var.reshape(shape) + eps)
+    if w is not None:
+        y = y * w.reshape(shape)
+    return y if b is None else y + b.reshape(shape)
+
+
+def _layer_norm(x, shape, w=None, b=None, eps=1e-5, *_):
+    axes = tuple(range(x.ndim - len(shape), x.ndim))
+    mu = x.mean(axis=axes, keepdims=True)
+    var = jnp.square(x - mu).mean(axis=axes, keepdims=True)
+    y = (x - mu) * lax.rsqrt(var + eps)
+    if w is not None:
+        y = jnp.multiply(*_ranked(y, w))
+    return y if b is None else jnp.add(*_ranked(y, b))
+
+
+def _gelu(x, approximate="none"):
+    return jax.nn.gelu(x, approximate=approximate == "tanh")
+
+
+def _softplus(x, beta=1, threshold=20):
+    return jnp.where(x * beta > threshold, x, jax.nn.softplus(x * beta) / beta)
+
+
+def _flatten(x, start=0, end=-1):
+    start, end = start % x.ndim, end % x.ndim
+    return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :])
+
+
+def _squeeze(x, dims=None):
+    if dims is None:
+        return jnp.squeeze(x)
+    dims = [d % x.ndim for d in _tuple(dims, 1)]
+    return jnp.squeeze(x, tuple(d for d in dims if x.shape[d] == 1))
+
+
+def _expand(x, sizes, *_, **__):
+    sizes = tuple(x.shape[i - (len(sizes) - x.ndim)] if s == -1 else s for i, s in enumerate(sizes))
+    return jnp.broadcast_to(x, sizes)
+
+
+def _slice(x, dim=0, start=None, end=None, step=1):
+    n = x.shape[dim]
+    start = 0 if start is None else max(-n, min(start, n)) % n if start < n else n
+    end = n if end is None or end > n else end % n if end < 0 else end
+    return lax.slice_in_dim(x, start, max(start, end), step, axis=dim)
+
+
+def _to(x, *args, dtype=None, **_):
+    for a in args:
+        dtype = _dtype(a) or dtype
+    return x if dtype is None else x.astype(dtype)
+
+
+def _dtype(t):
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(t, torch.dtype):
+        return jax.dtypes.canonicalize_dtype(jnp.dtype(str(t).removeprefix("torch.")))
+    return None
+
+
+def _ranked(*xs):
+    """Torch broadcasting: arrays of lower rank get leading unit axes (JAX may refuse rank promotion)."""
+    n = max((jnp.ndim(x) for x in xs if hasattr(x, "ndim")), default=0)
+    return [x.reshape((1,) * (n - x.ndim) + x.shape) if hasattr(x, "ndim") and x.ndim < n else x for x in xs]
+
+
+def _bc(op):
+    return lambda *xs: op(*_ranked(*xs))
+
+
+def _binary(op):
+    def f(a, b, alpha=1, rounding_mode=None):
+        a, b = _ranked(a, b)
+        if alpha != 1:
+            b = b * alpha
+        if rounding_mode == "floor":
+            return jnp.floor_divide(a, b)
+        if rounding_mode == "trunc":
+            return jnp.trunc(a / b)
+        return op(a, b)
+
+    return f
+
+
+def _identity(x, *_, **__):
+    return x
+
+
+OPS: dict[str, Callable] = {
+    "linear": lambda x, w, b=None: (
+        jnp.matmul(x, w.T) if b is None else jnp.add(*_ranked(jnp.matmul(x, w.T), b))
+    ),
+    "addmm": lambda b, x, m, beta=1, alpha=1: jnp.add(*_ranked(beta * b, alpha * jnp.matmul(x, m))),
+    "mm": jnp.matmul,
+    "matmul": jnp.matmul,
+    "bmm": jnp.matmul,
+    "t": lambda x: x.T,
+    "permute": lambda x, dims: jnp.transpose(x, dims),
+    "transpose": lambda x, a, b: jnp.swapaxes(x, a, b),
+    "view": lambda x, shape: x.reshape(shape),
+    "reshape": lambda x, shape: x.reshape(shape),
+    "_unsafe_view": lambda x, shape: x.reshape(shape),
+    "flatten": _flatten,
+    "unflatten": lambda x, dim, sizes: x.reshape(
+        x.shape[: dim % x.ndim] + tuple(sizes) + x.shape[dim % x.ndim + 1 :]
+    ),
+    "unsqueeze": lambda x, d: jnp.expand_dims(x, d),
+    "squeeze": _squeeze,
+    "expand": _expand,
+    "contiguous": _identity,
+    "clone": _identity,
+    "alias": _identity,
+    "detach": _identity,
+    "lift_fresh_copy": _identity,
+    "_to_copy": _to,
+    "to": _to,
+    "type_as": lambda x, o: x.astype(o.dtype),
+    "dropout": lambda x, p=0.5, train=False: x,
+    "native_dropout": lambda x, p, train: (x, jnp.ones_like(x)),
+    "feature_dropout": lambda x, p=0.5, train=False: x,
+    "conv1d": _conv,
+    "conv2d": _conv,
+    "convolution": _convolution,
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "gelu": _gelu,
+    "silu": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "softplus": _softplus,
+    "elu": lambda x, alpha=1.0, *_: jax.nn.elu(x, alpha),
+    "leaky_relu": lambda x, slope=0.01: jax.nn.leaky_relu(x, slope),
+    "hardtanh": lambda x, lo=-1.0, hi=1.0: jnp.clip(x, lo, hi),
+    "softmax": lambda x, dim, *_: jax.nn.softmax(x, axis=dim),
+    "_softmax": lambda x, dim, *_: jax.nn.softmax(x, axis=dim),
+    "log_softmax": lambda x, dim, *_: jax.nn.log_softmax(x, axis=dim),
+    "_log_softmax": lambda x, dim, *_: jax.nn.log_softmax(x, axis=dim),
+    "max_pool1d": _max_pool(1),
+    "max_pool2d": _max_pool(2),
+    "max_pool2d_with_indices": lambda *a: (_max_pool(2)(*a), None),
+    "avg_pool1d": _avg_pool(1),
+    "avg_pool2d": _avg_pool(2),
+    "adaptive_avg_pool1d": _adaptive_avg(1),
+    "adaptive_avg_pool2d": _adaptive_avg(2),
+    "_adaptive_avg_pool2d": _adaptive_avg(2),
+    "batch_norm": _batch_norm,
+    "_native_batch_norm_legit_no_training": lambda *a: (
+        _batch_norm(a[0], *a[1:5], False, *a[5:]),
+        None,
+        None,
+    ),
+    "layer_norm": _layer_norm,
+    "native_layer_norm": lambda *a: (_layer_norm(*a), None, None),
+    "embedding": lambda w, idx, *_: jnp.take(w, idx, axis=0),
+    "add": _binary(jnp.add),
+    "sub": _binary(jnp.subtract),
+    "mul": _binary(jnp.multiply),
+    "div": _binary(jnp.divide),
+    "rsub": lambda a, b, alpha=1: b * alpha - a,
+    "neg": jnp.negative,
+    "exp": jnp.exp,
+    "log": jnp.log,
+    "sqrt": jnp.sqrt,
+    "rsqrt": lax.rsqrt,
+    "abs": jnp.abs,
+    "pow": _bc(jnp.power),
+    "maximum": _bc(jnp.maximum),
+    "minimum": _bc(jnp.minimum),
+    "clamp": lambda x, lo=None, hi=None: jnp.clip(x, lo, hi),
+    "where": _bc(jnp.where),
+    "cat": lambda xs, dim=0: jnp.concatenate(xs, axis=dim),
+    "concat": lambda xs, dim=0: jnp.concatenate(xs, dim),
+    "stack": lambda xs, dim=0: jnp.stack(xs, axis=dim),
+    "mean": lambda x, dims=None, keepdim=False, dtype=None: jnp.mean(
+        x, axis=None if dims is None else tuple(_tuple(dims, 1)), keepdims=keepdim
+    ),
+    "sum": lambda x, dims=None, keepdim=False, dtype=None: jnp.sum(
+        x, axis=None if dims is None else tuple(_tuple(dims, 1)), keepdims=keepdim
+    ),
+    "select": lambda x, dim, i: jnp.take(x, i, axis=dim),
+    "slice": _slice,
+    "getitem": lambda xs, i: xs[i],
+}
+
+
+def _op_name(target) -> str:
+    if target is operator.getitem:
+        return "getitem"
+    text = str(target)
+    return text.split(".")[1] if text.startswith("aten.") else text
+
+
+def _module_path(node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    paths = [v[0] for v in stack.values() if v[0]]
+    return paths[-1] if paths else "<root>"
+
+
+def _export(module, xb, kwargs, shape):
+    import torch
+
+    try:
+        return torch.export.export(module, (xb,), kwargs=kwargs or None)
+    except Exception as err:  # noqa: BLE001 -- torch raises many exception types from export
+        text = f"{type(err).__name__}: {err}"
+        if any(
+            s in text
+            for s in (
+                "data-dependent",
+                "data dependent",
+                "control flow",
+                "GuardOnDataDependent",
+                "Could not guard",
+                "Could not extract specialized integer",
+            )
+        ):
+            raise ValueError(
+                "torch.export cannot convert this module: its forward pass has data-dependent control flow "
+                "(a Python `if`/loop on tensor values), which one traced graph cannot represent. Rewrite the "
+                "branch with torch.where (or torch.cond), or wrap a JAX function instead. torch said: "
+                + text.splitlines()[0]
+            ) from err
+        hint = ""
+        for name, sub in module.named_modules():
+            if isinstance(sub, torch.nn.Linear):
+                hint = f"; its first layer {name!r} (Linear) takes {sub.in_features} features"
+                break
+            if isinstance(sub, torch.nn.modules.conv._ConvNd):
+                hint = f"; its first layer {name!r} ({type(sub).__name__}) takes {sub.in_channels} channels"
+                break
+        raise ValueError(
+            f"the torch model rejects an example of shape {tuple(shape)} (exported as a batch "
+            f"{tuple(xb.shape)}){hint}: {text.splitlines()[0]}"
+        ) from err
+
+
+def convert(module, example, **kwargs) -> Converted:
+    """Convert a ``torch.nn.Module`` once (eval mode, weights copied) to a JAX function.
+
+    Args:
+      module: the torch module; exported in eval mode (its training flag is restored after).
+      example: ONE input (array-like), in torch's layout (e.g. ``(C, H, W)``); exported as ``example[None]``.
+      **kwargs: extra keyword arguments of ``forward``.
+
+    Returns:
+      :class:`Converted`.
+
+    Raises:
+      ValueError: an operation without a JAX translation (named, with its module path), data-dependent
+        control flow, or an example the module rejects.
+    """
+    import torch
+
+    x = np.asarray(example)
+    xb = torch.from_numpy(np.array(x[None]))
+    was_training = module.training
+    module.eval()
+    try:
+        ep = _export(module, xb, kwargs, x.shape)
+    finally:
+        module.train(was_training)
+    sig = ep.graph_signature
+    state = {**ep.state_dict, **getattr(ep, "constants", {})}
+    lifted = {
+        **sig.inputs_to_parameters,
+        **sig.inputs_to_buffers,
+        **getattr(sig, "inputs_to_lifted_tensor_constants", {}),
+    }
+    params = {}
+    for name in lifted.values():
+        t = state[name]
+        params[name] = jnp.asarray(t.detach().cpu().numpy())
+    user_inputs = list(sig.user_inputs)
+    nodes = list(ep.graph.nodes)
+    for node in nodes:
+        if node.op == "call_function" and _op_name(node.target) not in OPS:
+            raise ValueError(
+                f"jcausal cannot convert the torch operation {_op_name(node.target)!r} "
+                f"({node.target}) in module {_module_path(node)!r}; supported: {sorted(OPS)}"
+            )
+        if node.op in ("call_module", "call_method", "get_attr") or (
+            node.op == "call_function" and "higher_order" in str(node.target)
+        ):
+            raise ValueError(
+                f"jcausal cannot convert the torch node {node.target} in module {_module_path(node)!r}"
+            )
+    return Converted(
+        _Graph(nodes, lifted, user_inputs, False), params, _Graph(nodes, lifted, user_inputs, True), True
+    )
+
+
+class _Graph:
+    """Interpret the exported graph on JAX arrays (hashable by identity, one per conversion)."""
+
+    def __init__(self, nodes, lifted, user_inputs, record):
+        self.nodes, self.lifted, self.user_inputs, self.record = nodes, lifted, user_inputs, record
+
+    def __call__(self, params, xb):
+        env: dict[str, Any] = {}
+        items: list = []
+        open_: dict[str, tuple[str, Any]] = {}  # stack key -> (module path, last value inside)
+
+        def read(a):
+            if hasattr(a, "op") and hasattr(a, "name"):
+                return env[a.name]
+            if isinstance(a, (list, tuple)):
+                return type(a)(read(b) for b in a)
+            if _dtype(a) is not None:
+                return _dtype(a)
+            return a
+
+        for node in self.nodes:
+            if node.op == "placeholder":
+                env[node.name] = params[self.lifted[node.name]] if node.name in self.lifted else xb
+            elif node.op == "call_function":
+                fn = OPS[_op_name(node.target)]
+                kw = {
+                    k: read(v)
+                    for k, v in node.kwargs.items()
+                    if k not in ("device", "layout", "pin_memory", "memory_format", "non_blocking")
+                }
+                env[node.name] = fn(*read(node.args), **kw)
+                if self.record:
+                    stack = {k: v[0] for k, v in (node.meta.get("nn_module_stack") or {}).items() if v[0]}
+                    for k in reversed([k for k in open_ if k not in stack]):  # inner first
+                        items.append(open_.pop(k))
+                    for k, path in stack.items():
+                        open_[k] = (path, env[node.name])
+            elif node.op == "output":
+                out = read(node.args[0])
+                out = out[0] if isinstance(out, (list, tuple)) and len(out) == 1 else out
+                if self.record:
+                    items.extend(open_.values())
+                    return out, [(n, v) for n, v in items if isinstance(v, jax.Array)]
+                return out
+        raise ValueError("the exported torch graph has no output")
