@@ -224,6 +224,14 @@ def _binary(op):
     return f
 
 
+def _factory(fill):
+    def f(size, *args, dtype=None, **_):
+        value = fill if fill is not None else args[0]
+        return jnp.full(tuple(size), value, dtype or jnp.float32)
+
+    return f
+
+
 def _identity(x, *_, **__):
     return x
 
@@ -237,6 +245,7 @@ OPS: dict[str, Callable] = {
     "matmul": jnp.matmul,
     "bmm": jnp.matmul,
     "t": lambda x: x.T,
+    "numpy_T": lambda x: x.T,
     "permute": lambda x, dims: jnp.transpose(x, dims),
     "transpose": lambda x, a, b: jnp.swapaxes(x, a, b),
     "view": lambda x, shape: x.reshape(shape),
@@ -322,6 +331,12 @@ OPS: dict[str, Callable] = {
     "select": lambda x, dim, i: jnp.take(x, i, axis=dim),
     "slice": _slice,
     "getitem": lambda xs, i: xs[i],
+    "ones": _factory(1),
+    "zeros": _factory(0),
+    "full": _factory(None),
+    "ones_like": lambda x, *_, dtype=None, **__: jnp.ones_like(x, dtype=dtype),
+    "zeros_like": lambda x, *_, dtype=None, **__: jnp.zeros_like(x, dtype=dtype),
+    "scalar_tensor": lambda v, *_, dtype=None, **__: jnp.asarray(v, dtype or jnp.float32),
 }
 
 
