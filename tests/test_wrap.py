@@ -44,10 +44,14 @@ def cnn_ref(p, x, layout):
     """conv 3x3 VALID + bias, ReLU, flatten (in the framework's order), dense."""
     if layout == "hwc":
         img = x.reshape(SIDE, SIDE, 1)[None]
-        y = jax.lax.conv_general_dilated(img, p["K"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = jax.lax.conv_general_dilated(
+            img, p["K"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
     else:
         img = x.reshape(1, SIDE, SIDE)[None]
-        y = jax.lax.conv_general_dilated(img, p["K"], (1, 1), "VALID", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        y = jax.lax.conv_general_dilated(
+            img, p["K"], (1, 1), "VALID", dimension_numbers=("NCHW", "OIHW", "NCHW")
+        )
     bias = p["c"].reshape((1, 1, 1, CH) if layout == "hwc" else (1, CH, 1, 1))
     return jnp.maximum(y + bias, 0.0)[0].reshape(-1) @ p["W2"] + p["b2"]
 
@@ -126,14 +130,24 @@ class TorchCNN(torch.nn.Module):
 
 
 def keras_mlp():
-    return keras.Sequential([keras.Input((K_MLP,)), keras.layers.Dense(HID, activation="relu", name="hidden"),
-                             keras.layers.Dense(OUT, name="logits")])
+    return keras.Sequential(
+        [
+            keras.Input((K_MLP,)),
+            keras.layers.Dense(HID, activation="relu", name="hidden"),
+            keras.layers.Dense(OUT, name="logits"),
+        ]
+    )
 
 
 def keras_cnn():
-    return keras.Sequential([keras.Input((SIDE, SIDE, 1)),
-                             keras.layers.Conv2D(CH, 3, activation="relu", name="conv"),
-                             keras.layers.Flatten(name="flat"), keras.layers.Dense(OUT, name="logits")])
+    return keras.Sequential(
+        [
+            keras.Input((SIDE, SIDE, 1)),
+            keras.layers.Conv2D(CH, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(OUT, name="logits"),
+        ]
+    )
 
 
 def build(fw: str, arch: str):
@@ -154,10 +168,16 @@ def build(fw: str, arch: str):
         v = m.init(jax.random.key(0), ex)
         q = v["params"]
         if arch == "mlp":
-            P = dict(W1=q["Dense_0"]["kernel"], b1=q["Dense_0"]["bias"], W2=q["Dense_1"]["kernel"],
-                     b2=q["Dense_1"]["bias"])
+            P = dict(
+                W1=q["Dense_0"]["kernel"],
+                b1=q["Dense_0"]["bias"],
+                W2=q["Dense_1"]["kernel"],
+                b2=q["Dense_1"]["bias"],
+            )
             return m, ex, {"params": v}, mlp_ref, P, ("Dense_0", "Dense_1")
-        P = dict(K=q["Conv_0"]["kernel"], c=q["Conv_0"]["bias"], W2=q["Dense_0"]["kernel"], b2=q["Dense_0"]["bias"])
+        P = dict(
+            K=q["Conv_0"]["kernel"], c=q["Conv_0"]["bias"], W2=q["Dense_0"]["kernel"], b2=q["Dense_0"]["bias"]
+        )
         return m, ex, {"params": v}, ref_cnn_hwc, P, ("Conv_0", "Dense_0")
     if fw == "equinox":
         m = EqxMLP(jax.random.key(0)) if arch == "mlp" else EqxCNN(jax.random.key(0))
@@ -176,12 +196,20 @@ def build(fw: str, arch: str):
     torch.manual_seed(0)
     if arch == "mlp":
         m = torch.nn.Sequential(torch.nn.Linear(K_MLP, HID), torch.nn.ReLU(), torch.nn.Linear(HID, OUT))
-        P = dict(W1=np32(m[0].weight.detach()).T, b1=np32(m[0].bias.detach()), W2=np32(m[2].weight.detach()).T,
-                 b2=np32(m[2].bias.detach()))
+        P = dict(
+            W1=np32(m[0].weight.detach()).T,
+            b1=np32(m[0].bias.detach()),
+            W2=np32(m[2].weight.detach()).T,
+            b2=np32(m[2].bias.detach()),
+        )
         return m, ex, {}, mlp_ref, P, ("0", "1", "2")
     m = TorchCNN()
-    P = dict(K=np32(m.conv.weight.detach()), c=np32(m.conv.bias.detach()), W2=np32(m.fc.weight.detach()).T,
-             b2=np32(m.fc.bias.detach()))
+    P = dict(
+        K=np32(m.conv.weight.detach()),
+        c=np32(m.conv.bias.detach()),
+        W2=np32(m.fc.weight.detach()).T,
+        b2=np32(m.fc.bias.detach()),
+    )
     return m, chw, {}, ref_cnn_chw, P, ("conv", "act", "flat", "fc")
 
 
@@ -199,8 +227,14 @@ def test_ace_equals_the_hand_written_network(fw, arch):
     model, ex, kw, ref, P, names = build(fw, arch)
     w = jcausal.wrap(model, ex, **kw)
     X = data(ex)
-    stats, feats, alphas = input_stats(X), [0, X.shape[1] // 2, X.shape[1] - 1], jnp.asarray([-1.0, -0.2, 0.5, 1.5])
-    np.testing.assert_allclose(np.asarray(jax.vmap(w)(X)), np.asarray(jax.vmap(partial(ref, P))(X)), atol=1e-5)
+    stats, feats, alphas = (
+        input_stats(X),
+        [0, X.shape[1] // 2, X.shape[1] - 1],
+        jnp.asarray([-1.0, -0.2, 0.5, 1.5]),
+    )
+    np.testing.assert_allclose(
+        np.asarray(jax.vmap(w)(X)), np.asarray(jax.vmap(partial(ref, P))(X)), atol=1e-5
+    )
     assert w.split is not None, f"no split found for the {fw} {arch}"
     # explain runs interventional_expectation on the wrapped model's automatic split; the reference is
     # plain eqn 2 (every row, feature and alpha through the whole hand-written network)
@@ -238,8 +272,9 @@ def test_information_flow_takes_the_wrapped_classifier(fw):
 
     key = jax.random.key(0)
     got = information_flow(decode, w, key, K=1, L=1, n_alpha=8, n_beta=8, params=(D, None))
-    want = information_flow(decode, lambda p, x: jax.nn.softmax(ref(p, x)), key, K=1, L=1, n_alpha=8,
-                            n_beta=8, params=(D, P))
+    want = information_flow(
+        decode, lambda p, x: jax.nn.softmax(ref(p, x)), key, K=1, L=1, n_alpha=8, n_beta=8, params=(D, P)
+    )
     assert float(want) > 1e-3
     np.testing.assert_allclose(float(got), float(want), atol=1e-5)
 
@@ -264,7 +299,9 @@ def test_plain_functions_closed_over_arrays_become_params():
 
 
 def _ie(w, X):
-    return np.asarray(interventional_expectation(w, input_stats(X), jnp.asarray([0.0, 1.0]), features=[0, 1], data=X))
+    return np.asarray(
+        interventional_expectation(w, input_stats(X), jnp.asarray([0.0, 1.0]), features=[0, 1], data=X)
+    )
 
 
 def test_training_after_wrapping_is_seen_by_the_next_wrap():
@@ -282,8 +319,11 @@ def test_training_after_wrapping_is_seen_by_the_next_wrap():
     nnx.update(m, jax.tree.map(lambda p, g: p - 1.0 * g, state, jax.grad(loss)(state)))
     after = _ie(jcausal.wrap(m, ex), X)
     P = dict(W1=m.fc1.kernel[...], b1=m.fc1.bias[...], W2=m.fc2.kernel[...], b2=m.fc2.bias[...])
-    want = np.asarray(interventional_expectation(ref, input_stats(X), jnp.asarray([0.0, 1.0]), params=P,
-                                                 features=[0, 1], data=X))
+    want = np.asarray(
+        interventional_expectation(
+            ref, input_stats(X), jnp.asarray([0.0, 1.0]), params=P, features=[0, 1], data=X
+        )
+    )
     assert np.max(np.abs(after - before)) > 1e-3
     np.testing.assert_allclose(after, want, atol=1e-5)
     # torch: one SGD step

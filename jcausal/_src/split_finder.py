@@ -28,7 +28,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.extend.core import ClosedJaxpr, DropVar, Literal
+from jax.extend.core import ClosedJaxpr, Literal
 
 from jcausal._src.calling import Split
 
@@ -57,6 +57,11 @@ _STRUCTURAL = {
 _LINEAR_MAPS = {"dot_general", "conv_general_dilated"}
 
 
+def _is_drop(v) -> bool:
+    """An unused output (``_``); ``DropVar`` is not exported by ``jax.extend.core`` before jax 0.9."""
+    return type(v).__name__ == "DropVar"
+
+
 def _read(env, v):
     return v.val if isinstance(v, Literal) else env[v]
 
@@ -79,7 +84,7 @@ def eval_eqns(eqns, env: dict) -> dict:
                 ans = eqn.primitive.bind(*subfuns, *invals, **bind_params)
             outs = ans if eqn.primitive.multiple_results else [ans]
         for v, a in zip(eqn.outvars, outs):
-            if not isinstance(v, DropVar):
+            if not _is_drop(v):
                 env[v] = a
     return env
 
@@ -128,7 +133,7 @@ def _needed(eqns, outs) -> list:
     need = {v for v in outs if not isinstance(v, Literal)}
     kept = []
     for eqn in reversed(eqns):
-        if any(v in need for v in eqn.outvars if not isinstance(v, DropVar)) or eqn.effects:
+        if any(v in need for v in eqn.outvars if not _is_drop(v)) or eqn.effects:
             kept.append(eqn)
             need.update(v for v in eqn.invars if not isinstance(v, Literal))
     return kept[::-1]
@@ -193,7 +198,7 @@ def find_split(apply, params, example) -> Split | None:
             elif name in _LINEAR_MAPS:
                 ok = n_dep == 1
                 seen_linear = seen_linear or ok
-        out = [v for v in eqn.outvars if not isinstance(v, DropVar)]
+        out = [v for v in eqn.outvars if not _is_drop(v)]
         xdep.update(out)
         if not ok:
             break

@@ -94,7 +94,15 @@ def _pool(x, nd, kernel, stride, padding, dilation, ceil_mode, init, op):
 def _max_pool(nd):
     def f(x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
         return _pool(
-            x, nd, kernel, stride, padding, dilation, ceil_mode, jnp.array(-jnp.inf, x.dtype), lax.max
+            x,
+            nd,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+            -jnp.inf,
+            lax.max,  # scalar: reduce_window_max
         )
 
     return f
@@ -102,7 +110,7 @@ def _max_pool(nd):
 
 def _avg_pool(nd):
     def f(x, kernel, stride=(), padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
-        zero = jnp.array(0, x.dtype)
+        zero = 0.0  # a Python scalar: lax picks reduce_window_sum (differentiable)
         s = _pool(x, nd, kernel, stride, padding, 1, ceil_mode, zero, lax.add)
         if divisor_override:
             return s / divisor_override
