@@ -53,10 +53,11 @@ class Wrapped:
         self.apply, self.params, self.framework = apply, params, framework
         self.input_shape, self.output, self.split, self._taps = tuple(input_shape), output, split, taps
         self._warned = False
+        self._jitted = jax.jit(apply)
 
     def __call__(self, x):
-        """Evaluate ONE example ``x`` (``input_shape`` or flattened)."""
-        return self.apply(self.params, jnp.asarray(x))
+        """Evaluate ONE example ``x`` (``input_shape`` or flattened); compiled once per shape."""
+        return self._jitted(self.params, jnp.asarray(x))
 
     def __jcausal_model__(self) -> tuple[Callable | Split, Any]:
         """The pure form jcausal's entry points use: ``(split or apply, params)``."""
