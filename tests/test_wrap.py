@@ -415,6 +415,9 @@ def test_unwrap_model_refuses_a_second_params_and_passes_others_through():
 def test_no_affine_prefix_means_no_split_and_one_warning():
     w = jcausal.wrap(lambda x: jnp.sin(x) * 2.0, np.zeros(3, np.float32))
     assert w.split is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert unwrap_model(w, None, split=False) == (w.apply, w.params)  # whole-model callers: no warning
     with pytest.warns(UserWarning, match="no affine first layer"):
         w.__jcausal_model__()
     with warnings.catch_warnings():

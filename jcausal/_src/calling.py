@@ -54,8 +54,9 @@ def unwrap_model(f: Any, params: Any = None, *, split: bool = True) -> tuple[Any
     """The pure ``(model, params)`` of anything an entry point takes (DESIGN.md section 4).
 
     An object with ``__jcausal_model__`` (what :func:`jcausal.wrap` returns) gives its pure form:
-    its :class:`Split` (or ``apply(params, x)``) and its parameters; with ``split=False`` a Split
-    comes back as one callable ``f(params, x)``, for entry points that call the model whole.
+    its :class:`Split` (or ``apply(params, x)``) and its parameters; with ``split=False`` (entry
+    points that call the model whole) it is asked for ``__jcausal_model__(split=False)``, and a
+    Split that still comes back is composed into one callable ``f(params, x)``.
     Anything else is returned unchanged.
 
     Raises:
@@ -63,7 +64,7 @@ def unwrap_model(f: Any, params: Any = None, *, split: bool = True) -> tuple[Any
     """
     if not hasattr(f, "__jcausal_model__"):
         return f, params
-    g, own = f.__jcausal_model__()
+    g, own = f.__jcausal_model__() if split else f.__jcausal_model__(split=False)
     if params is not None and params is not own:
         raise ValueError("this wrapped model carries its parameters (w.params): do not pass params= as well; "
                          "wrap the model again to use other parameters")

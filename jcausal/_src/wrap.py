@@ -59,8 +59,12 @@ class Wrapped:
         """Evaluate ONE example ``x`` (``input_shape`` or flattened); compiled once per shape."""
         return self._jitted(self.params, jnp.asarray(x))
 
-    def __jcausal_model__(self) -> tuple[Callable | Split, Any]:
-        """The pure form jcausal's entry points use: ``(split or apply, params)``."""
+    def __jcausal_model__(self, split: bool = True) -> tuple[Callable | Split, Any]:
+        """The pure form jcausal's entry points use: ``(split or apply, params)``; ``split=False``
+        gives ``apply`` (for entry points that call the model whole). Warns once when a split is
+        asked for and none was found (eqn 2 then evaluates the whole model per intervention)."""
+        if not split:
+            return self.apply, self.params
         if self.split is None and not self._warned:
             self._warned = True
             warnings.warn(
