@@ -102,7 +102,7 @@ def test_wrap_split_benchmark_quick(tmp_path):
 
     wrap_split.main(["--quick", "--repeats", "1", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "wrap_split_quick.json").read_text())
-    assert [r["framework"] for r in result["results"]] == ["nnx", "linen", "equinox", "keras", "torch"]
+    assert [r["framework"] for r in result["results"]] == ["nnx", "torch", "keras", "linen", "equinox"]
     for r in result["results"]:
         assert r["split_found"] and r["max_abs_diff_split_vs_plain"] <= 1e-5, r
     assert result["results"][0]["max_abs_diff_hand_vs_split"] <= 1e-5
