@@ -282,7 +282,8 @@ def wrap(
       output: ``"probabilities"`` or ``"raw"``; default: detected (softmax-normalized outputs on the
         example are probabilities; ``head=jax.nn.softmax`` gives probabilities).
       batched: whether the model expects a batch axis (added before, removed after the call).
-        Default: torch and Keras yes; otherwise tried without, then with one.
+        Default: Keras yes; otherwise tried without, then with one. PyTorch: always (the graph is
+        exported for a batch of one; ``batched=`` is ignored).
       split: look for the eqn-2 fast path (``False`` skips it).
       **call_kwargs: extra keyword arguments of the model's call (e.g. ``deterministic=True``).
 
