@@ -2,6 +2,7 @@
 
 Subpackages: :mod:`jcausal.data` (offline datasets), :mod:`jcausal.models` (reference Flax NNX
 models and trainer), :mod:`jcausal.ace` (causal attributions, Chattopadhyay et al. 2019).
+:func:`jcausal.wrap` brings a model of another framework (Flax Linen, Equinox, Keras, PyTorch).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -11,4 +12,6 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+from jcausal._src.wrap import Wrapped, wrap
+
+__all__ = ["Wrapped", "__version__", "wrap"]

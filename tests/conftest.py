@@ -8,6 +8,8 @@ from pathlib import Path
 import jax
 import pytest
 
+os.environ.setdefault("KERAS_BACKEND", "jax")  # before any test imports keras (jcausal.wrap needs JAX)
+
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -92,6 +92,26 @@ def test_definition_benchmark_quick(mnist_dir, tmp_path):
     assert (tmp_path / "definition_quick.png").stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_wrap_split_benchmark_quick(tmp_path):
+    """`benchmarks/wrap_split.py --quick`: the GCE CNN in five frameworks, wrapped. Asserts that the
+    automatic split is found and equals plain eqn 2 (and the hand-written split), not speed."""
+    for name in ("torch", "keras", "equinox"):
+        pytest.importorskip(name)
+    from benchmarks import wrap_split
+
+    wrap_split.main(["--quick", "--repeats", "1", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "wrap_split_quick.json").read_text())
+    assert [r["framework"] for r in result["results"]] == ["nnx", "torch", "keras", "linen", "equinox"]
+    for r in result["results"]:
+        assert r["split_found"] and r["max_abs_diff_split_vs_plain"] <= 1e-5, r
+    assert result["results"][0]["max_abs_diff_hand_vs_split"] <= 1e-5
+    if "skipped" not in result["captum"]:
+        # max-pool ties at the all-zeros baseline node are broken differently by torch and XLA
+        assert result["captum"]["rel_error_captum_scaled_vs_jcausal"] <= 1e-2
+    assert (tmp_path / "wrap_split_quick.png").stat().st_size > 0
+
+
 def test_benchmarks_are_a_package_without_path_hacks():
     """`python -m benchmarks.<name>` from the repository root; no script edits sys.path."""
     import importlib

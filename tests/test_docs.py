@@ -102,3 +102,19 @@ def test_docs_build_without_warnings(tmp_path):
     readme = (out / "readme.html").read_text()
     assert "ace_iris.png" in readme
     assert (out / "_images" / "ace_iris.png").is_file()
+
+
+def test_bring_your_own_model_page_runs(tmp_path, monkeypatch):
+    """docs/wrap.md: every python block runs, in order, in one namespace (one example per framework)."""
+    for name in ("torch", "keras", "equinox"):
+        pytest.importorskip(name, reason=f"{name} not installed: pip install -e '.[test]'")
+    from tests.test_readme import python_blocks
+
+    monkeypatch.chdir(tmp_path)
+    page = REPO / "docs" / "wrap.md"
+    blocks = python_blocks(page.read_text())
+    assert len(blocks) >= 7  # one per framework, a plain function, the Captum comparison
+    namespace: dict = {}
+    for b in blocks:
+        exec(compile(b["code"], f"{page}:{b['line']}", "exec"), namespace)
+    assert namespace["w"].split is not None

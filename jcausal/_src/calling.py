@@ -44,6 +44,38 @@ class Split(NamedTuple):
         return Split(self.first, _Then(self.rest, fn))
 
 
+class _Composed(NamedTuple):
+    """A :class:`Split` as one callable ``f(params, x) = rest(params, first(params, x))``."""
+
+    split: Split
+
+    def __call__(self, params, x):
+        return self.split.rest(params, self.split.first(params, x))
+
+
+def unwrap_model(f: Any, params: Any = None, *, split: bool = True) -> tuple[Any, Any]:
+    """The pure ``(model, params)`` of anything an entry point takes (DESIGN.md section 4).
+
+    An object with ``__jcausal_model__`` (what :func:`jcausal.wrap` returns) gives its pure form:
+    its :class:`Split` (or ``apply(params, x)``) and its parameters; with ``split=False`` (entry
+    points that call the model whole) it is asked for ``__jcausal_model__(split=False)``, and a
+    Split that still comes back is composed into one callable ``f(params, x)``.
+    Anything else is returned unchanged.
+
+    Raises:
+      ValueError: ``params=`` given explicitly for a wrapped model (it carries its own).
+    """
+    if not hasattr(f, "__jcausal_model__"):
+        return f, params
+    g, own = f.__jcausal_model__() if split else f.__jcausal_model__(split=False)
+    if params is not None and params is not own:
+        raise ValueError("this wrapped model carries its parameters (w.params): do not pass params= as well; "
+                         "wrap the model again to use other parameters")
+    if not split and isinstance(g, Split):
+        g = _Composed(g)
+    return g, own
+
+
 class _Then(NamedTuple):
     inner: Callable
     fn: Callable
@@ -180,18 +212,6 @@ def trace_model(f: Callable, params, *args, has_params: bool | None = None, slot
     text = _ADDRESS.sub("", str(closed.jaxpr))
     fingerprint = f"{text}|{in_tree}|{out_tree}|{avals}"
     return Traced(closed.jaxpr, in_tree, out_tree, fingerprint, slot, _name(f)), consts
-
-
-def unwrap_model(f, params):
-    """``(f, params)`` for a model object that carries its own pure form (``__jcausal_model__()``
-    returning ``(callable or Split, params)``, as :func:`jcausal.wrap` objects do), else unchanged."""
-    pure = getattr(f, "__jcausal_model__", None)
-    if pure is None:
-        return f, params
-    g, own = pure()
-    if params is not None and own is not None and params is not own:
-        raise ValueError("the wrapped model carries its parameters: do not pass params= as well")
-    return g, own if params is None else params
 
 
 def bind_model(f: Callable | Split, params, example, *, head: Callable | None = None,

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.calling import unwrap_model
 from jcausal._src.io import atomic_write_bytes
 from jcausal.ace import regressors as R
 from jcausal.ace.interventional import interventional_expectation
@@ -142,6 +143,7 @@ def explain(
       >>> res.expectations.shape, res.orders.shape
       ((2, 8, 1), (2, 1))
     """
+    f, params = unwrap_model(f, params)  # a jcausal.wrap model: its Split (or apply) and params
     if baseline_at is not None and not np.all(np.isfinite(np.asarray(baseline_at, np.float64))):
         raise ValueError(f"baseline_at must be finite, got {baseline_at!r}")
     if stats is None:

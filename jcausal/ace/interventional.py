@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jcausal._src.batching import make_mesh, map_sharded, pad_points, resolve_mesh
-from jcausal._src.calling import Model, Split, bind_model
+from jcausal._src.calling import Model, Split, bind_model, unwrap_model
 from jcausal._src.xla import jit
 from jcausal.ace import estimators as E
 from jcausal.ace.stats import InputStats
@@ -307,6 +307,7 @@ def interventional_expectation(
       >>> E.shape
       (3, 2, 1)
     """
+    f, params = unwrap_model(f, params)  # a jcausal.wrap model: its Split (or apply) and params
     dtype = stats.mean.dtype
     k = stats.mean.shape[0]
     idx = _features(features, k)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jcausal._src.calling import Split, bind_model
+from jcausal._src.calling import Split, bind_model, unwrap_model
 from jcausal._src.xla import jit
 from jcausal.ace.interventional import interventional_expectation
 from jcausal.ace.stats import input_stats
@@ -159,6 +159,7 @@ def latent_ace(decoder: Callable | Split, key: jax.Array, *, num_latents: int, n
     if feats.size == 0 or np.any((feats < 0) | (feats >= K)):
         raise ValueError(f"latents must be indices in [0, {K}), got {latents!r}")
     Z = jax.random.normal(key, (num_samples, K), jnp.float32)
+    decoder, params = unwrap_model(decoder, params)  # a jcausal.wrap model
     u0 = jnp.zeros((K + C,), jnp.float32).at[K].set(1.0)
     model, bound = bind_model(decoder, params, u0)  # read now: never a stale decoder
     out = jax.eval_shape(lambda p, u: model(p, u), bound, u0)
@@ -223,6 +224,7 @@ def traversals(decoder: Callable | Split, *, num_latents: int, num_classes: int,
     K, C = int(num_latents), int(num_classes)
     if not 0 <= label < C:
         raise ValueError(f"label must be in [0, {C}), got {label}")
+    decoder, params = unwrap_model(decoder, params)  # a jcausal.wrap model
     alphas = jnp.asarray(alphas, jnp.float32)
     z0 = jnp.zeros((K,), jnp.float32) if base is None else jnp.asarray(base, jnp.float32)
     c = jnp.zeros((C,), jnp.float32).at[label].set(1.0)

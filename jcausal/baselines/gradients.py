@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.calling import unwrap_model
+
 __all__ = ["RULES", "gradient_saliency", "integrated_gradients", "completeness_gap", "quadrature"]
 
 RULES = ("left", "right", "midpoint", "trapezoid")
@@ -65,6 +67,7 @@ def gradient_saliency(f: Callable, x: jax.Array, *, params=None) -> jax.Array:
       >>> gradient_saliency(lambda x: jnp.sum(x ** 2), jnp.array([1.0, -2.0])).tolist()   # 2 x
       [[2.0, -4.0]]
     """
+    f, params = unwrap_model(f, params, split=False)  # a jcausal.wrap model: its apply and params
     return _jacobian(f, params, x)
 
 
@@ -98,6 +101,7 @@ def integrated_gradients(
       >>> integrated_gradients(f, jnp.array([1.0, -2.0]), steps=8).tolist()
       [[1.0, 4.0]]
     """
+    f, params = unwrap_model(f, params, split=False)  # a jcausal.wrap model: its apply and params
     x = jnp.asarray(x)
     baseline = jnp.zeros_like(x) if baseline is None else jnp.asarray(baseline, x.dtype)
     if baseline.shape != x.shape:
@@ -124,6 +128,7 @@ def completeness_gap(f: Callable, x, attributions, baseline=None, *, params=None
       >>> abs(float(completeness_gap(f, x, integrated_gradients(f, x, steps=256))[0])) < 1e-3
       True
     """
+    f, params = unwrap_model(f, params, split=False)  # a jcausal.wrap model: its apply and params
     x = jnp.asarray(x)
     baseline = jnp.zeros_like(x) if baseline is None else jnp.asarray(baseline, x.dtype)
 

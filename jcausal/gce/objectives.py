@@ -72,8 +72,8 @@ def bind_models(decode: Callable, classify: Callable, params, *, dim: int | None
     ``encode`` gives for ``example`` (ONE input).
     """
     gp, cp = _split_params(params)
-    decode, gp = unwrap_model(decode, gp)
-    classify, cp = unwrap_model(classify, cp)
+    decode, gp = unwrap_model(decode, gp, split=False)
+    classify, cp = unwrap_model(classify, cp, split=False)
     slots = []
     if encode is not None:
         enc, ce = trace_model(encode, gp, example)
@@ -287,6 +287,9 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
         message says how many).
     """
     _check_sizes(K, L, n_alpha, n_beta)
+    (decode, dp), (classify, cp) = (unwrap_model(g, p, split=False) for g, p in zip((decode, classify),
+                                                                                    _split_params(params)))
+    params = None if dp is None and cp is None else (dp, cp)  # jcausal.wrap models carry their params
     if variant not in VARIANTS:
         raise ValueError(f"variant = {variant!r}: choose one of {VARIANTS}")
     dim = K + L

@@ -193,6 +193,8 @@ def layer_outputs(model: nnx.Module, example: jax.Array, *, layers=None) -> Laye
     Returns:
       :class:`LayerOutputs`.
     """
+    if hasattr(model, "__jcausal_layers__"):  # a jcausal.wrap model: layers named by its framework
+        return model.__jcausal_layers__(example, layers)
     graphdef, params = nnx.split(model)
     takes_key = _takes_key(model)
     example = jnp.asarray(example)

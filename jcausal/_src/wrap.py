@@ -1,0 +1,365 @@
+"""``jcausal.wrap``: any model as the one model contract (DESIGN.md section 4).
+
+A researcher's model (Flax NNX or Linen, Equinox, Keras 3 on JAX, PyTorch, or a plain function)
+becomes a :class:`Wrapped`: a pure ``apply(params, x)`` of ONE example with its ``params``, what its
+output is (``"probabilities"`` or ``"raw"``), the :class:`jcausal.models.Split` of the eqn-2 fast
+path found from the jaxpr (:mod:`jcausal._src.split_finder`) and the layer outputs for TRACER, named
+as the framework names them. Conversion happens once, here; parameters are always passed as
+arguments, so compiled programs never outlive the model state they were traced from (wrap the model
+again after training it further).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jcausal._src import wrap_layers
+from jcausal._src.calling import Split
+from jcausal._src.split_finder import JaxprFunction, find_split
+
+__all__ = ["ACCEPTED", "Wrapped", "wrap"]
+
+ACCEPTED = (
+    "a flax.nnx.Module, a flax.linen.Module (with params=variables), an equinox.Module, a "
+    "keras.Model on the JAX backend, a torch.nn.Module, or a JAX function f(x) (or f(params, x) "
+    "with params=)"
+)
+OUTPUTS = ("probabilities", "raw")
+
+
+class Wrapped:
+    """A model in jcausal's contract (build it with :func:`wrap`).
+
+    Attributes:
+      apply: ``apply(params, x) -> y``: pure, ONE example ``x`` of the ``example``'s shape (or its
+        flattening, ``(k,)``), no batch axis.
+      params: the parameters (a pytree of arrays), read when the model was wrapped.
+      split: :class:`jcausal.models.Split` with the affine prefix on ``x`` (eqn 2 fast path), or
+        ``None`` when the computation does not start with a dense/convolutional layer.
+      output: ``"probabilities"`` or ``"raw"``.
+      framework: ``"nnx"``, ``"linen"``, ``"equinox"``, ``"keras"``, ``"torch"`` or ``"function"``.
+      input_shape: the shape of one example.
+    """
+
+    def __init__(self, apply, params, *, framework: str, input_shape, output: str, split, taps):
+        self.apply, self.params, self.framework = apply, params, framework
+        self.input_shape, self.output, self.split, self._taps = tuple(input_shape), output, split, taps
+        self._warned = False
+        self._jitted = jax.jit(apply)
+
+    def __call__(self, x):
+        """Evaluate ONE example ``x`` (``input_shape`` or flattened); compiled once per shape."""
+        return self._jitted(self.params, jnp.asarray(x))
+
+    def __jcausal_model__(self, split: bool = True) -> tuple[Callable | Split, Any]:
+        """The pure form jcausal's entry points use: ``(split or apply, params)``; ``split=False``
+        gives ``apply`` (for entry points that call the model whole). Warns once when a split is
+        asked for and none was found (eqn 2 then evaluates the whole model per intervention)."""
+        if not split:
+            return self.apply, self.params
+        if self.split is None and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"jcausal.wrap found no affine first layer on x in this {self.framework} model: "
+                "eqn 2 evaluates the whole model for every (row, feature, alpha)",
+                UserWarning,
+                stacklevel=3,
+            )
+        return (self.apply if self.split is None else self.split), self.params
+
+    def __jcausal_layers__(self, example, layers=None):
+        """:class:`jcausal.tracer.LayerOutputs` with the framework's own layer names."""
+        if self._taps is None:
+            raise TypeError(f"a wrapped {self.framework} has no layers to name")
+        return wrap_layers.layer_outputs(self._taps, self.params, jnp.asarray(example), layers)
+
+    def __repr__(self):
+        split = "found" if self.split is not None else "none"
+        return (
+            f"Wrapped({self.framework}, input_shape={self.input_shape}, output={self.output!r}, "
+            f"split={split})"
+        )
+
+
+def _check_call(fn, n_inputs: int, kwargs: dict, what: str) -> None:
+    """Refuse a call signature that leaves required arguments unbound, or unknown keywords."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    ps = list(sig.parameters.values())
+    kinds = inspect.Parameter
+    if any(p.kind == kinds.VAR_POSITIONAL for p in ps):
+        return
+    positional = [p for p in ps if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < n_inputs:
+        raise TypeError(
+            f"{what} takes {len(positional)} positional argument(s); jcausal calls it with "
+            f"{n_inputs} ({'params, x' if n_inputs == 2 else 'x'})"
+        )
+    rest = positional[n_inputs:] + [p for p in ps if p.kind == kinds.KEYWORD_ONLY]
+    missing = [p.name for p in rest if p.default is inspect.Parameter.empty and p.name not in kwargs]
+    if missing:
+        raise TypeError(
+            f"{what} has required argument(s) {missing} that jcausal cannot supply: bind "
+            f"them by keyword, e.g. jcausal.wrap(model, x, {missing[0]}=...)"
+        )
+    if not any(p.kind == kinds.VAR_KEYWORD for p in ps):
+        names = {p.name for p in rest}
+        unknown = [k for k in kwargs if k not in names]
+        if unknown:
+            raise TypeError(f"{what} takes no argument(s) {unknown}; its arguments are {sorted(names)}")
+
+
+def _framework(model) -> str:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return "torch"
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(model, keras.layers.Layer):
+        return "keras"
+    from flax import linen, nnx
+
+    if isinstance(model, nnx.Module):
+        return "nnx"
+    if isinstance(model, linen.Module):
+        return "linen"
+    eqx = sys.modules.get("equinox")
+    if eqx is not None and isinstance(model, eqx.Module):
+        return "equinox"
+    if callable(model) and not isinstance(model, type):
+        return "function"
+    raise TypeError(
+        f"jcausal.wrap cannot use a {type(model).__module__}.{type(model).__name__}: it accepts {ACCEPTED}"
+    )
+
+
+def _adapt(kind, model, example, params, kwargs):
+    """``(raw(params, xb), params, taps(params, xb), batched_default)`` for each framework."""
+    if kind == "nnx":
+        from flax import nnx
+
+        _check_call(type(model).__call__, 2, kwargs, f"{type(model).__name__}.__call__")
+        graphdef, state = nnx.split(model)
+        if params is not None:
+            raise ValueError("params= is not used with an nnx.Module: its current state is read at wrap time")
+        return (
+            (lambda p, x: nnx.merge(graphdef, p)(x, **kwargs)),
+            state,
+            wrap_layers.nnx_taps(graphdef, kwargs),
+            None,
+        )
+    if kind == "linen":
+        _check_call(type(model).__call__, 2, kwargs, f"{type(model).__name__}.__call__")
+        if params is None:
+            raise ValueError(
+                "a flax.linen.Module needs its variables: jcausal.wrap(module, x, params=module.init(key, x))"
+            )
+        return (lambda p, x: model.apply(p, x, **kwargs)), params, wrap_layers.linen_taps(model, kwargs), None
+    if kind == "equinox":
+        import equinox as eqx
+
+        _check_call(type(model).__call__, 2, kwargs, f"{type(model).__name__}.__call__")
+        if params is not None:
+            raise ValueError("params= is not used with an equinox.Module: its arrays are its parameters")
+        arrays, static = eqx.partition(model, eqx.is_array)
+        return (
+            (lambda p, x: eqx.combine(p, static)(x, **kwargs)),
+            arrays,
+            wrap_layers.eqx_taps(static, kwargs),
+            None,
+        )
+    if kind == "keras":
+        import keras
+
+        if keras.backend.backend() != "jax":
+            raise ValueError(
+                f"this keras model runs on the {keras.backend.backend()!r} backend; jcausal needs "
+                "Keras on JAX: set the environment variable KERAS_BACKEND=jax before importing "
+                "keras (os.environ['KERAS_BACKEND'] = 'jax'), then build the model again"
+            )
+        if params is not None:
+            raise ValueError("params= is not used with a keras model: its variables are its parameters")
+        if not model.built:
+            model(np.asarray(example)[None])
+        state = {
+            "trainable": [v.value for v in model.trainable_variables],
+            "non_trainable": [v.value for v in model.non_trainable_variables],
+        }
+
+        def raw(p, x):
+            kw = {"training": False, **kwargs}
+            # Keras relies on NumPy's implicit rank and dtype promotion
+            with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
+                return model.stateless_call(p["trainable"], p["non_trainable"], x, **kw)[0]
+
+        return raw, state, wrap_layers.keras_taps(model, raw), True
+    if kind == "torch":
+        from jcausal._src.torch_convert import convert
+
+        if params is not None:
+            raise ValueError("params= is not used with a torch module: its weights are copied")
+        conv = convert(model, example, **kwargs)
+        return conv.apply, conv.params, conv.taps, conv.batched
+    # a plain function
+    if params is None:
+        _check_call(model, 1, kwargs, getattr(model, "__name__", "f"))
+        closed = jax.make_jaxpr(lambda x: model(x, **kwargs))(example)
+        if len(closed.jaxpr.outvars) != 1:
+            raise TypeError(
+                f"the model returned {len(closed.jaxpr.outvars)} arrays; jcausal needs one array "
+                "(select one with head=, e.g. head=lambda out: out[0])"
+            )
+        # closed-over arrays become parameters: passed as arguments, never compiled in as constants
+        fn = JaxprFunction(
+            closed.jaxpr.eqns,
+            closed.jaxpr.constvars,
+            closed.jaxpr.invars[0],
+            tuple(example.shape),
+            closed.jaxpr.outvars[0],
+            {},
+            jax.tree.structure(list(closed.consts)),
+            "wrapped function",
+        )
+        return fn, list(closed.consts), None, False
+    _check_call(model, 2, kwargs, getattr(model, "__name__", "f"))
+    return (lambda p, x: model(p, x, **kwargs)), params, None, None
+
+
+def _shape_error(kind, model, shape, err) -> ValueError:
+    hint = ""
+    if kind == "keras" and getattr(model, "built", False):
+        try:
+            hint = f"; it expects inputs of shape {model.input_shape} (batch axis first)"
+        except (AttributeError, ValueError):
+            pass
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ValueError(f"the {kind} model rejects an example of shape {tuple(shape)}{hint}: {msg}")
+
+
+def _is_probabilities(y) -> bool:
+    y = np.asarray(y, np.float64)
+    return (
+        y.ndim >= 1
+        and y.shape[-1] > 1
+        and bool(np.all(y >= 0))
+        and bool(np.all(np.abs(y.sum(-1) - 1.0) < 1e-4))
+    )
+
+
+def wrap(
+    model,
+    example,
+    *,
+    params=None,
+    head: Callable | None = None,
+    output: str | None = None,
+    batched: bool | None = None,
+    split: bool = True,
+    **call_kwargs,
+) -> Wrapped:
+    """Wrap a model of any supported framework as a pure function of ONE example.
+
+    Args:
+      model: a ``flax.nnx.Module`` (its current state is read now), a ``flax.linen.Module`` (with
+        ``params=variables``), an ``equinox.Module``, a Keras 3 model on the JAX backend (variables
+        read now; non-trainable ones held fixed, ``training=False``), a ``torch.nn.Module`` (converted
+        once through ``torch.export``, weights copied, eval mode) or a JAX function ``f(x)`` (closed-over
+        arrays become parameters) / ``f(params, x)`` with ``params=``.
+      example: ONE input, in the layout the model takes (e.g. ``(C, H, W)`` for torch, ``(H, W, C)``
+        for Keras/Flax); the wrapped function also accepts its flattening ``(k,)``.
+      params: the parameters of a Linen module (its variables) or of ``f(params, x)``.
+      head: a function applied to the model output (e.g. ``jax.nn.softmax``, or selecting one of
+        several outputs).
+      output: ``"probabilities"`` or ``"raw"``; default: detected (softmax-normalized outputs on the
+        example are probabilities; ``head=jax.nn.softmax`` gives probabilities).
+      batched: whether the model expects a batch axis (added before, removed after the call).
+        Default: Keras yes; otherwise tried without, then with one. PyTorch: always (the graph is
+        exported for a batch of one; ``batched=`` is ignored).
+      split: look for the eqn-2 fast path (``False`` skips it).
+      **call_kwargs: extra keyword arguments of the model's call (e.g. ``deterministic=True``).
+
+    Returns:
+      :class:`Wrapped`.
+
+    Raises:
+      TypeError: an unsupported model, unbound required call arguments, an output that is not one array.
+      ValueError: an example the model rejects (naming its shape), a Keras model on another backend.
+    """
+    if isinstance(model, Wrapped):
+        return model
+    if output is not None and output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    kind = _framework(model)
+    example = jnp.asarray(example)
+    if example.ndim == 0:
+        raise ValueError("example must be ONE input with at least one axis, got a scalar")
+    shape = tuple(example.shape)
+    raw, params, taps, default_batched = _adapt(kind, model, example, params, call_kwargs)
+    tries = (
+        [batched]
+        if batched is not None
+        else ([default_batched] if default_batched is not None else [False, True])
+    )
+    if kind == "torch":
+        tries = [True]  # the converted graph takes the batch axis it was exported with
+    first_err, out = None, None
+    for b in tries:
+        try:
+            out = jax.eval_shape(
+                raw, params, jax.ShapeDtypeStruct((1, *shape) if b else shape, example.dtype)
+            )
+            batched = b
+            break
+        except Exception as err:  # noqa: BLE001 -- any framework's shape error
+            first_err = first_err or err
+    if out is None:
+        raise _shape_error(kind, model, shape, first_err) from first_err
+    leaves = jax.tree.leaves(out)
+    if head is None and (len(leaves) != 1 or not hasattr(out, "shape")):
+        raise TypeError(
+            f"the {kind} model returned {type(out).__name__} of {len(leaves)} arrays; jcausal needs "
+            "one array (select one with head=, e.g. head=lambda out: out[0])"
+        )
+    if batched and (not leaves or leaves[0].shape[:1] != (1,)):
+        raise ValueError(
+            f"the {kind} model's output {leaves[0].shape if leaves else ()} has no batch axis; "
+            "pass batched=False"
+        )
+    apply = _Apply(raw, shape, bool(batched), head)
+    y = jax.eval_shape(apply, params, example)
+    if not isinstance(y, jax.ShapeDtypeStruct):
+        raise TypeError(f"head= must return one array, got {type(y).__name__}")
+    if output is None:
+        if head is jax.nn.softmax:
+            output = "probabilities"
+        else:
+            vals = [jax.jit(apply)(params, example)]
+            if jnp.issubdtype(example.dtype, jnp.floating):
+                vals.append(jax.jit(apply)(params, 0.5 * example + 0.25))
+            output = "probabilities" if all(_is_probabilities(v) for v in vals) else "raw"
+    found = find_split(apply, params, example) if split else None
+    ltaps = None if taps is None else wrap_layers.Taps(taps, shape, bool(batched), head)
+    return Wrapped(apply, params, framework=kind, input_shape=shape, output=output, split=found, taps=ltaps)
+
+
+class _Apply:
+    """``apply(params, x)``: reshape ``x`` to one example, add/remove the batch axis, apply ``head``."""
+
+    def __init__(self, raw, shape, batched, head):
+        self.raw, self.shape, self.batched, self.head = raw, shape, batched, head
+
+    def __call__(self, params, x):
+        x = jnp.asarray(x)
+        x = x if x.shape == self.shape else x.reshape(self.shape)
+        y = self.raw(params, x[None] if self.batched else x)
+        y = jax.tree.map(lambda a: a[0], y) if self.batched else y
+        return y if self.head is None else self.head(y)

@@ -1,0 +1,212 @@
+"""Layer outputs of wrapped models, named as each framework names its layers (TRACER on any model).
+
+Each framework gets a *taps* function ``taps(params, xb) -> (output, [(name, value), ...])`` that
+runs the model once and records every submodule's output:
+
+* Flax NNX: ``nnx.capture`` (attribute paths, ``convs.0``), as :mod:`jcausal.tracer.activations`;
+* Flax Linen: ``capture_intermediates=True`` (module names, ``Dense_0``, ``encoder.fc1``);
+* Equinox: every submodule temporarily replaced by a recording proxy (field paths, ``layers.0``);
+* Keras: every layer's ``call`` temporarily wrapped during ``stateless_call`` (layer names, ``dense_1``);
+* PyTorch: the converted graph's ``nn_module_stack`` (module paths, ``features.0``).
+
+A submodule called twice gives ``name#0`` and ``name#1``. The execution order is read from the
+traced program (each value ranked by the equation that produced it), as for NNX today.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Taps", "eqx_taps", "keras_taps", "layer_outputs", "linen_taps", "nnx_taps"]
+
+
+def _dedupe(items):
+    """Names seen several times get ``#i`` suffixes, in call order."""
+    counts = Counter(n for n, _ in items)
+    seen: Counter = Counter()
+    out = []
+    for n, v in items:
+        if counts[n] > 1:
+            out.append((f"{n}#{seen[n]}", v))
+            seen[n] += 1
+        else:
+            out.append((n, v))
+    return out
+
+
+class Taps:
+    """``taps(params, x)`` on ONE example: reshape, add/remove the batch axis, apply ``head``."""
+
+    def __init__(self, taps, shape, batched, head):
+        self.taps, self.shape, self.batched, self.head = taps, tuple(shape), batched, head
+
+    def __call__(self, params, x):
+        x = jnp.asarray(x)
+        x = x if x.shape == self.shape else x.reshape(self.shape)
+        out, items = self.taps(params, x[None] if self.batched else x)
+        if self.batched:
+            out = jax.tree.map(lambda a: a[0], out)
+            items = [(n, v[0] if getattr(v, "ndim", 0) >= 1 and v.shape[0] == 1 else v) for n, v in items]
+        return (out if self.head is None else self.head(out)), _dedupe(
+            [(n, v) for n, v in items if isinstance(v, jax.Array)]
+        )
+
+
+def layer_outputs(taps: Taps, params, example, layers):
+    """:class:`jcausal.tracer.LayerOutputs` of a wrapped model (names in execution order)."""
+    from jcausal.tracer.activations import LayerOutputs, _order, select_layers
+
+    names: list[str] = []
+
+    def f(p, x):
+        out, items = taps(p, x)
+        names[:] = [n for n, _ in items]
+        return out, [v for _, v in items]
+
+    closed = jax.make_jaxpr(f)(params, example)
+    if not names:
+        raise ValueError("the wrapped model has no layers to capture")
+    order = _order(closed, names)
+    ordered = [names[i] for i in order]
+    kept = select_layers(ordered, layers)
+    pick = [order[ordered.index(n)] for n in kept]
+    avals = closed.out_avals[len(closed.out_avals) - len(names) :]
+    shapes = tuple(tuple(avals[i].shape) for i in pick)
+
+    def apply(params, x, key=None):
+        out, items = taps(params, x)
+        return out, tuple(items[i][1] for i in pick)
+
+    return LayerOutputs(apply, params, tuple(kept), shapes)
+
+
+def nnx_taps(graphdef, kwargs):
+    from flax import nnx
+
+    from jcausal.tracer.activations import _layer_name
+
+    def taps(p, x):
+        model = nnx.merge(graphdef, p)
+        out, state = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(x, **kwargs)
+        items = []
+        for path, var in nnx.to_flat_state(state):
+            if len(path) < 2:  # the root's own methods: the model output
+                continue
+            vals = var.get_value()
+            vals = vals if isinstance(vals, tuple) else (vals,)
+            items += [(_layer_name(path), v) for v in vals]
+        return out, items
+
+    return taps
+
+
+def linen_taps(module, kwargs):
+    def taps(p, x):
+        out, state = module.apply(p, x, capture_intermediates=True, mutable=["intermediates"], **kwargs)
+        items = []
+
+        def walk(d, path):
+            for k, v in d.items():
+                if k == "__call__" and path:
+                    items.extend((".".join(path), a) for a in v)
+                elif isinstance(v, dict) or hasattr(v, "items"):
+                    walk(v, (*path, str(k)))
+
+        walk(state.get("intermediates", {}), ())
+        return out, items
+
+    return taps
+
+
+_TAPE: list | None = None
+
+
+def _tap_class():
+    import equinox as eqx
+
+    class _Tap(eqx.Module):
+        inner: eqx.Module
+        name: str = eqx.field(static=True)
+
+        def __call__(self, *args, **kwargs):
+            y = self.inner(*args, **kwargs)
+            if _TAPE is not None:
+                _TAPE.append((self.name, y))
+            return y
+
+        def __getattr__(self, item):  # attribute access of the parent passes through
+            return getattr(self.inner, item)
+
+    return _Tap
+
+
+def _eqx_tapped(module, path, Tap):
+    """A copy of ``module`` with every submodule (at any depth) wrapped in a recording ``Tap``."""
+    import equinox as eqx
+
+    def visit(v, p):
+        if isinstance(v, eqx.Module):
+            inner = _eqx_tapped(v, p, Tap)
+            return Tap(inner, ".".join(p)) if callable(v) else inner
+        if isinstance(v, (list, tuple)):
+            out = [visit(a, (*p, str(i))) for i, a in enumerate(v)]
+            return type(v)(out) if isinstance(v, list) else tuple(out)
+        if isinstance(v, dict):
+            return {k: visit(a, (*p, str(k))) for k, a in v.items()}
+        return v
+
+    new = copy.copy(module)
+    for f in dataclasses.fields(module):
+        if hasattr(module, f.name):
+            object.__setattr__(new, f.name, visit(getattr(module, f.name), (*path, f.name)))
+    return new
+
+
+def eqx_taps(static, kwargs):
+    import equinox as eqx
+
+    Tap = _tap_class()
+
+    def taps(p, x):
+        global _TAPE
+        model = _eqx_tapped(eqx.combine(p, static), (), Tap)
+        saved, _TAPE = _TAPE, []
+        try:
+            out = model(x, **kwargs)
+            items = _TAPE
+        finally:
+            _TAPE = saved
+        return out, items
+
+    return taps
+
+
+def keras_taps(model, raw):
+    layers = [(layer.name, layer) for layer in model._flatten_layers(include_self=False)]
+
+    def taps(p, x):
+        items = []
+
+        def tapped(name, call):
+            def call_and_record(*args, **kwargs):
+                y = call(*args, **kwargs)
+                items.append((name, y))
+                return y
+
+            return call_and_record
+
+        for name, layer in layers:
+            object.__setattr__(layer, "call", tapped(name, layer.call))
+        try:
+            out = raw(p, x)
+        finally:
+            for _, layer in layers:
+                object.__delattr__(layer, "call")
+        return out, items
+
+    return taps
