@@ -304,12 +304,15 @@ def _ie(w, X):
     )
 
 
-def test_training_after_wrapping_is_seen_by_the_next_wrap():
+def test_training_after_wrapping_is_seen_by_the_next_call_and_wrap():
+    """The wrapped object reads its model at every call (issue 21, item 2; issue 22): trained after
+    wrapping, the SAME wrapped object gives the new answer, equal to a fresh wrap's."""
     X = data(np.zeros(K_MLP))
     y = np.arange(X.shape[0]) % OUT
     # NNX: one gradient step on the module
     m, ex, _, ref, _, _ = build("nnx", "mlp")
-    before = _ie(jcausal.wrap(m, ex), X)
+    w = jcausal.wrap(m, ex)
+    before = _ie(w, X)
     graphdef, state = nnx.split(m)
 
     def loss(s):
@@ -317,7 +320,8 @@ def test_training_after_wrapping_is_seen_by_the_next_wrap():
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), jnp.asarray(y)[:, None], axis=1))
 
     nnx.update(m, jax.tree.map(lambda p, g: p - 1.0 * g, state, jax.grad(loss)(state)))
-    after = _ie(jcausal.wrap(m, ex), X)
+    after = _ie(w, X)
+    np.testing.assert_array_equal(after, _ie(jcausal.wrap(m, ex), X))
     P = dict(W1=m.fc1.kernel[...], b1=m.fc1.bias[...], W2=m.fc2.kernel[...], b2=m.fc2.bias[...])
     want = np.asarray(
         interventional_expectation(
@@ -328,25 +332,36 @@ def test_training_after_wrapping_is_seen_by_the_next_wrap():
     np.testing.assert_allclose(after, want, atol=1e-5)
     # torch: one SGD step
     m, ex, _, _, _, _ = build("torch", "mlp")
-    before = _ie(jcausal.wrap(m, ex), X)
+    w = jcausal.wrap(m, ex)
+    before = _ie(w, X)
     opt = torch.optim.SGD(m.parameters(), lr=1.0)
     torch.nn.functional.cross_entropy(m(torch.from_numpy(X)), torch.from_numpy(y)).backward()
     opt.step()
-    after = _ie(jcausal.wrap(m, ex), X)
+    after = _ie(w, X)
+    np.testing.assert_array_equal(after, _ie(jcausal.wrap(m, ex), X))
     X0 = X.copy()
     X0[:, 0] = -0.5  # eqn 2 at (feature 0, alpha -0.5), computed by the trained torch module itself
     np.testing.assert_allclose(after[0, 0], m(torch.from_numpy(X0)).detach().numpy().mean(0), atol=1e-5)
     assert np.max(np.abs(after - before)) > 1e-3
     # Keras: one epoch of fit
     m, ex, _, _, _, _ = build("keras", "mlp")
-    before = _ie(jcausal.wrap(m, ex), X)
+    w = jcausal.wrap(m, ex)
+    before = _ie(w, X)
     with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
         m.compile(optimizer=keras.optimizers.SGD(1.0), loss="sparse_categorical_crossentropy")
         m.fit(X, y, epochs=1, batch_size=X.shape[0], verbose=0)
         ref0 = np.asarray(m.predict(X0, verbose=0)).mean(0)
-    after = _ie(jcausal.wrap(m, ex), X)
+    after = _ie(w, X)
+    np.testing.assert_array_equal(after, _ie(jcausal.wrap(m, ex), X))
     assert np.max(np.abs(after - before)) > 1e-3
     np.testing.assert_allclose(after[0, 0], ref0, atol=1e-5)
+    # a plain function's closed-over arrays: read again at every call
+    W = jnp.asarray(np.random.default_rng(5).normal(size=(K_MLP, OUT)), jnp.float32)
+    w = jcausal.wrap(lambda x: jax.nn.softmax(x @ W), jnp.asarray(X[0]))
+    before = _ie(w, X)
+    W = 3.0 * W
+    np.testing.assert_allclose(_ie(w, X), _ie(lambda x: jax.nn.softmax(x @ W), X), atol=1e-6)
+    assert np.max(np.abs(_ie(w, X) - before)) > 1e-3
 
 
 # ---- bad inputs ---------------------------------------------------------------------------------

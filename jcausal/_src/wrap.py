@@ -41,7 +41,10 @@ class Wrapped:
     Attributes:
       apply: ``apply(params, x) -> y``: pure, ONE example ``x`` of the ``example``'s shape (or its
         flattening, ``(k,)``), no batch axis.
-      params: the parameters (a pytree of arrays), read when the model was wrapped.
+      params: the parameters (a pytree of arrays). For an NNX, Keras or PyTorch model and a plain
+        function's closed-over arrays they are read from the model at every access (a model trained
+        further after wrapping is evaluated as it is now, never in its old state); Linen variables,
+        an Equinox module's arrays and ``params=`` are the ones given.
       split: :class:`jcausal.models.Split` with the affine prefix on ``x`` (eqn 2 fast path), or
         ``None`` when the computation does not start with a dense/convolutional layer.
       output: ``"probabilities"`` or ``"raw"``.
@@ -49,11 +52,17 @@ class Wrapped:
       input_shape: the shape of one example.
     """
 
-    def __init__(self, apply, params, *, framework: str, input_shape, output: str, split, taps):
-        self.apply, self.params, self.framework = apply, params, framework
+    def __init__(self, apply, params, *, framework: str, input_shape, output: str, split, taps,
+                 reader: Callable | None = None):
+        self.apply, self._params, self._reader, self.framework = apply, params, reader, framework
         self.input_shape, self.output, self.split, self._taps = tuple(input_shape), output, split, taps
         self._warned = False
         self._jitted = jax.jit(apply)
+
+    @property
+    def params(self):
+        """The model's parameters as they are now (see the class docstring)."""
+        return self._params if self._reader is None else self._reader()
 
     def __call__(self, x):
         """Evaluate ONE example ``x`` (``input_shape`` or flattened); compiled once per shape."""
@@ -143,7 +152,8 @@ def _framework(model) -> str:
 
 
 def _adapt(kind, model, example, params, kwargs):
-    """``(raw(params, xb), params, taps(params, xb), batched_default)`` for each framework."""
+    """``(raw(params, xb), params, taps(params, xb), batched_default, reader)`` for each framework;
+    ``reader()`` gives the parameters as they are now (``None``: they cannot change)."""
     if kind == "nnx":
         from flax import nnx
 
@@ -156,6 +166,7 @@ def _adapt(kind, model, example, params, kwargs):
             state,
             wrap_layers.nnx_taps(graphdef, kwargs),
             None,
+            lambda: nnx.state(model),
         )
     if kind == "linen":
         _check_call(type(model).__call__, 2, kwargs, f"{type(model).__name__}.__call__")
@@ -163,7 +174,8 @@ def _adapt(kind, model, example, params, kwargs):
             raise ValueError(
                 "a flax.linen.Module needs its variables: jcausal.wrap(module, x, params=module.init(key, x))"
             )
-        return (lambda p, x: model.apply(p, x, **kwargs)), params, wrap_layers.linen_taps(model, kwargs), None
+        taps = wrap_layers.linen_taps(model, kwargs)
+        return (lambda p, x: model.apply(p, x, **kwargs)), params, taps, None, None
     if kind == "equinox":
         import equinox as eqx
 
@@ -175,6 +187,7 @@ def _adapt(kind, model, example, params, kwargs):
             (lambda p, x: eqx.combine(p, static)(x, **kwargs)),
             arrays,
             wrap_layers.eqx_taps(static, kwargs),
+            None,
             None,
         )
     if kind == "keras":
@@ -190,10 +203,13 @@ def _adapt(kind, model, example, params, kwargs):
             raise ValueError("params= is not used with a keras model: its variables are its parameters")
         if not model.built:
             model(np.asarray(example)[None])
-        state = {
-            "trainable": [v.value for v in model.trainable_variables],
-            "non_trainable": [v.value for v in model.non_trainable_variables],
-        }
+        def read():
+            return {
+                "trainable": [v.value for v in model.trainable_variables],
+                "non_trainable": [v.value for v in model.non_trainable_variables],
+            }
+
+        state = read()
 
         def raw(p, x):
             kw = {"training": False, **kwargs}
@@ -201,14 +217,14 @@ def _adapt(kind, model, example, params, kwargs):
             with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
                 return model.stateless_call(p["trainable"], p["non_trainable"], x, **kw)[0]
 
-        return raw, state, wrap_layers.keras_taps(model, raw), True
+        return raw, state, wrap_layers.keras_taps(model, raw), True, read
     if kind == "torch":
         from jcausal._src.torch_convert import convert
 
         if params is not None:
             raise ValueError("params= is not used with a torch module: its weights are copied")
         conv = convert(model, example, **kwargs)
-        return conv.apply, conv.params, conv.taps, conv.batched
+        return conv.apply, conv.params, conv.taps, conv.batched, _torch_reader(model, conv.params)
     # a plain function
     if params is None:
         _check_call(model, 1, kwargs, getattr(model, "__name__", "f"))
@@ -229,9 +245,35 @@ def _adapt(kind, model, example, params, kwargs):
             jax.tree.structure(list(closed.consts)),
             "wrapped function",
         )
-        return fn, list(closed.consts), None, False
+        def read():  # the closed-over arrays as they are now (the computation traced at wrap time)
+            consts = jax.make_jaxpr(lambda x: model(x, **kwargs))(example).consts
+            if len(consts) != len(closed.consts):
+                raise ValueError("the wrapped function now reads other arrays than when it was wrapped: "
+                                 "wrap it again")
+            return list(consts)
+
+        return fn, list(closed.consts), None, False, read
     _check_call(model, 2, kwargs, getattr(model, "__name__", "f"))
-    return (lambda p, x: model(p, x, **kwargs)), params, None, None
+    return (lambda p, x: model(p, x, **kwargs)), params, None, None, None
+
+
+def _torch_reader(module, snapshot: dict) -> Callable:
+    """The module's current weights, copied again only when a tensor changed (its version counter or
+    storage: an optimizer step, ``load_state_dict``, an in-place edit)."""
+    cache = {"key": None, "params": snapshot}
+
+    def read():
+        sd = module.state_dict(keep_vars=True)
+        ts = {n: sd[n] for n in snapshot if n in sd}
+        key = tuple((n, t.data_ptr(), t._version) for n, t in ts.items())
+        if key != cache["key"]:
+            now = {n: jnp.asarray(t.detach().cpu().numpy()) for n, t in ts.items()}
+            cache["params"] = {**snapshot, **now}
+            cache["key"] = key
+        return cache["params"]
+
+    read()
+    return read
 
 
 def _shape_error(kind, model, shape, err) -> ValueError:
@@ -303,7 +345,7 @@ def wrap(
     if example.ndim == 0:
         raise ValueError("example must be ONE input with at least one axis, got a scalar")
     shape = tuple(example.shape)
-    raw, params, taps, default_batched = _adapt(kind, model, example, params, call_kwargs)
+    raw, params, taps, default_batched, reader = _adapt(kind, model, example, params, call_kwargs)
     tries = (
         [batched]
         if batched is not None
@@ -348,7 +390,8 @@ def wrap(
             output = "probabilities" if all(_is_probabilities(v) for v in vals) else "raw"
     found = find_split(apply, params, example) if split else None
     ltaps = None if taps is None else wrap_layers.Taps(taps, shape, bool(batched), head)
-    return Wrapped(apply, params, framework=kind, input_shape=shape, output=output, split=found, taps=ltaps)
+    return Wrapped(apply, params, framework=kind, input_shape=shape, output=output, split=found, taps=ltaps,
+                   reader=reader)
 
 
 class _Apply:
