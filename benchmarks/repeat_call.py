@@ -49,6 +49,7 @@ def measure(quick: bool, repeats: int) -> dict:
     Ws = [jnp.asarray(rng.normal(size=(a, b)) / np.sqrt(a), jnp.float32) for a, b in zip(sizes, sizes[1:])]
     n = 2000 if not quick else 200
     X = rng.uniform(size=(n, sizes[0])).astype(np.float32)
+    X[0], X[1] = 0.0, 1.0  # the grid ends (0 and 1) lie in the data range
     stats = input_stats(X)
     feats = list(range(0, sizes[0], sizes[0] // 8))[:8]
     alphas = np.linspace(0.0, 1.0, 10)
@@ -93,7 +94,9 @@ def measure(quick: bool, repeats: int) -> dict:
 def _baseline(path: Path, quick: bool, repeats: int) -> dict:
     src = inspect.getsource(measure) + f"\nimport json\nprint(json.dumps(measure({quick}, {repeats})))\n"
     env = {**os.environ, "PYTHONPATH": str(path)}
-    r = subprocess.run([sys.executable, "-c", src], env=env, capture_output=True, text=True, check=True)
+    # run from that checkout: '-c' puts the working folder first on sys.path
+    r = subprocess.run([sys.executable, "-c", src], env=env, cwd=path, capture_output=True, text=True,
+                       check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 

@@ -331,3 +331,30 @@ def test_bad_input_exits_2_everywhere_and_debug_shows_the_traceback(tmp_path, ca
 
     with pytest.raises(CLIError):
         main(["gce", "linear", "--dim", "1", "--out", str(tmp_path), "--debug"])
+
+
+# ------------------------------------------------------------------- found by the re-probe
+
+
+def test_seed_out_of_range_refused_not_an_internal_error(tmp_path, capsys):
+    _refused(capsys, ["tracer", "tabular", "--seed", "99999999999999999999", "--out", str(tmp_path / "o")],
+             "--seed: must be in [0, 2**31 - 1]")
+
+
+def test_gce_linear_steep_classifier_cosines_in_float64(tmp_path, capsys):
+    """|a|^2 overflowed float32 above ~1e19: the cosines printed 0.0 (a silent wrong answer)."""
+    assert main(["gce", "linear", "--steps", "30", "--n-alpha", "8", "--n-beta", "4", "--steepness", "1e30",
+                 "--out", str(tmp_path), "--quiet"]) == 0
+    s = json.loads((tmp_path / "linear.json").read_text())
+    W, a = np.asarray(s["W"], np.float64), np.asarray(s["a"], np.float64)
+    a = a / np.linalg.norm(a)
+    np.testing.assert_allclose(s["cos_w_alpha_a"], abs(W[:, 0] @ a) / np.linalg.norm(W[:, 0]), rtol=1e-6)
+    assert s["cos_w_alpha_a"] > 0.0
+
+
+def test_ace_run_nan_data_named_as_data(job_dir, capsys):
+    X = np.load(job_dir / "X.npy")
+    X[5, 1] = np.nan
+    np.save(job_dir / "N.npy", X)
+    _refused(capsys, [*RUN[:5], "N.npy", *RUN[6:], "--out", "n"],
+             "holds 1 NaN/inf values (first at row 5, column 1")

@@ -66,6 +66,8 @@ def _combine(a, b):
 
 
 def _check_batch(x, k, where: str):
+    if np.iscomplexobj(x):  # astype(float) would drop the imaginary part with a mere warning
+        raise ValueError(f"X must hold real numbers; {where} is complex ({np.asarray(x).dtype})")
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))

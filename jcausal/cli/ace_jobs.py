@@ -123,6 +123,11 @@ def check_run(args) -> dict:
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None
     n, k = X.shape
+    bad = ~np.isfinite(X)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise CLIError(f"--data {args.data} holds {int(bad.sum())} NaN/inf values (first at row {r}, column "
+                       f"{c}, counting from 0)")
     feats = list(range(k)) if args.features is None else list(args.features)
     if max(feats) >= k:
         raise CLIError(f"--features must be in [0, {k}), got {args.features}")
@@ -202,7 +207,7 @@ def run(args, folder, prep) -> int:
                           progress=not args.quiet, distributed=args.distributed, model_name=args.model,
                           outputs=prep["outputs"], **phase1)
     except (FileExistsError, JobError) as err:
-        raise CLIError(str(err)) from None
+        raise CLIError(str(err).replace("pass overwrite=True (--overwrite)", "pass --overwrite")) from None
     if res is not None:
         meta = json.loads((out / "ace.json").read_text())
         E = np.asarray(res.expectations)

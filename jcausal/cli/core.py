@@ -37,8 +37,9 @@ __all__ = [
     "positive_float",
     "positive_int",
     "publish",
-    "reuse_checkpoint",
     "require_trained",
+    "reuse_checkpoint",
+    "seed_int",
 ]
 
 EXIT_REFUSED = 2
@@ -103,6 +104,14 @@ def nonneg_float(text: str) -> float:
     return v
 
 
+def seed_int(text: str) -> int:
+    """A seed every generator takes (JAX keys, NumPy, Flax ``Rngs``)."""
+    v = _number(int, text)
+    if not 0 <= v < 2**31:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**31 - 1], got {v}")
+    return v
+
+
 def fraction(text: str) -> float:
     """A number in [0, 1]."""
     v = _number(float, text)
@@ -141,7 +150,7 @@ def command(sub, name: str, *, help: str, description: str, run: Callable, out: 
     p.add_argument("--out", default=out, help="output folder, locked while the run lasts (default: "
                                               "%(default)s)")
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+        p.add_argument("--seed", type=seed_int, default=0, help="seed, 0 to 2**31 - 1 (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_debug(p)
     p.set_defaults(func=_runner(run, check, locks))

@@ -57,9 +57,10 @@ def _linear(args, folder, _) -> int:
                 learning_rate=args.lr, progress=not args.quiet)
     require_trained(res.steps, res.nonfinite_step, what="jcausal gce linear")
     W = np.asarray(model.weights)
-    an = np.asarray(a) / np.linalg.norm(np.asarray(a))
-    cos_alpha = float(abs(W[:, 0] @ an) / np.linalg.norm(W[:, 0]))
-    cos_beta = (np.abs(W[:, 1:].T @ an) / np.linalg.norm(W[:, 1:], axis=0)).tolist()
+    W64 = np.asarray(W, np.float64)  # float64: |a|^2 overflows float32 for --steepness above ~1e19
+    an = np.asarray(r / np.linalg.norm(r), np.float64)  # a's direction
+    cos_alpha = float(abs(W64[:, 0] @ an) / np.linalg.norm(W64[:, 0]))
+    cos_beta = (np.abs(W64[:, 1:].T @ an) / np.linalg.norm(W64[:, 1:], axis=0)).tolist()
     C = float(information_flow(model.decode, lambda x: probit(a, x), jax.random.key(1), K=K, L=L,
                                n_alpha=500, n_beta=200, noisy=True))
     if not np.isfinite([C, cos_alpha, *cos_beta]).all():

@@ -240,7 +240,9 @@ def _counterfactual(args, folder, t: Task, dataset: str) -> int:
     y_model, p_tr = model_labels(model, x_tr)
     keep = p_tr.max(1) >= args.min_confidence
     if not keep.any():
-        raise CLIError(f"no training input reaches --min-confidence {args.min_confidence}")
+        raise CLIError(f"no training input reaches --min-confidence {args.min_confidence} (the most "
+                       f"confident is {p_tr.max():.3f}): lower --min-confidence, or train longer with "
+                       "--epochs (the classifier is kept in --out)")
     x_tr, y_model = x_tr[keep], y_model[keep]
     index = nn_index(x_tr, y_model, k)
     shape = (MNIST_SIDE, MNIST_SIDE, 1) if mnist else (x_tr.shape[1],)

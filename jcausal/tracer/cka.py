@@ -200,8 +200,18 @@ def _check_pair(X, Y, unbiased):
     return X, Y
 
 
+def _unit_scale(A):
+    """``A`` times the power of two that brings ``max |A|`` near 1: CKA does not depend on a
+    representation's scale, and a power of two changes no bit of the result, while HSIC of
+    activations of size 1e4 overflows float32 (``|A|^4 n^2``)."""
+    m = jnp.max(jnp.abs(A))
+    e = jnp.where(m > 0, jnp.round(jnp.log2(jnp.where(m > 0, m, 1.0))), 0.0).astype(jnp.int32)
+    return jnp.ldexp(A, -e)
+
+
 @partial(jit, static_argnames=("kernel", "unbiased", "method"))
 def _cka_impl(X, Y, sigma, *, kernel, unbiased, method):
+    X, Y = _unit_scale(X), _unit_scale(Y)
     if method == "features":
         return feature_space_linear_cka(X, Y, unbiased)
     return cka_from_grams(gram(X, kernel, sigma), gram(Y, kernel, sigma), unbiased)

@@ -80,3 +80,14 @@ def test_truncate_and_grid():
     assert g.shape == (2, 5)
     np.testing.assert_allclose(g[:, 0], s.low[jnp.array([1, 3])])
     np.testing.assert_allclose(g[:, -1], s.high[jnp.array([1, 3])])
+
+
+def test_complex_data_refused_not_truncated():
+    """astype(float) dropped the imaginary part with a mere ComplexWarning (issue 21 re-probe)."""
+    X = np.ones((10, 3), np.complex64) + 1j
+    with pytest.raises(ValueError, match="must hold real numbers"):
+        input_stats(X)
+    from jcausal.ace import explain
+
+    with pytest.raises(ValueError, match="must hold real numbers"):
+        explain(lambda x: x, X, num_alphas=4, max_order=1)

@@ -216,3 +216,22 @@ def test_cka_matrix_refuses_nonfinite_naming_the_layer():
 def test_cka_under_jit_is_not_checked_on_the_host():
     X, Y = _data(7)
     assert float(jax.jit(cka)(X, Y)) == pytest.approx(float(cka(X, Y)), abs=1e-6)
+
+
+def test_cka_of_large_activations_equals_the_unit_scale_value():
+    """Activations of size 1e4 (raw inputs, say) made HSIC overflow float32 and cka return 0.0 with
+    no warning (issue 21 re-probe); CKA does not depend on scale: compare with float64 at scale 1."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(64, 10))
+    B = np.tanh(A @ rng.normal(size=(10, 6)))
+
+    def ref(X, Y):  # linear CKA in float64 (Kornblith et al. 2019, eqn for centred features)
+        X, Y = X - X.mean(0), Y - Y.mean(0)
+        return np.sum((X.T @ Y) ** 2) / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y))
+
+    for scale in (1.0, 1e4, 1e10):
+        for method in ("gram", "features"):
+            got = float(cka((A * scale).astype(np.float32), (B * scale).astype(np.float32), method=method))
+            np.testing.assert_allclose(got, ref(A, B), rtol=1e-5)
+        assert float(cka((A * scale).astype(np.float32), (2 * A * scale + 1).astype(np.float32))) == \
+            pytest.approx(1.0, abs=1e-5)
