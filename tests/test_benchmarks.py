@@ -147,3 +147,15 @@ def test_counterfactual_dice_quick(tmp_path):
         "jcausal (defaults: sparse)"]["features_changed"]
     assert any(label.startswith("DiCE") for label in rows) == have_dice
     assert (tmp_path / "counterfactual_dice_quick.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_repeat_call_quick(tmp_path):
+    """`benchmarks/repeat_call.py --quick`: a closed-over model changed between calls gives the new
+    answer (error 0 against params=), and the JSON and figure are written."""
+    from benchmarks import repeat_call
+
+    res = repeat_call.main(["--quick", "--repeats", "1", "--out", str(tmp_path)])
+    r = res["results"]["jcausal"]
+    assert r["changed_max_abs_error"] == 0.0
+    assert (tmp_path / "repeat_call_quick.json").is_file() and (tmp_path / "repeat_call_quick.png").is_file()
