@@ -68,12 +68,19 @@ def unwrap_model(f: Any, params: Any = None, *, split: bool = True) -> tuple[Any
     if not hasattr(f, "__jcausal_model__"):
         return f, params
     g, own = f.__jcausal_model__() if split else f.__jcausal_model__(split=False)
-    if params is not None and params is not own:
+    if params is not None and params is not own and not _same_leaves(params, own):
         raise ValueError("this wrapped model carries its parameters (w.params): do not pass params= as well; "
                          "wrap the model again to use other parameters")
     if not split and isinstance(g, Split):
         g = _Composed(g)
     return g, own
+
+
+def _same_leaves(a, b) -> bool:
+    """The same arrays (a wrapped model reads its parameters afresh: ``w.params`` is a new tree of
+    the same arrays while the model is unchanged)."""
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(x is y for x, y in zip(la, lb))
 
 
 class _Then(NamedTuple):

@@ -41,10 +41,6 @@ class Wrapped:
     Attributes:
       apply: ``apply(params, x) -> y``: pure, ONE example ``x`` of the ``example``'s shape (or its
         flattening, ``(k,)``), no batch axis.
-      params: the parameters (a pytree of arrays). For an NNX, Keras or PyTorch model and a plain
-        function's closed-over arrays they are read from the model at every access (a model trained
-        further after wrapping is evaluated as it is now, never in its old state); Linen variables,
-        an Equinox module's arrays and ``params=`` are the ones given.
       split: :class:`jcausal.models.Split` with the affine prefix on ``x`` (eqn 2 fast path), or
         ``None`` when the computation does not start with a dense/convolutional layer.
       output: ``"probabilities"`` or ``"raw"``.
@@ -61,7 +57,10 @@ class Wrapped:
 
     @property
     def params(self):
-        """The model's parameters as they are now (see the class docstring)."""
+        """The parameters (a pytree of arrays). For an NNX, Keras or PyTorch model and a plain
+        function's closed-over arrays they are read from the model at every access (a model trained
+        further after wrapping is evaluated as it is now, never in its old state); Linen variables,
+        an Equinox module's arrays and ``params=`` are the ones given."""
         return self._params if self._reader is None else self._reader()
 
     def __call__(self, x):

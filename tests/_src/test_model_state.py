@@ -148,7 +148,10 @@ def test_keras_model_trained_in_between():
     if keras.backend.backend() != "jax":
         pytest.skip("keras is not on the JAX backend")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
-    f = lambda x: model(x[None])[0]  # noqa: E731
+    def f(x):  # Keras relies on NumPy's implicit rank and dtype promotion (the suite makes them strict)
+        with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
+            return model(x[None])[0]
+
     E1 = interventional_expectation(f, STATS, ALPHAS, data=X)
     k = model.layers[0].kernel
     k.assign(k.value * 4.0)
