@@ -24,3 +24,18 @@ def mnist_dir() -> Path:
         SHARED_MNIST / "t10k-images-idx3-ubyte").is_file():
         pytest.skip(f"MNIST IDX files not found in {SHARED_MNIST} (set JCAUSAL_DATA to their folder)")
     return SHARED_MNIST
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """An existing folder this process cannot write in (root ignores chmod: ``/sys`` then); skips
+    the test when there is none."""
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        return ro
+    try:
+        (Path("/sys") / ".jcausal-probe").touch()
+    except OSError:
+        return Path("/sys")
+    pytest.skip("no read-only folder available to root")

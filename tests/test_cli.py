@@ -16,6 +16,7 @@ import pytest
 import jcausal
 from jcausal._src import io
 from jcausal.cli import CLIError, main
+from tests.conftest import read_only_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--num-alphas", "6", "--max-order", "2", "--quiet"]  # a fast ace run
@@ -227,19 +228,6 @@ def test_table_flags_order0_curves_with_spread_and_probabilities_outside_unit_in
 # ------------------------------------------------------------- item 8: errors before any work
 
 
-def _read_only_folder(tmp_path):
-    if os.geteuid() != 0:
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        ro.chmod(0o555)
-        return ro
-    try:
-        (Path("/sys") / ".jcausal-probe").touch()
-    except OSError:
-        return Path("/sys")
-    pytest.skip("no read-only folder available to root")
-
-
 BAD_FILES = {
     "header.csv": ("a,b,c\n1,2,3\n4,5,6\n", "a header row"),
     "nan.csv": ("1,2,3\n4,nan,6\n7,8,9\n", "NaN/inf values (first at row 1, column 1"),
@@ -294,7 +282,7 @@ def test_unusable_out_folder_refused_before_any_work(tmp_path, capsys, monkeypat
     (tmp_path / "f").write_text("x")
     _one_line_error(capsys, ["ace", "iris", "--out", str(tmp_path / "f")], "is not a folder")
     _one_line_error(capsys, ["train", "iris", "--out", str(tmp_path / "f")], "not a folder")
-    ro = _read_only_folder(tmp_path)
+    ro = read_only_folder(tmp_path)
     _one_line_error(capsys, ["ace", "iris", "--out", str(ro)], "cannot write in output folder")
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jcausal.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, read_only_folder
 
 
 def _refused(capsys, argv, match, code=2):
@@ -219,26 +219,12 @@ def test_bad_options_refused_before_any_work(tmp_path, capsys, monkeypatch, argv
     assert not (tmp_path / "o").exists()
 
 
-def _read_only(tmp_path) -> Path:
-    """An existing folder this process cannot write in (the probe's case: training ran, then the
-    first write failed)."""
-    if os.geteuid() != 0:
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        ro.chmod(0o555)
-        return ro
-    try:
-        (Path("/sys") / ".jcausal-probe").touch()
-    except OSError:
-        return Path("/sys")  # read-only for root too
-    pytest.skip("no read-only folder available to root")
-
-
 @pytest.mark.parametrize("argv", [["tracer", "tabular"], ["gce", "linear"]])
 def test_read_only_out_refused_before_training(tmp_path, capsys, monkeypatch, argv):
     monkeypatch.setattr("jcausal.models.train", _no_work)
     monkeypatch.setattr("jcausal.gce.train", _no_work)
-    _refused(capsys, [*argv, "--out", str(_read_only(tmp_path)), "--quiet"], "cannot write in output folder")
+    ro = read_only_folder(tmp_path)
+    _refused(capsys, [*argv, "--out", str(ro), "--quiet"], "cannot write in output folder")
 
 
 # --------------------------------------------------------------- items 5, 6: training that did not happen
