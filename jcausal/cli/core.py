@@ -76,32 +76,23 @@ def _number(kind, text: str):
     return v
 
 
-def positive_int(text: str) -> int:
-    v = _number(int, text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+def _at_least(kind, low, *, strict: bool = False):
+    """An option type: a ``kind`` number ``>= low`` (``> low`` when ``strict``)."""
+    op = ">" if strict else ">="
+
+    def check(text: str):
+        v = _number(kind, text)
+        if v < low or (strict and v == low):
+            raise argparse.ArgumentTypeError(f"must be {op} {low:g}, got {v:g}")
+        return v
+
+    return check
 
 
-def nonneg_int(text: str) -> int:
-    v = _number(int, text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    v = _number(float, text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v:g}")
-    return v
-
-
-def nonneg_float(text: str) -> float:
-    v = _number(float, text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v:g}")
-    return v
+positive_int = _at_least(int, 1)
+nonneg_int = _at_least(int, 0)
+positive_float = _at_least(float, 0, strict=True)
+nonneg_float = _at_least(float, 0)
 
 
 def seed_int(text: str) -> int:
