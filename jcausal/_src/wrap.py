@@ -83,11 +83,13 @@ class Wrapped:
             )
         return (self.apply if self.split is None else self.split), self.params
 
-    def __jcausal_layers__(self, example, layers=None):
-        """:class:`jcausal.tracer.LayerOutputs` with the framework's own layer names."""
+    def __jcausal_taps__(self):
+        """``(taps, params)``: ``taps(params, x) -> (output, [(layer name, value), ...])`` on ONE
+        example, named as the framework names its layers (what :func:`jcausal.tracer.layer_outputs`
+        selects from)."""
         if self._taps is None:
             raise TypeError(f"a wrapped {self.framework} has no layers to name")
-        return wrap_layers.layer_outputs(self._taps, self.params, jnp.asarray(example), layers)
+        return self._taps, self.params
 
     def __repr__(self):
         split = "found" if self.split is not None else "none"

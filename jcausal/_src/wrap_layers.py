@@ -22,7 +22,7 @@ from collections import Counter
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Taps", "eqx_taps", "keras_taps", "layer_outputs", "linen_taps", "nnx_taps"]
+__all__ = ["Taps", "eqx_taps", "keras_taps", "layer_name", "linen_taps", "nnx_captured", "nnx_taps"]
 
 
 def _dedupe(items):
@@ -57,50 +57,36 @@ class Taps:
         )
 
 
-def layer_outputs(taps: Taps, params, example, layers):
-    """:class:`jcausal.tracer.LayerOutputs` of a wrapped model (names in execution order)."""
-    from jcausal.tracer.activations import LayerOutputs, _order, select_layers
+def layer_name(path) -> str:
+    """An NNX capture path ``(*attributes, method)`` as a layer name: ``convs.0``, ``fc:encode``."""
+    *mod, method = path
+    base = ".".join(str(p) for p in mod)
+    return base if method == "__call__" else f"{base}:{method}"
 
-    names: list[str] = []
 
-    def f(p, x):
-        out, items = taps(p, x)
-        names[:] = [n for n, _ in items]
-        return out, [v for _, v in items]
+def nnx_captured(state) -> list:
+    """``[(name, array), ...]`` of an ``nnx.capture`` state, in capture order; the root module's
+    own methods (the model output) are left out, a method called twice gives ``name#0``, ``name#1``."""
+    from flax import nnx
 
-    closed = jax.make_jaxpr(f)(params, example)
-    if not names:
-        raise ValueError("the wrapped model has no layers to capture")
-    order = _order(closed, names)
-    ordered = [names[i] for i in order]
-    kept = select_layers(ordered, layers)
-    pick = [order[ordered.index(n)] for n in kept]
-    avals = closed.out_avals[len(closed.out_avals) - len(names) :]
-    shapes = tuple(tuple(avals[i].shape) for i in pick)
-
-    def apply(params, x, key=None):
-        out, items = taps(params, x)
-        return out, tuple(items[i][1] for i in pick)
-
-    return LayerOutputs(apply, params, tuple(kept), shapes)
+    items = []
+    for path, var in nnx.to_flat_state(state):
+        if len(path) < 2:
+            continue
+        vals = var.get_value()
+        vals = vals if isinstance(vals, tuple) else (vals,)
+        name = layer_name(path)
+        items += [(name if len(vals) == 1 else f"{name}#{i}", v) for i, v in enumerate(vals)]
+    return items
 
 
 def nnx_taps(graphdef, kwargs):
     from flax import nnx
 
-    from jcausal.tracer.activations import _layer_name
-
     def taps(p, x):
         model = nnx.merge(graphdef, p)
         out, state = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(x, **kwargs)
-        items = []
-        for path, var in nnx.to_flat_state(state):
-            if len(path) < 2:  # the root's own methods: the model output
-                continue
-            vals = var.get_value()
-            vals = vals if isinstance(vals, tuple) else (vals,)
-            items += [(_layer_name(path), v) for v in vals]
-        return out, items
+        return out, nnx_captured(state)
 
     return taps
 

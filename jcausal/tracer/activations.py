@@ -39,6 +39,7 @@ from jax.extend.core import Literal
 from tqdm.auto import tqdm
 
 from jcausal._src.checks import require_finite
+from jcausal._src.wrap_layers import nnx_captured
 from jcausal._src.xla import jit
 
 __all__ = [
@@ -107,26 +108,12 @@ def _takes_key(model) -> bool:
         return False
 
 
-def _layer_name(path) -> str:
-    *mod, method = path
-    base = ".".join(str(p) for p in mod)
-    return base if method == "__call__" else f"{base}:{method}"
-
-
 def _run_capture(graphdef, params, x, key, takes_key):
     """Run once; return ``(output, [(name, array), ...])`` in capture (graph) order."""
     model = nnx.merge(graphdef, params)
     fn = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)
     out, state = fn(x, key=key) if takes_key else fn(x)
-    items = []
-    for path, var in nnx.to_flat_state(state):
-        if len(path) < 2:  # the root module's own methods: the model output, not a layer
-            continue
-        vals = var.get_value()
-        vals = vals if isinstance(vals, tuple) else (vals,)
-        name = _layer_name(path)
-        for i, v in enumerate(vals):
-            items.append((name if len(vals) == 1 else f"{name}#{i}", v))
+    items = nnx_captured(state)
     return out, items
 
 
@@ -193,14 +180,26 @@ def layer_outputs(model: nnx.Module, example: jax.Array, *, layers=None) -> Laye
     Returns:
       :class:`LayerOutputs`.
     """
-    if hasattr(model, "__jcausal_layers__"):  # a jcausal.wrap model: layers named by its framework
-        return model.__jcausal_layers__(example, layers)
-    graphdef, params = nnx.split(model)
-    takes_key = _takes_key(model)
     example = jnp.asarray(example)
-    closed, names = _trace(graphdef, params, example, None, takes_key)
+    if hasattr(model, "__jcausal_taps__"):  # a jcausal.wrap model: layers named by its framework
+        taps, params = model.__jcausal_taps__()
+        run = lambda p, x, key: taps(p, x)  # noqa: E731
+        what = "the wrapped model"
+    else:
+        graphdef, params = nnx.split(model)
+        takes_key = _takes_key(model)
+        run = lambda p, x, key: _run_capture(graphdef, p, x, key if takes_key else None, takes_key)  # noqa: E731
+        what = type(model).__name__
+    names: list[str] = []
+
+    def traced(p, x):
+        out, items = run(p, x, None)
+        names[:] = [n for n, _ in items]
+        return out, [v for _, v in items]
+
+    closed = jax.make_jaxpr(traced)(params, example)
     if not names:
-        raise ValueError(f"{type(model).__name__} has no submodules: nothing to capture")
+        raise ValueError(f"{what} has no submodules: nothing to capture")
     order = _order(closed, names)
     ordered = [names[i] for i in order]
     kept = select_layers(ordered, layers)
@@ -209,7 +208,7 @@ def layer_outputs(model: nnx.Module, example: jax.Array, *, layers=None) -> Laye
     kshapes = tuple(tuple(layer_avals[i].shape) for i in pick)
 
     def apply(params, x, key=None):
-        out, items = _run_capture(graphdef, params, x, key if takes_key else None, takes_key)
+        out, items = run(params, x, key)
         return out, tuple(items[i][1] for i in pick)
 
     return LayerOutputs(apply, params, tuple(kept), kshapes)
