@@ -117,6 +117,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+fsync_dir = _fsync_dir  # public name: a folder's entries made durable (used by jcausal.ace.jobs)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a uniquely named temporary file in the same folder,
     fsync, rename. A crash leaves either the old file or the new one, never a partial one.

@@ -1,32 +1,50 @@
 """Causal attributions (Chattopadhyay et al., ICML 2019): input moments, interventional
-expectations (Phase I), Bayesian causal regressors (Phase II) and the one-call ACE layer."""
+expectations (Phase I), Bayesian causal regressors (Phase II) and the one ACE pipeline
+(:func:`explain`, :func:`jcausal.ace.jobs.run_job` and the CLI share it)."""
 
 from jcausal.ace import estimators
-from jcausal.ace.attribution import ACEResult, explain, load_result, save_result
-from jcausal.ace.estimators import Estimator, make_estimator
-from jcausal.ace.interventional import METHODS, Info, interventional_expectation, make_mesh
-from jcausal.ace.regressors import Regressor, baseline, fit_regressors, predict, raw_coefficients
+from jcausal.ace.attribution import ACEResult, Settings, explain, load_result, save_result
+from jcausal.ace.estimators import Estimator, make_estimator, register_estimator
+from jcausal.ace.interventional import METHODS, Execution, Info, interventional_expectation, make_mesh
+from jcausal.ace.regressors import (
+    Regressor,
+    fit_regressors,
+    predict_regressor,
+    raw_coefficients,
+    reference_level,
+)
 from jcausal.ace.stats import InputStats, input_stats, intervention_grid, truncate
 
 __all__ = [
     "ACEResult",
     "Estimator",
+    "Execution",
     "METHODS",
     "Info",
     "InputStats",
     "Regressor",
-    "baseline",
+    "Settings",
+    "estimators",
     "explain",
     "fit_regressors",
     "input_stats",
     "interventional_expectation",
     "intervention_grid",
     "load_result",
-    "estimators",
     "make_estimator",
     "make_mesh",
-    "predict",
+    "predict_regressor",
     "raw_coefficients",
+    "reference_level",
+    "register_estimator",
     "save_result",
     "truncate",
 ]
+
+
+def __getattr__(name: str):  # deprecated names (PEP 562): predict, baseline
+    if name in ("predict", "baseline"):
+        from jcausal.ace import regressors
+
+        return getattr(regressors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

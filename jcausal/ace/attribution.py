@@ -1,11 +1,15 @@
-"""The one-call ACE layer (ACE paper section 4.4): Phase I expectations on a grid, Phase II causal
-regressors, baselines, global curves and local saliency -- on top of the pure functions of
-:mod:`jcausal.ace.interventional` and :mod:`jcausal.ace.regressors`."""
+"""The one ACE pipeline (ACE paper section 4.4): :func:`prepare` (the grid) -> :func:`phase_one`
+(interventional expectations) -> :func:`phase_two` (causal regressors, reference levels), on top of
+the pure functions of :mod:`jcausal.ace.interventional` and :mod:`jcausal.ace.regressors`.
+:func:`explain`, :func:`jcausal.ace.jobs.run_job` and the ``jcausal ace`` command all run it, with
+the same :class:`Settings`."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -15,11 +19,13 @@ import numpy as np
 
 from jcausal._src.calling import unwrap_model
 from jcausal._src.io import atomic_write_bytes
+from jcausal.ace import estimators as E
 from jcausal.ace import regressors as R
-from jcausal.ace.interventional import interventional_expectation
+from jcausal.ace.interventional import Execution, interventional_expectation
 from jcausal.ace.stats import InputStats, input_stats, intervention_grid, with_domain
 
-__all__ = ["ACEResult", "explain", "save_result", "load_result"]
+__all__ = ["ACEResult", "Grid", "Settings", "explain", "load_result", "make_settings", "phase_one",
+           "phase_two", "prepare", "save_result"]
 
 
 class ACEResult(NamedTuple):
@@ -59,7 +65,7 @@ class ACEResult(NamedTuple):
         ``(F, n)``; returns two ``(F, n, m)`` arrays."""
         a = jnp.asarray(a, self.alphas.dtype)
         a = a[:, None, :] if a.ndim == 2 else a
-        mean, var = R.predict(self.regressor, a)
+        mean, var = R.predict_regressor(self.regressor, a)
         return jnp.swapaxes(mean, 1, 2), jnp.swapaxes(var, 1, 2)
 
     def ace(self, a=None):
@@ -88,28 +94,144 @@ class ACEResult(NamedTuple):
         return jnp.transpose(self.ace(vals), (1, 0, 2))
 
 
-def explain(
-    f: Callable,
-    X=None,
-    *,
-    params: Any = None,
-    stats: InputStats | None = None,
-    features=None,
-    num_alphas: int = 20,
-    alphas=None,
-    max_order: int = 5,
-    low=None,
-    high=None,
-    baseline_at=None,
-    bayes_factor: float = 3.0,
-    regressor_options: dict | None = None,
-    **phase1,
-) -> ACEResult:
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every option of an ACE run (Phase I grid and estimator, Phase II fit), shared by
+    :func:`explain`, :func:`jcausal.ace.jobs.run_job` and the ``jcausal ace`` command.
+
+    Fields:
+      features: feature indices (default all).
+      num_alphas: grid size per feature on ``[low_i, high_i]`` (ignored when ``alphas`` is given).
+      alphas: explicit ``(A,)`` or ``(F, A)`` grid.
+      low, high: intervention domain (default the data's min and max).
+      method: the Phase I estimator, an object or a name (see
+        :func:`jcausal.ace.interventional_expectation`); default: eqn 2 over the rows when the
+        inputs are an array (:func:`jcausal.ace.estimators.default_method`).
+      data: ``(n, k)`` rows for Phase I (default: the inputs, when the method averages rows).
+      run: a :class:`jcausal.ace.Execution` (batch size, memory, devices).
+      strict, check_expansion, check_finite: as for :func:`jcausal.ace.interventional_expectation`.
+      max_order: highest causal-regressor order tried.
+      bayes_factor: Phase II order selection margin (see :func:`jcausal.ace.fit_regressors`).
+      reference_at: ``None`` for the paper's reference level (the mean over a uniform intervention,
+        section 4.1), or a domain-knowledge point per feature (scalar or ``(F,)``): the reference
+        is then ``E[y | do(x_f = reference_at_f)]``.
+      regressor_options: extra arguments of :func:`jcausal.ace.fit_regressors`, e.g.
+        ``{"inference": "nuts", "key": key}``.
+    """
+
+    features: Any = None
+    num_alphas: int = 20
+    alphas: Any = None
+    low: Any = None
+    high: Any = None
+    method: Any = None
+    data: Any = None
+    run: Execution | None = None
+    strict: bool = False
+    check_expansion: bool = True
+    check_finite: bool = True
+    max_order: int = 5
+    bayes_factor: float = 3.0
+    reference_at: Any = None
+    regressor_options: dict | None = None
+
+
+def make_settings(settings: Settings | None = None, **overrides) -> Settings:
+    """``settings`` (default :class:`Settings`) with the named fields replaced; a name that is not a
+    field is an error that says where it belongs."""
+    if "baseline_at" in overrides:
+        warnings.warn("baseline_at= is deprecated: use reference_at=", DeprecationWarning, stacklevel=3)
+        overrides["reference_at"] = overrides.pop("baseline_at")
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        moved = [n for n in unknown if n in _ESTIMATOR_SETTINGS]
+        hint = (f"; {', '.join(moved)} belong(s) to the estimator (method=Estimator(...)) or to "
+                "run=Execution(...)") if moved else ""
+        raise TypeError(f"unknown ACE setting(s) {unknown}; the settings are {sorted(known)}{hint}")
+    base = Settings() if settings is None else settings
+    return dataclasses.replace(base, **overrides)
+
+
+_ESTIMATOR_SETTINGS = ("rank", "head", "key", "num_samples", "step", "num_rows", "target_stderr",
+                       "row_batch_size", "direction_batch_size", "check_gauss_newton", "batch_size",
+                       "max_memory", "devices", "mesh")
+
+
+class Grid(NamedTuple):
+    """Phase I's request after the checks: ``stats``, ``features`` ``(F,)``, ``alphas`` ``(F, A)``
+    and the ``rows`` Phase I averages over (or checks eqn 4 against), ``None`` for none."""
+
+    stats: InputStats
+    features: np.ndarray
+    alphas: np.ndarray
+    rows: Any
+
+
+def prepare(X, s: Settings, stats: InputStats | None = None) -> Grid:
+    """The checked Phase I grid of an ACE run on inputs ``X`` (or precomputed ``stats``)."""
+    if s.reference_at is not None and not np.all(np.isfinite(np.asarray(s.reference_at, np.float64))):
+        raise ValueError(f"reference_at must be finite, got {s.reference_at!r}")
+    if stats is None:
+        if X is None:
+            raise ValueError("explain needs training inputs X or precomputed stats=")
+        stats = input_stats(X, low=s.low, high=s.high)
+    else:
+        stats = with_domain(stats, s.low, s.high)
+    k = stats.mean.shape[0]
+    feats = np.arange(k) if s.features is None else np.atleast_1d(np.asarray(s.features))
+    alphas = intervention_grid(stats, s.num_alphas, feats) if s.alphas is None else s.alphas
+    alphas = np.asarray(alphas, np.asarray(stats.mean).dtype)
+    if alphas.ndim == 1:
+        alphas = np.broadcast_to(alphas, (feats.size, alphas.shape[0]))
+    return Grid(stats, feats, alphas, _phase1_rows(s, X))
+
+
+def _phase1_rows(s: Settings, X):
+    """The rows handed to Phase I: ``data=``, else the inputs when the method averages rows."""
+    if s.data is not None:
+        return s.data
+    if X is None or not hasattr(X, "shape"):
+        return None  # an iterator of batches: eqn 4 from the streamed moments
+    method = E.default_method(True) if s.method is None else s.method
+    kind = method.kind if isinstance(method, E.Estimator) else E.lookup(method).kind
+    return X if kind == "feature" else None
+
+
+def phase_one(f, grid: Grid, s: Settings, *, params=None, chunk=slice(None)):
+    """Phase I (:func:`jcausal.ace.interventional_expectation`) on the features ``chunk`` of the
+    grid: ``(expectations (F, A, m), Info)``."""
+    return interventional_expectation(
+        f, grid.stats, grid.alphas[chunk], params=params, features=grid.features[chunk], method=s.method,
+        data=grid.rows, run=s.run, strict=s.strict, check_expansion=s.check_expansion,
+        check_finite=s.check_finite, return_info=True)
+
+
+def phase_two(grid: Grid, expectations, stderr, s: Settings) -> ACEResult:
+    """Phase II (Bayesian causal regressors, reference levels) on Phase I's expectations."""
+    feats = grid.features
+    alphas = jnp.asarray(grid.alphas)
+    lo = np.asarray(grid.stats.low)[feats]
+    hi = np.asarray(grid.stats.high)[feats]
+    reg = R.fit_regressors(alphas, expectations, lo, hi, max_order=s.max_order, bayes_factor=s.bayes_factor,
+                           **(s.regressor_options or {}))
+    if s.reference_at is None:
+        ref = R.reference_level(reg)
+    else:
+        at = jnp.asarray(s.reference_at, reg.coef.dtype)
+        ref = R.reference_level(reg, at=at[:, None] if at.ndim == 1 else at)  # (F,) -> one per feature
+    return ACEResult(jnp.asarray(feats, jnp.int32), alphas, jnp.asarray(expectations), reg, ref,
+                     None if stderr is None else jnp.asarray(stderr),
+                     jnp.asarray(grid.stats.mean.shape[0], jnp.int32))
+
+
+def explain(f: Callable, X=None, *, params: Any = None, stats: InputStats | None = None,
+            settings: Settings | None = None, **options) -> ACEResult:
     """Average causal effects of input features on every output of ``f``, in one call.
 
     Phase I defaults to the definition (eqn 2) over the rows ``X`` when ``X`` is an array: on
-    trained networks the second-order expansion (eqn 4) can be far off (measured 5x max|E| on an
-    MNIST MLP); pass ``method="directional"`` etc. for the expansion (it is then checked against
+    trained networks the second-order expansion (eqn 4) can be far off; pass
+    ``method="directional"`` etc. for the expansion (with ``data=X`` it is then checked against
     eqn 2 on a subsample, see :func:`jcausal.ace.interventional_expectation`).
 
     Args:
@@ -119,18 +241,9 @@ def explain(
         moments); not needed when ``stats`` is given.
       params: parameters passed to ``f``.
       stats: precomputed :func:`jcausal.ace.input_stats`.
-      features: feature indices (default all).
-      num_alphas: grid size per feature on ``[low_i, high_i]`` (ignored when ``alphas`` is given).
-      alphas: explicit ``(A,)`` or ``(F, A)`` grid.
-      max_order: highest causal-regressor order tried.
-      low, high: intervention domain (default the data's min and max).
-      baseline_at: ``None`` for the paper's uniform-intervention baseline, or a domain-knowledge
-        point per feature (scalar or ``(F,)``): baseline = ``E[y | do(x_f = baseline_at_f)]``.
-      bayes_factor: Phase II order selection margin (see :func:`jcausal.ace.fit_regressors`).
-      regressor_options: extra arguments of :func:`jcausal.ace.fit_regressors`, e.g.
-        ``{"inference": "nuts", "key": key}``.
-      **phase1: passed to :func:`jcausal.ace.interventional_expectation` (``method``, ``rank``,
-        ``batch_size``, ``key``, ``data``, ``num_rows``, ``head``, ``devices``, ...).
+      settings: a :class:`Settings` (default ``Settings()``).
+      **options: :class:`Settings` fields replaced, e.g. ``num_alphas=8, max_order=3,
+        method=Directional(rank=0.95), run=Execution(batch_size=8), reference_at=0.0``.
 
     Returns:
       :class:`ACEResult`.
@@ -143,38 +256,11 @@ def explain(
       >>> res.expectations.shape, res.orders.shape
       ((2, 8, 1), (2, 1))
     """
+    s = make_settings(settings, **options)
     f, params = unwrap_model(f, params)  # a jcausal.wrap model: its Split (or apply) and params
-    if baseline_at is not None and not np.all(np.isfinite(np.asarray(baseline_at, np.float64))):
-        raise ValueError(f"baseline_at must be finite, got {baseline_at!r}")
-    if stats is None:
-        if X is None:
-            raise ValueError("explain needs training inputs X or precomputed stats=")
-        stats = input_stats(X, low=low, high=high)
-    else:
-        stats = with_domain(stats, low, high)
-    k = stats.mean.shape[0]
-    feats = np.arange(k) if features is None else np.atleast_1d(np.asarray(features))
-    if alphas is None:
-        alphas = intervention_grid(stats, num_alphas, feats)
-    alphas = jnp.asarray(alphas, stats.mean.dtype)
-    if alphas.ndim == 1:
-        alphas = jnp.broadcast_to(alphas, (feats.size, alphas.shape[0]))
-    if "data" not in phase1 and phase1.get("method") is None and hasattr(X, "shape") and X is not None:
-        phase1["data"] = X  # eqn 2 over the rows given (also the eqn-4 check rows)
-    phase1.pop("return_info", None)
-    expectations, info = interventional_expectation(f, stats, alphas, params=params, features=feats,
-                                                    return_info=True, **phase1)
-    lo = np.asarray(stats.low)[feats]
-    hi = np.asarray(stats.high)[feats]
-    reg = R.fit_regressors(alphas, expectations, lo, hi, max_order=max_order, bayes_factor=bayes_factor,
-                           **(regressor_options or {}))
-    if baseline_at is None:
-        base = R.baseline(reg)
-    else:
-        at = jnp.asarray(baseline_at, reg.coef.dtype)
-        base = R.baseline(reg, at=at[:, None] if at.ndim == 1 else at)  # (F,) -> one per feature
-    return ACEResult(jnp.asarray(feats, jnp.int32), alphas, expectations, reg, base, info.stderr,
-                     jnp.asarray(k, jnp.int32))
+    grid = prepare(X, s, stats)
+    expectations, info = phase_one(f, grid, s, params=params)
+    return phase_two(grid, expectations, info.stderr, s)
 
 
 def save_result(path: str | os.PathLike, result: ACEResult) -> None:

@@ -35,10 +35,10 @@ from jcausal._src.xla import jit
 from jcausal.ace import estimators as E
 from jcausal.ace.stats import InputStats
 
-__all__ = ["METHODS", "Info", "compiled", "interventional_expectation", "make_mesh", "taylor_expectation"]
+__all__ = ["METHODS", "Execution", "Info", "compiled", "interventional_expectation", "make_mesh",
+           "taylor_expectation"]
 
-METHODS = ("definition", "directional", "exact", "hutchinson", "gauss_newton", "finite_difference",
-           "monte_carlo")
+METHODS = E.method_names()  # the registry's names at import (the CLI asks the registry itself)
 
 CHECK_ROWS = 512  # rows of the seeded subsample an eqn-4 run is checked against (eqn 2)
 CHECK_FEATURES = 3  # features checked (first, middle, last), every alpha of each
@@ -86,7 +86,7 @@ def taylor_expectation(f: Callable, mean: jax.Array, factor: jax.Array, *, param
     ``(mean, factor)`` pairs, e.g. the interventional moments of recurrent rollouts (Algorithm 2).
     """
     model = Model(f, params is not None, None)
-    return model(params, mean) + 0.5 * E._sum_over_directions(
+    return model(params, mean) + 0.5 * E.sum_over_directions(
         partial(E.second_directional, model, params, mean), factor, direction_batch_size)
 
 
@@ -201,6 +201,54 @@ def _memory_bytes(compiled_program) -> int | None:
                + ma.generated_code_size_in_bytes - ma.alias_size_in_bytes)
 
 
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """Where and how much at once: the execution settings of :func:`interventional_expectation`
+    (the estimator's own settings live on the estimator).
+
+    Fields:
+      batch_size: eqn-4 (feature, alpha) points evaluated at once per device (bounds memory).
+      max_memory: bytes: halve ``batch_size`` (eqn 4) or the estimator's ``row_batch_size`` (eqn 2)
+        until XLA's memory analysis of the compiled program fits.
+      devices: a list of devices to shard the points over (default: every visible device; one
+        device runs unsharded).
+      mesh: a 1-D ``Mesh`` to shard over instead of ``devices``.
+
+    Examples:
+      >>> from jcausal.ace import Execution
+      >>> Execution(batch_size=8).batch_size
+      8
+    """
+
+    batch_size: int = 32
+    max_memory: int | None = None
+    devices: Any = None
+    mesh: Mesh | None = None
+
+    def __post_init__(self):
+        bs = self.batch_size
+        if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
+            raise ValueError(f"batch_size must be a positive int, got {bs!r}")
+        if self.max_memory is not None and not self.max_memory > 0:
+            raise ValueError(f"max_memory must be a positive number of bytes, got {self.max_memory!r}")
+
+
+class _Plan(NamedTuple):
+    """A checked request, traced and ready to compile: what the driver and :func:`compiled` share."""
+
+    model: Any
+    params: Any
+    est: Any
+    mom: Any
+    rank: int
+    discarded: float
+    idx: np.ndarray
+    alph: np.ndarray
+    runner: Callable
+    bs_name: str
+    bs: int
+
+
 def interventional_expectation(
     f: Callable | Split,
     stats: InputStats,
@@ -210,26 +258,11 @@ def interventional_expectation(
     features=None,
     method: str | E.Estimator | None = None,
     data=None,
-    rank: int | float | None = None,
-    head: Callable | None = None,
-    key: jax.Array | None = None,
-    num_samples: int | None = None,
-    step: float | None = None,
-    num_rows: int | None = None,
-    target_stderr: float | None = None,
-    row_batch_size: int | None = None,
-    batch_size: int = 32,
-    direction_batch_size: int | None = None,
-    max_memory: int | None = None,
-    check_expansion: bool = True,
+    run: Execution | None = None,
     strict: bool = False,
+    check_expansion: bool = True,
     check_finite: bool = True,
-    check_gauss_newton: bool = False,
-    devices=None,
-    mesh: Mesh | None = None,
     return_info: bool = False,
-    data_batch_size: int | None = None,
-    _compile_only: bool = False,
 ):
     r"""Interventional expectations ``E[y | do(x_i = a)]`` for features x alphas x outputs.
 
@@ -253,48 +286,33 @@ def interventional_expectation(
       alphas: ``(A,)`` intervention values shared by all features, or ``(F, A)`` per feature.
       params: pytree passed to ``f``.
       features: the ``F`` feature indices to intervene on (default all ``k``).
-      method: an estimator object from :mod:`jcausal.ace.estimators`, or its name:
+      method: an estimator object from :mod:`jcausal.ace.estimators`, which carries its own
+        settings (``Hutchinson(num_samples=32, key=key)``, ``Directional(rank=0.95)``,
+        ``Definition(num_rows=1000)``, ``GaussNewton(head=jax.nn.softmax)``, ...), or the name of
+        one with its default settings (any name of :data:`jcausal.ace.estimators.REGISTRY`):
 
         - ``"definition"`` (alias ``"monte_carlo"``; the default when ``data`` is given): eqn 2,
           the mean of ``f`` over the rows of ``data`` with column ``i`` set to ``a``; the same
-          rows for every alpha; ``num_rows=`` / ``target_stderr=`` for a seeded subsample;
-          standard errors of ``E`` and of the ACE differences in :class:`Info`.
+          rows for every alpha; standard errors of ``E`` and of the ACE differences in :class:`Info`.
         - ``"directional"`` (the default without ``data``): eqn 4 with ``sum_r (P_i v_r)^T H
           (P_i v_r)``, each term one forward-over-forward ``jax.jvp`` (exact; all outputs in one
           pass).
         - ``"exact"``: eqn 4 with ``jax.hessian`` contracted with ``Sigma_i``; the reference.
-        - ``"hutchinson"``: eqn 4 with an unbiased stochastic trace, ``num_samples`` probes
-          ``P_i V z``; needs ``key``.
-        - ``"gauss_newton"``: eqn 4 for a piecewise-linear body ``f`` and a smooth ``head``
-          (exact a.e.; wrong for smooth bodies: ``check_gauss_newton=True`` compares with
-          ``exact`` at one point).
+        - ``"hutchinson"``: eqn 4 with an unbiased stochastic trace (needs a ``key``).
+        - ``"gauss_newton"``: eqn 4 for a piecewise-linear body ``f`` and a smooth ``head``.
         - ``"finite_difference"``: the paper's central difference (eqn 9), float64 only.
 
-      data: ``(n, k)`` training rows. Averaged over by eqn 2; for an eqn-4 method they are used
-        to check the expansion against the definition on a seeded subsample of ``CHECK_ROWS`` rows
-        (``Info.expansion_gap``; a warning above ``GAP_WARN`` x max |E|, or when an expectation
-        of probabilities leaves ``[0, 1]``). ``check_expansion=False`` skips the check.
-      rank: eqn-4 factor methods: keep the top directions (int, or a variance fraction like 0.95).
-      head: the smooth output map for ``gauss_newton``.
-      key: PRNG key (``hutchinson`` probes; eqn 2 row subsample).
-      num_samples: ``hutchinson`` probes per point (default 16).
-      step: ``finite_difference`` step along each unit direction (default 1e-4).
-      num_rows, target_stderr: eqn 2 on a seeded subsample of rows (see
-        :class:`jcausal.ace.estimators.Definition`).
-      row_batch_size: eqn 2: (row, alpha) evaluations in flight per feature (default 8192;
-        measured 1.3x faster than 2048 on the MNIST MLP).
-      batch_size: eqn-4 (feature, alpha) points evaluated at once per device (bounds memory).
-      direction_batch_size: directions in flight per point (``None``: all ``r`` at once).
-      max_memory: bytes: halve ``batch_size`` (eqn 4) or ``row_batch_size`` (eqn 2) until XLA's
-        memory analysis of the compiled program fits.
+      data: ``(n, k)`` training rows. Averaged over by eqn 2 (unless the estimator holds its own);
+        for an eqn-4 method they are used to check the expansion against the definition on a
+        seeded subsample of ``CHECK_ROWS`` rows (``Info.expansion_gap``; a warning above
+        ``GAP_WARN`` x max |E|, or when an expectation of probabilities leaves ``[0, 1]``).
+      run: an :class:`Execution` (batch size, memory bound, devices or mesh); default
+        ``Execution()``.
       strict: raise (instead of warn) when an alpha lies outside ``[stats.low, stats.high]``.
+      check_expansion: ``False`` skips the eqn-4 check against eqn 2 on ``data``.
       check_finite: raise ``FloatingPointError`` naming the (feature, alpha) points where the
         result is NaN/inf, instead of returning them.
-      check_gauss_newton: compare ``gauss_newton`` with ``exact`` at the first point first.
-      devices, mesh: where to run: a 1-D ``Mesh`` over which the points are sharded, or a list of
-        devices for one (default: every visible device; one device runs unsharded).
       return_info: also return an :class:`Info`.
-      data_batch_size: deprecated name of ``row_batch_size``.
 
     Returns:
       ``(F, A, m)`` array in the dtype of ``stats`` (and an :class:`Info` with ``return_info``).
@@ -307,94 +325,85 @@ def interventional_expectation(
       >>> E.shape
       (3, 2, 1)
     """
+    run = Execution() if run is None else run
+    plan = _plan(f, stats, alphas, params=params, features=features, method=method, data=data, run=run,
+                 strict=strict)
+    vals, se, se_ace = plan.runner(plan.bs)
+    if check_finite:
+        _check_finite(vals, plan.idx, plan.alph)
+    gap = None
+    if plan.est.eqn == 4 and data is not None and check_expansion:
+        gap = _check_expansion(plan.model, plan.params, stats, np.asarray(data), plan.idx, plan.alph,
+                               np.asarray(vals))
+    if not return_info:
+        return vals
+    est = plan.est
+    num = int(est.data.shape[0]) if est.kind == "feature" else None
+    return vals, Info(est.name, est.eqn, plan.rank, plan.discarded, se if est.stochastic else None, se_ace,
+                      num, gap, plan.bs)
+
+
+def _plan(f, stats, alphas, *, params, features, method, data, run, strict) -> _Plan:
+    """Check the request, trace the model, choose the estimator's runner and its batch size."""
+    if not isinstance(run, Execution):
+        raise TypeError(f"run must be a jcausal.ace.Execution, got {type(run).__name__}")
     f, params = unwrap_model(f, params)  # a jcausal.wrap model: its Split (or apply) and params
     dtype = stats.mean.dtype
     k = stats.mean.shape[0]
     idx = _features(features, k)
     alph = _alphas(alphas, stats, idx, strict, dtype)
-    F, A = alph.shape
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if max_memory is not None and not max_memory > 0:
-        raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
-    if data_batch_size is not None and row_batch_size is None:
-        row_batch_size = data_batch_size
-
-    if method is None:
-        method = "definition" if data is not None else "directional"
-    if isinstance(method, E.Estimator):
-        est = method
-        if data is not None and est.kind == "feature" and getattr(est, "data", None) is None:
-            est = dataclasses.replace(est, data=data)
-    else:
-        if not isinstance(method, str):
-            raise TypeError(f"method must be a name or an Estimator, got {type(method).__name__}")
-        feature_kind = E.REGISTRY.get(E.ALIASES.get(method, method), E.Directional).kind == "feature"
-        est = E.make_estimator(
-            method, rank=rank, head=head, key=key, num_samples=num_samples, step=step,
-            direction_batch_size=direction_batch_size, num_rows=num_rows, target_stderr=target_stderr,
-            row_batch_size=row_batch_size, data=data if feature_kind else None,
-            check=check_gauss_newton or None)
-    if head is not None and not isinstance(est, E.GaussNewton):
-        raise ValueError("head= is only used by method='gauss_newton'")
+    est = E.resolve(method, data)
     # Traced now: the arrays f reads enter the compiled programs as arguments (never stale).
     model, params = bind_model(f, params, jax.ShapeDtypeStruct(stats.mean.shape, dtype),
                                head=getattr(est, "head", None),
                                input_desc=f"one row of the data (k = {k} features; the model must take "
                                           f"inputs of that width)")
     est, mom, r, discarded = est.prepare(stats, dtype=dtype, model=model)
-
     out_shape = _output_shape(model, params, stats.mean)
     if len(out_shape) != 1:
         raise ValueError(f"f must return a scalar or a vector (m,) for one input; it returned shape "
                          f"{tuple(out_shape)} (flatten it, or select the outputs you want)")
     if model.is_split:
-        X0 = est.data[0] if est.kind == "feature" else stats.mean
-        _check_split(model, params, X0, idx, dtype)
-
-    mesh = resolve_mesh(devices, mesh)
-    ndev = 1 if mesh is None else mesh.devices.size
-
+        _check_split(model, params, est.data[0] if est.kind == "feature" else stats.mean, idx, dtype)
+    mesh = resolve_mesh(run.devices, run.mesh)
     if isinstance(est, E.GaussNewton) and est.check:
         _check_gauss_newton(model, params, mom, est, int(idx[0]), alph[0, 0])
-
     if est.kind == "feature":
         if est.target_stderr is not None:
             est = _choose_rows(model, est, mesh, params, mom, idx, alph, dtype)
-        runner, bs_name, bs0 = _feature_runner(model, est, mesh, params, mom, idx, alph, dtype), \
-            "row_batch_size", est.row_batch_size
+        runner = _feature_runner(model, est, mesh, params, mom, idx, alph, dtype)
+        bs_name, bs = "row_batch_size", est.row_batch_size
     else:
-        runner, bs_name, bs0 = _point_runner(model, est, mesh, ndev, params, mom, idx, alph, dtype), \
-            "batch_size", batch_size
-    bs = bs0
-    if max_memory is not None:
-        while True:
-            need = _memory_bytes(runner(bs, compile_only=True))
-            if need is None or need <= max_memory or bs == 1:
-                break
-            bs = max(1, bs // 2)
-        if need is not None and need > max_memory:
-            raise MemoryError(f"even {bs_name}=1 needs {need / 2**20:.0f} MiB > max_memory="
-                              f"{max_memory / 2**20:.0f} MiB")
-    if _compile_only:
-        return runner(bs, compile_only=True)
-    vals, se, se_ace = runner(bs)
+        ndev = 1 if mesh is None else mesh.devices.size
+        runner = _point_runner(model, est, mesh, ndev, params, mom, idx, alph, dtype)
+        bs_name, bs = "batch_size", run.batch_size
+    bs = _fit_memory(runner, bs, bs_name, run.max_memory)
+    return _Plan(model, params, est, mom, r, discarded, idx, alph, runner, bs_name, bs)
 
-    if check_finite:
-        bad = ~np.all(np.isfinite(np.asarray(vals)), axis=-1)
-        if np.any(bad):
-            where = [(int(idx[r_]), float(alph[r_, c])) for r_, c in np.argwhere(bad)[:10]]
-            raise FloatingPointError(
-                f"f gave non-finite interventional expectations at {int(bad.sum())} of {F * A} "
-                f"(feature, alpha) points, e.g. {where}; pass check_finite=False to get them anyway")
-    gap = None
-    if est.eqn == 4 and data is not None and check_expansion:
-        gap = _check_expansion(model, params, stats, np.asarray(data), idx, alph, np.asarray(vals), key)
-    if not return_info:
-        return vals
-    num = int(est.data.shape[0]) if est.kind == "feature" else None
-    info = Info(est.name, est.eqn, r, discarded, se if est.stochastic else None, se_ace, num, gap, bs)
-    return vals, info
+
+def _fit_memory(runner, bs: int, bs_name: str, max_memory) -> int:
+    """Halve the batch size until XLA's memory analysis of the compiled program fits ``max_memory``."""
+    if max_memory is None:
+        return bs
+    while True:
+        need = _memory_bytes(runner(bs, compile_only=True))
+        if need is None or need <= max_memory or bs == 1:
+            break
+        bs = max(1, bs // 2)
+    if need is not None and need > max_memory:
+        raise MemoryError(f"even {bs_name}=1 needs {need / 2**20:.0f} MiB > max_memory="
+                          f"{max_memory / 2**20:.0f} MiB")
+    return bs
+
+
+def _check_finite(vals, idx, alph) -> None:
+    bad = ~np.all(np.isfinite(np.asarray(vals)), axis=-1)
+    if np.any(bad):
+        F, A = alph.shape
+        where = [(int(idx[r_]), float(alph[r_, c])) for r_, c in np.argwhere(bad)[:10]]
+        raise FloatingPointError(
+            f"f gave non-finite interventional expectations at {int(bad.sum())} of {F * A} "
+            f"(feature, alpha) points, e.g. {where}; pass check_finite=False to get them anyway")
 
 
 def _point_runner(model, est, mesh, ndev, params, mom, idx, alph, dtype):
@@ -445,7 +454,7 @@ def _choose_rows(model, est, mesh, params, mom, idx, alph, dtype, pilot=256):
     return est.subsample(max(2, min(n, need)))
 
 
-def _check_expansion(model, params, stats, data, idx, alph, vals, key):
+def _check_expansion(model, params, stats, data, idx, alph, vals):
     """Measure the eqn-4 result against eqn 2 on a seeded subsample at a few features; warn when
     the gap exceeds ``GAP_WARN`` x max|E| or an expectation of probabilities leaves [0, 1]."""
     F = len(idx)
@@ -478,11 +487,15 @@ def _check_expansion(model, params, stats, data, idx, alph, vals, key):
     return gap
 
 
-def compiled(f: Callable, stats: InputStats, alphas, **kwargs):
+def compiled(f: Callable, stats: InputStats, alphas, *, params: Any = None, features=None,
+             method: str | E.Estimator | None = None, data=None, run: Execution | None = None,
+             strict: bool = False):
     """The compiled XLA program :func:`interventional_expectation` would run for these arguments
     (nothing is executed): use ``.memory_analysis()`` for its buffer sizes and ``.cost_analysis()``
     for XLA's flop estimate. Takes the same arguments."""
-    return interventional_expectation(f, stats, alphas, _compile_only=True, **kwargs)
+    plan = _plan(f, stats, alphas, params=params, features=features, method=method, data=data,
+                 run=Execution() if run is None else run, strict=strict)
+    return plan.runner(plan.bs, compile_only=True)
 
 
 def _check_gauss_newton(model, params, mom, est, i, a, tol=1e-3):

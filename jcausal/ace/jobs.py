@@ -23,6 +23,7 @@ Scale-out: each call shards its points over every local device (``devices=``); w
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -35,20 +36,26 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.calling import unwrap_model
 from jcausal._src.io import (
-    _fsync_dir,
     atomic_write_bytes,
     atomic_write_json,
+    fsync_dir,
     read_npz_arrays,
     remove_stale_temps,
 )
-from jcausal.ace import regressors as R
-from jcausal.ace.attribution import ACEResult, save_result
-from jcausal.ace.interventional import interventional_expectation
-from jcausal.ace.stats import input_stats, intervention_grid
+from jcausal.ace.attribution import (
+    ACEResult,
+    Settings,
+    make_settings,
+    phase_one,
+    phase_two,
+    prepare,
+    save_result,
+)
+from jcausal.ace.interventional import Execution
 
 __all__ = ["JobError", "job_status", "load_model", "load_rows", "run_job"]
 
@@ -108,7 +115,7 @@ def _discard(out: Path) -> None:
             pass
     if (out / CHUNKS).is_dir():
         shutil.rmtree(out / CHUNKS, ignore_errors=True)  # stale chunks carry their job id anyway
-    _fsync_dir(out)
+    fsync_dir(out)
 
 
 def _remove_temps(out: Path, chunks: bool) -> None:
@@ -144,20 +151,19 @@ def run_job(
     out: str | os.PathLike,
     *,
     params: Any = None,
-    features=None,
-    num_alphas: int = 20,
-    alphas=None,
-    max_order: int = 5,
     chunk_features: int = 8,
     overwrite: bool = False,
     progress: bool = True,
     distributed: bool = False,
-    model_name: str = "",
-    outputs: str | None = None,
     wait_timeout: float = 3600.0,
-    **phase1,
+    record: dict | None = None,
+    settings: Settings | None = None,
+    **options,
 ) -> ACEResult:
     """Phase I in resumable chunks, then Phase II; writes ``<out>/ace.npz`` and ``<out>/ace.json``.
+
+    The same pipeline and :class:`jcausal.ace.attribution.Settings` as :func:`jcausal.ace.explain`
+    (features, grid, estimator, execution, Phase II order, Bayes factor, reference level, ...).
 
     Args:
       f, params: the model, as for :func:`jcausal.ace.interventional_expectation` (a
@@ -166,17 +172,18 @@ def run_job(
       out: output folder (created). Holds ``manifest.json``, ``chunks/``, ``ace.npz``, ``ace.json``.
         Run it under ``jcausal._src.io.output_lock`` when other processes may write there (the
         CLI does).
-      features, num_alphas, alphas, max_order: as for :func:`jcausal.ace.explain`.
       chunk_features: features per chunk (the unit of work saved to disk).
       overwrite: discard another job's files in ``out`` (or a result with no manifest) instead of
         refusing; kill-safe (see the module docstring).
       progress: tqdm bar with chunks done, points per second and time left.
       distributed: this process takes chunks ``process_index::process_count`` (after
         ``jax.distributed.initialize``) on its local devices; process 0 writes the result.
-      model_name: recorded in the manifest (e.g. the ``module:function`` it came from).
-      outputs: what the model's outputs are (``"probabilities"`` or ``"raw"``), recorded.
       wait_timeout: seconds process 0 waits for the other processes' chunks.
-      **phase1: estimator settings (``method``, ``num_rows``, ``batch_size``, ...).
+      record: what the manifest records about the run: ``model`` (e.g. the ``module:function`` it
+        came from; part of the job's identity) and ``outputs`` (``"probabilities"`` or ``"raw"``).
+      settings: a :class:`jcausal.ace.attribution.Settings` (default ``Settings()``).
+      **options: :class:`jcausal.ace.attribution.Settings` fields replaced (``num_alphas``,
+        ``max_order``, ``method``, ``run``, ``reference_at``, ...).
 
     Returns:
       the :class:`jcausal.ace.ACEResult` (identical whether or not the job was interrupted).
@@ -198,8 +205,49 @@ def run_job(
       >>> job_status(out)["complete"]
       True
     """
-    from tqdm.auto import tqdm
+    s = make_settings(settings, **options)
+    out, X = _check_job(out, X, chunk_features)
+    f, params = unwrap_model(f, params)  # a jcausal.wrap model: its Split (or apply) and params
+    grid = prepare(X, s, None)
+    if grid.alphas.shape[1] < s.max_order + 2:
+        raise ValueError(f"{grid.alphas.shape[1]} alphas are too few for max_order={s.max_order} (need >= "
+                         f"{s.max_order + 2})")
+    record = {"model": "", "outputs": None, **(record or {})}
+    described = _describe(dataclasses.replace(s, data=None))
+    job = _digest(record["model"], described, grid.features.tolist(), grid.alphas.tobytes(), X.shape,
+                  _tree_digest(params), hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest(),
+                  _describe(s.data), chunk_features, s.max_order)
+    num_chunks = -(-grid.features.size // chunk_features)
+    pid, nproc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
+    _claim(out, job, num_chunks, overwrite, pid, distributed)
+    manifest = {"job": job, "model": record["model"], "outputs": record["outputs"], "num_chunks": num_chunks,
+                "chunk_features": chunk_features, "features": grid.features.tolist(),
+                "num_alphas": int(grid.alphas.shape[1]), "settings": described, "processes": nproc}
+    if pid == 0:
+        atomic_write_json(out / MANIFEST, {**manifest, "done": sorted(_finished(out, job, num_chunks))})
+    if distributed and s.run is None:
+        s = dataclasses.replace(s, run=Execution(devices=jax.local_devices()))
+    elif distributed and s.run.devices is None and s.run.mesh is None:
+        s = dataclasses.replace(s, run=dataclasses.replace(s.run, devices=jax.local_devices()))
+    t0 = time.perf_counter()
+    mine = [c for c in range(num_chunks) if c % nproc == pid]
+    computed = _compute_chunks(f, params, grid, s, out, manifest, mine, progress)
+    if pid != 0:
+        return None
+    parts = _collect(out, job, num_chunks, wait_timeout)
+    E = np.concatenate([p["expectations"] for p in parts])
+    se = np.concatenate([p["stderr"] for p in parts]) if all("stderr" in p for p in parts) else None
+    res = phase_two(grid, E, se, s)
+    save_result(out / "ace.npz", res)
+    meta = {**manifest, "done": list(range(num_chunks)), "computed_this_run": computed,
+            "method": str(parts[0]["method"]), "devices": [str(d) for d in jax.devices()],
+            "versions": {"jax": jax.__version__}, "seconds_this_run": time.perf_counter() - t0}
+    atomic_write_json(out / "ace.json", meta)
+    atomic_write_json(out / MANIFEST, {**manifest, "done": list(range(num_chunks)), "complete": True})
+    return res
 
+
+def _check_job(out, X, chunk_features) -> tuple[Path, np.ndarray]:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output folder {out} exists and is not a folder")
@@ -211,28 +259,33 @@ def run_job(
     cf = chunk_features
     if isinstance(cf, bool) or not isinstance(cf, (int, np.integer)) or cf < 1:
         raise ValueError(f"chunk_features must be a positive int, got {chunk_features!r}")
-    stats = input_stats(X, low=phase1.pop("low", None), high=phase1.pop("high", None))
-    k = X.shape[1]
-    feats = np.arange(k) if features is None else np.atleast_1d(np.asarray(features))
-    if alphas is None:
-        alphas = np.asarray(intervention_grid(stats, num_alphas, feats))
-    alphas = np.asarray(alphas, np.asarray(stats.mean).dtype)
-    if alphas.ndim == 1:
-        alphas = np.broadcast_to(alphas, (feats.size, alphas.size))
-    if "data" not in phase1 and phase1.get("method") is None:
-        phase1["data"] = X
-    if alphas.shape[1] < max_order + 2:
-        raise ValueError(f"{alphas.shape[1]} alphas are too few for max_order={max_order} (need >= "
-                         f"{max_order + 2})")
-    settings = {k_: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(type(v)))
-                for k_, v in phase1.items() if k_ not in ("data", "devices", "mesh", "key")}
-    if "key" in phase1:  # a subsample's (or probes') seed changes the result: part of the job
-        settings["key"] = np.asarray(jax.random.key_data(phase1["key"])).tolist()
-    job = _digest(model_name, settings, feats.tolist(), alphas.tobytes(), X.shape, _tree_digest(params),
-                  hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest(), chunk_features, max_order)
-    num_chunks = -(-feats.size // chunk_features)
-    pid, nproc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
+    return out, X
 
+
+def _describe(v):
+    """A JSON description of a setting that changes the result: arrays by digest, PRNG keys by their
+    data, estimator and execution objects field by field (devices and mesh left out)."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (np.integer, np.floating, np.bool_)):
+        return v.item()
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        fields = [f.name for f in dataclasses.fields(v) if f.name not in ("devices", "mesh")]
+        return {"type": type(v).__name__, **{n: _describe(getattr(v, n)) for n in fields}}
+    if isinstance(v, jax.Array) and jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(v)).tolist()
+    if hasattr(v, "shape") and hasattr(v, "dtype"):
+        a = np.ascontiguousarray(np.asarray(v))
+        return {"shape": list(a.shape), "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
+    if isinstance(v, dict):
+        return {str(k): _describe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_describe(x) for x in v]
+    return getattr(v, "__qualname__", repr(type(v)))
+
+
+def _claim(out: Path, job: str, num_chunks: int, overwrite: bool, pid: int, distributed: bool) -> None:
+    """Refuse (or, with ``overwrite``, discard) another job's files in ``out``; clean stale temps."""
     old = job_status(out)
     stray = _results_present(out) if old is None else []
     if (old is not None and old["job"] != job) or stray:
@@ -247,45 +300,47 @@ def run_job(
     if pid == 0:
         _remove_temps(out, chunks=not distributed)
     (out / CHUNKS).mkdir(parents=True, exist_ok=True)
-    manifest = {"job": job, "model": model_name, "outputs": outputs, "num_chunks": num_chunks,
-                "chunk_features": chunk_features, "features": feats.tolist(),
-                "num_alphas": int(alphas.shape[1]), "settings": settings, "processes": nproc}
-    if pid == 0:
-        atomic_write_json(out / MANIFEST, {**manifest, "done": sorted(_finished(out, job, num_chunks))})
-    mine = [c for c in range(num_chunks) if c % nproc == pid]
+
+
+def _compute_chunks(f, params, grid, s, out, manifest, mine, progress) -> list[int]:
+    """Phase I for this process's unfinished chunks, each written atomically; the chunks computed."""
+    from tqdm.auto import tqdm
+
+    job, num_chunks, cf = manifest["job"], manifest["num_chunks"], manifest["chunk_features"]
     done = _finished(out, job, num_chunks)
     todo = [c for c in mine if c not in done]
-    if distributed:
-        phase1.setdefault("devices", jax.local_devices())
-    A = alphas.shape[1]
+    A = grid.alphas.shape[1]
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="ACE chunks", unit="chunk",
                disable=not progress)
     computed, t0 = [], time.perf_counter()
     for c in todo:
-        sl = slice(c * chunk_features, min((c + 1) * chunk_features, feats.size))
+        sl = slice(c * cf, min((c + 1) * cf, grid.features.size))
         try:
-            E, info = interventional_expectation(f, stats, alphas[sl], params=params, features=feats[sl],
-                                                 return_info=True, **phase1)
+            E, info = phase_one(f, grid, s, params=params, chunk=sl)
         except Exception as err:
             bar.close()
-            raise JobError(f"chunk {c} (features {feats[sl].tolist()}) failed: {type(err).__name__}: {err}; "
-                           f"{len(done) + len(computed)} finished chunks are kept in {out / CHUNKS}") from err
+            raise JobError(f"chunk {c} (features {grid.features[sl].tolist()}) failed: {type(err).__name__}: "
+                           f"{err}; {len(done) + len(computed)} finished chunks are kept in {out / CHUNKS}") \
+                from err
         arrays = {"job": np.asarray(job), "expectations": np.asarray(E),
-                  "features": feats[sl].astype(np.int32), "method": np.asarray(info.method)}
+                  "features": grid.features[sl].astype(np.int32), "method": np.asarray(info.method)}
         if info.stderr is not None:
             arrays["stderr"] = np.asarray(info.stderr)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(_chunk_path(out, c), buf.getvalue())
         computed.append(c)
-        if pid == 0:
+        if manifest["processes"] == 1 or jax.process_index() == 0:
             atomic_write_json(out / MANIFEST, {**manifest, "done": sorted(done | set(computed))})
         el = time.perf_counter() - t0
         bar.update()
-        bar.set_postfix(points_per_s=f"{len(computed) * chunk_features * A / max(el, 1e-9):.1f}")
+        bar.set_postfix(points_per_s=f"{len(computed) * cf * A / max(el, 1e-9):.1f}")
     bar.close()
-    if pid != 0:
-        return None
+    return computed
+
+
+def _collect(out: Path, job: str, num_chunks: int, wait_timeout: float) -> list[dict]:
+    """Every chunk's arrays, waiting up to ``wait_timeout`` s for the other processes' chunks."""
     deadline = time.monotonic() + wait_timeout
     while True:
         done = _finished(out, job, num_chunks)
@@ -295,21 +350,7 @@ def run_job(
             raise JobError(f"timed out waiting for chunks {sorted(set(range(num_chunks)) - done)[:10]} "
                            "from the other processes")
         time.sleep(0.5)
-    parts = [read_npz_arrays(_chunk_path(out, c)) for c in range(num_chunks)]
-    E = np.concatenate([p["expectations"] for p in parts])
-    se = np.concatenate([p["stderr"] for p in parts]) if all("stderr" in p for p in parts) else None
-    lo, hi = np.asarray(stats.low)[feats], np.asarray(stats.high)[feats]
-    reg = R.fit_regressors(alphas, E, lo, hi, max_order=max_order)
-    base = R.baseline(reg)
-    res = ACEResult(jnp.asarray(feats, jnp.int32), jnp.asarray(alphas), jnp.asarray(E), reg, base,
-                    None if se is None else jnp.asarray(se), jnp.asarray(k, jnp.int32))
-    save_result(out / "ace.npz", res)
-    meta = {**manifest, "done": list(range(num_chunks)), "computed_this_run": computed,
-            "method": str(parts[0]["method"]), "devices": [str(d) for d in jax.devices()],
-            "versions": {"jax": jax.__version__}, "seconds_this_run": time.perf_counter() - t0}
-    atomic_write_json(out / "ace.json", meta)
-    atomic_write_json(out / MANIFEST, {**manifest, "done": list(range(num_chunks)), "complete": True})
-    return res
+    return [read_npz_arrays(_chunk_path(out, c)) for c in range(num_chunks)]
 
 
 def load_model(spec: str, checkpoint: str | os.PathLike | None = None):

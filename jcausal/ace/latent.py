@@ -27,6 +27,7 @@ import numpy as np
 
 from jcausal._src.calling import Split, bind_model, unwrap_model
 from jcausal._src.xla import jit
+from jcausal.ace.estimators import make_estimator
 from jcausal.ace.interventional import interventional_expectation
 from jcausal.ace.stats import input_stats
 
@@ -173,7 +174,7 @@ def latent_ace(decoder: Callable | Split, key: jax.Array, *, num_latents: int, n
         stats = input_stats(U, low=np.r_[np.full(K, low), np.zeros(C)].astype(np.float32),
                             high=np.r_[np.full(K, high), np.ones(C)].astype(np.float32))
         E, info = interventional_expectation(decoder, stats, alphas, params=params, features=feats, data=U,
-                                             method="definition", row_batch_size=row_batch_size,
+                                             method=make_estimator("definition", row_batch_size=row_batch_size),
                                              return_info=True)
         Es.append(E)
         Ss.append(info.stderr)

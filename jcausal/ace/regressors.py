@@ -24,6 +24,7 @@ dtype. Curves are centred and scaled before fitting; evidence is reported in the
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -42,8 +43,8 @@ __all__ = [
     "log_evidence",
     "bishop_log_evidence",
     "fit_regressors",
-    "predict",
-    "baseline",
+    "predict_regressor",
+    "reference_level",
     "value_at",
     "raw_coefficients",
     "to_unit",
@@ -260,13 +261,13 @@ def fit_regressors(alphas, curves, low, high, *, max_order: int = 5, bayes_facto
 
     Examples:
       >>> import numpy as np
-      >>> from jcausal.ace import baseline, fit_regressors, predict
+      >>> from jcausal.ace import fit_regressors, reference_level
       >>> a = np.linspace(0, 1, 11, dtype=np.float32)
       >>> curves = np.stack([2 * a - 1, (2 * a - 1) ** 2])[:, :, None]   # (F=2, A, m=1)
       >>> reg = fit_regressors(np.stack([a, a]), curves, np.zeros(2), np.ones(2), max_order=3)
       >>> reg.order.tolist()                         # a line and a parabola
       [[1], [2]]
-      >>> (np.asarray(baseline(reg), float).round(2) + 0.0).tolist()   # mean over a uniform do(x = a), [0, 1]
+      >>> (np.asarray(reference_level(reg), float).round(2) + 0.0).tolist()   # uniform do(x = a), [0, 1]
       [[0.0], [0.33]]
     """
     curves = jnp.asarray(curves)
@@ -324,7 +325,7 @@ def fit_regressors(alphas, curves, low, high, *, max_order: int = 5, bayes_facto
 # ----------------------------------------------------------------------------- using a fit
 
 
-def predict(reg: Regressor, a):
+def predict_regressor(reg: Regressor, a):
     """Predictive mean and variance (Bishop 3.58-3.59) at intervention values ``a``.
 
     ``a``: ``(n,)`` shared by all curves, or ``B + (n,)``. Returns ``(mean, var)``, each ``B + (n,)``;
@@ -332,10 +333,10 @@ def predict(reg: Regressor, a):
 
     Examples:
       >>> import numpy as np
-      >>> from jcausal.ace import fit_regressors, predict
+      >>> from jcausal.ace import fit_regressors, predict_regressor
       >>> a = np.linspace(0, 1, 11, dtype=np.float32)
       >>> reg = fit_regressors(a[None], (3 * a)[None, :, None], np.zeros(1), np.ones(1), max_order=2)
-      >>> mean, std = predict(reg, np.float32([0.5]))
+      >>> mean, std = predict_regressor(reg, np.float32([0.5]))
       >>> np.round(mean, 2).ravel().tolist()
       [1.5]
     """
@@ -348,8 +349,8 @@ def predict(reg: Regressor, a):
     return reg.offset[..., None] + reg.scale[..., None] * mean_std, reg.scale[..., None] ** 2 * var_std
 
 
-def baseline(reg: Regressor, at=None):
-    r"""The baseline of the ACE paper, section 4.1, shape ``B``.
+def reference_level(reg: Regressor, at=None):
+    r"""The reference level ACE is measured from (the paper's "baseline", section 4.1), shape ``B``.
 
     Default: the average of the predictive mean over a uniform intervention on ``[low, high]``,
     computed analytically from the coefficients:
@@ -359,16 +360,16 @@ def baseline(reg: Regressor, at=None):
     """
     if at is not None:
         at = jnp.broadcast_to(jnp.asarray(at, reg.coef.dtype), reg.offset.shape)
-        return predict(reg, at[..., None])[0][..., 0]
+        return predict_regressor(reg, at[..., None])[0][..., 0]
     weights = np.array([1.0 / (j + 1) if j % 2 == 0 else 0.0 for j in range(reg.coef.shape[-1])])
     return reg.offset + reg.scale * (reg.coef @ jnp.asarray(weights, reg.coef.dtype))
 
 
 def value_at(reg: Regressor, a, base=None):
-    """``ACE(a) = mean(a) - baseline`` (eqn 1), shape ``B + (n,)``; ``base`` defaults to
-    :func:`baseline`."""
-    mean, _ = predict(reg, a)
-    base = baseline(reg) if base is None else base
+    """``ACE(a) = mean(a) - reference level`` (eqn 1), shape ``B + (n,)``; ``base`` defaults to
+    :func:`reference_level`."""
+    mean, _ = predict_regressor(reg, a)
+    base = reference_level(reg) if base is None else base
     return mean - base[..., None]
 
 
@@ -386,3 +387,27 @@ def raw_coefficients(reg: Regressor):
             c = c.at[..., j].add(reg.coef[..., mdeg] * comb(mdeg, j) * s ** j * o ** (mdeg - j))
     c = c * reg.scale[..., None]
     return c.at[..., 0].add(reg.offset)
+
+
+_RENAMED = {"predict": "predict_regressor", "baseline": "reference_level"}
+
+
+def renamed(old: str, namespace: dict):
+    """The function now called ``_RENAMED[old]`` wrapped to warn that ``old`` is deprecated."""
+    new = _RENAMED[old]
+    fn = namespace[new]
+
+    def alias(*args, **kwargs):
+        warnings.warn(f"jcausal.ace.{old} is deprecated: use jcausal.ace.{new}", DeprecationWarning,
+                      stacklevel=2)
+        return fn(*args, **kwargs)
+
+    alias.__name__ = alias.__qualname__ = old
+    alias.__doc__ = f"Deprecated alias of :func:`{new}`."
+    return alias
+
+
+def __getattr__(name: str):  # deprecated names (PEP 562), kept for old code
+    if name in _RENAMED:
+        return renamed(name, globals())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

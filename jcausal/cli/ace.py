@@ -22,7 +22,20 @@ __all__ = ["register"]
 
 SMALL_SPREAD = 5e-4  # a Phase I curve with a smaller std over the grid may print as flat (0.000)
 UNIT_TOL = 1e-4  # expectations of probabilities outside [-tol, 1 + tol] are flagged
-FEATURE_METHODS = ("definition", "monte_carlo")  # eqn 2 over the rows: they need the data
+
+
+def chosen_method(args) -> str:
+    """The ``--method`` asked for, or the default with data rows at hand (eqn 2)."""
+    from jcausal.ace import estimators as E
+
+    return args.method or E.default_method(True)
+
+
+def averages_rows(method: str) -> bool:
+    """Whether the estimator registered as ``method`` averages the data rows (eqn 2)."""
+    from jcausal.ace import estimators as E
+
+    return E.lookup(method).kind == "feature"
 
 
 def _rank(text: str):
@@ -174,16 +187,16 @@ def _check_checkpoint(ckpt: Path, wanted: dict, *, own: bool, remedy: str) -> di
 def _rank_methods() -> list[str]:
     """The estimators that take ``--rank`` (a covariance factor truncation): from the registry."""
     from jcausal.ace import estimators as E
-    from jcausal.cli.ace_jobs import takes_setting
 
-    return sorted(n for n in E.REGISTRY if takes_setting(n, "rank"))
+    return sorted(n for n in E.REGISTRY if E.takes_setting(n, "rank"))
 
 
 def check_rank_method(args) -> None:
-    if args.rank is not None and (args.method or "definition") not in _rank_methods():
+    method = chosen_method(args)
+    if args.rank is not None and method not in _rank_methods():
         raise CLIError(f"--rank truncates the covariance factor of the eqn-4 methods "
                        f"({', '.join('--method ' + m for m in _rank_methods())}); --method "
-                       f"{args.method or 'definition'} (eqn 2) uses every direction: drop --rank or "
+                       f"{method} (eqn 2) uses every direction: drop --rank or "
                        "choose one of those methods")
 
 
@@ -294,7 +307,7 @@ def _run(args, folder, prep) -> int:
         _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, feature_names,
                output_names, method)
         table = format_table(res, report)
-    eqn = "eqn 2, the definition: the mean over the data rows" if method in FEATURE_METHODS else \
+    eqn = "eqn 2, the definition: the mean over the data rows" if averages_rows(method) else \
         "eqn 4, the paper's second-order expansion"
     print(f"Phase I method: {method} ({eqn}; {len(X)} rows); outputs: softmax probabilities")
     print(table)
@@ -312,7 +325,7 @@ def _compute(args, X, sizes, feats, ckpt, feature_names, output_names):
     from flax import nnx
     from tqdm.auto import tqdm
 
-    from jcausal.ace import explain
+    from jcausal.ace import Execution, explain, make_estimator
     from jcausal.models import MLP, functional, load, split_functional
     from jcausal.plot import plot_causal_regressors
 
@@ -321,7 +334,7 @@ def _compute(args, X, sizes, feats, ckpt, feature_names, output_names):
     load(ckpt, model)
     apply, params = functional(model)
     steps.update()
-    method = args.method or "definition"  # eqn 2 over the rows given: the quantity asked for
+    method = chosen_method(args)  # eqn 2 over the rows given: the quantity asked for
     steps.set_postfix_str(f"Phase I ({method})")
     dtype = jnp.float64 if args.x64 else jnp.float32  # --x64: the caller enabled float64
     params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
@@ -330,20 +343,17 @@ def _compute(args, X, sizes, feats, ckpt, feature_names, output_names):
     def probs(p, x):
         return jax.nn.softmax(apply(p, x))
 
-    f = probs
-    if method in FEATURE_METHODS:  # the first layer once per row, a rank-one update per intervention
+    f, head = probs, None
+    if averages_rows(method):  # the first layer once per row, a rank-one update per intervention
         split, sparams = split_functional(model)
         f, params = split.then(jax.nn.softmax), jax.tree.map(lambda a: jnp.asarray(a, dtype), sparams)
-    kw = {"method": method, "batch_size": args.batch_size}
-    if args.rank is not None:
-        kw["rank"] = args.rank
-    kw["data"] = Xd  # eqn 2 averages over these rows; an eqn-4 method is checked against eqn 2 on them
-    if method == "hutchinson":
-        kw["key"] = jax.random.key(args.seed)
     if method == "gauss_newton":
-        f, kw["head"] = apply, jax.nn.softmax
+        f, head = apply, jax.nn.softmax
+    key = jax.random.key(args.seed) if method == "hutchinson" else None
+    est = make_estimator(method, rank=args.rank, key=key, head=head)
+    # eqn 2 averages over these rows; an eqn-4 method is checked against eqn 2 on them
     res = explain(f, Xd, params=params, features=feats, num_alphas=args.num_alphas,
-                  max_order=args.max_order, **kw)
+                  max_order=args.max_order, method=est, data=Xd, run=Execution(batch_size=args.batch_size))
     steps.update()
     steps.set_postfix_str("figure")
     fig = plot_causal_regressors(res, feature_names=[feature_names[i] for i in feats],
@@ -366,7 +376,7 @@ def _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, fe
             "checkpoint": {"path": str(ckpt), "sha256": file_sha256(ckpt), "metadata": ck_meta},
             "sizes": list(sizes), "activation": args.activation, "method": method,
             "outputs": "probabilities",
-            "equation": 2 if method in FEATURE_METHODS else 4,
+            "equation": 2 if averages_rows(method) else 4,
             "x64": bool(args.x64), "rank": args.rank, "num_alphas": args.num_alphas,
             "max_order": args.max_order, "seed": args.seed, "features": list(feats),
             "feature_names": [feature_names[f] for f in feats], "output_names": output_names,
@@ -463,7 +473,7 @@ def format_table(res, report) -> str:
 
 def register(sub) -> None:
     """Add ``jcausal ace`` to the top-level subparsers."""
-    from jcausal.ace import METHODS
+    from jcausal.ace import estimators as E
     from jcausal.cli.ace_jobs import add_options, locks
 
     ac = command(
@@ -485,7 +495,7 @@ def register(sub) -> None:
     ac.add_argument("--sizes", type=int, nargs="+", help="MLP widths incl. input and output "
                                                           "(iris default: 4 8 3)")
     ac.add_argument("--activation", default="relu", help="MLP hidden activation (default: relu)")
-    ac.add_argument("--method", choices=METHODS, default=None,
+    ac.add_argument("--method", choices=E.method_names(), default=None,
                     help="Phase I estimator. Default: 'definition' (eqn 2, the mean of the model over "
                          "the data rows with x_i = a; the MLP's first layer runs once per row). The "
                          "eqn-4 methods ('directional', 'exact', ...) compute the paper's second-order "

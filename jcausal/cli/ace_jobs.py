@@ -78,11 +78,28 @@ def _bounds(values, k: int, flag: str):
 
 def check_run(args) -> dict:
     """Every refusal of ``ace run`` before the lock and any work: options, model, data, memory."""
-    import jax
-    import numpy as np
-
     from jcausal.ace.jobs import load_model, load_rows
-    from jcausal.cli.ace import FEATURE_METHODS, check_memory, check_rank_method
+    from jcausal.cli.ace import check_memory
+
+    _check_run_options(args)
+    if args.distributed:
+        _init_distributed(args)
+    _import_path()
+    try:
+        model, params = load_model(args.model, args.checkpoint)
+        X = load_rows(args.data)
+    except (ValueError, FileNotFoundError) as err:
+        raise CLIError(str(err)) from None
+    feats, low, high = _check_rows(args, X)
+    params, Xd, outputs, m = _probe(args, model, params, X)
+    check_memory(args, len(feats), m, rows=X.shape[0])
+    return {"model": model, "params": params, "X": Xd, "features": args.features, "low": low, "high": high,
+            "outputs": outputs}
+
+
+def _check_run_options(args) -> None:
+    """The refusals of ``ace run`` that need only the command line."""
+    from jcausal.cli.ace import averages_rows, check_rank_method, chosen_method
 
     if not args.model or not args.data:
         raise CLIError("jcausal ace run: needs --model module:function and --data (.npy, .npz or IDX folder)")
@@ -92,12 +109,12 @@ def check_run(args) -> dict:
     if args.num_alphas < args.max_order + 2:
         raise CLIError(f"--num-alphas {args.num_alphas} is too few for --max-order {args.max_order}: "
                        f"need at least {args.max_order + 2}")
-    method = args.method or "definition"
+    method = chosen_method(args)
     if args.num_rows is not None:
         if args.num_rows < 2:
             raise CLIError(f"--num-rows must be >= 2 (rows of the subsample eqn 2 averages over), got "
                            f"{args.num_rows}")
-        if method not in FEATURE_METHODS:
+        if not averages_rows(method):
             raise CLIError(f"--num-rows subsamples the rows of eqn 2 (--method definition); --method "
                            f"{method} computes eqn 4 from the moments of all rows")
     check_rank_method(args)
@@ -107,21 +124,25 @@ def check_run(args) -> dict:
     feats_given = args.features
     if feats_given is not None and (min(feats_given) < 0 or len(set(feats_given)) != len(feats_given)):
         raise CLIError(f"--features must be distinct indices >= 0, got {args.features}")
-    if args.distributed:
-        kw = {}
-        if args.coordinator:
-            kw["coordinator_address"] = args.coordinator
-        if args.num_processes is not None:
-            kw["num_processes"] = args.num_processes
-        if args.process_id is not None:
-            kw["process_id"] = args.process_id
-        jax.distributed.initialize(**kw)
-    _import_path()
-    try:
-        model, params = load_model(args.model, args.checkpoint)
-        X = load_rows(args.data)
-    except (ValueError, FileNotFoundError) as err:
-        raise CLIError(str(err)) from None
+
+
+def _init_distributed(args) -> None:
+    import jax
+
+    kw = {}
+    if args.coordinator:
+        kw["coordinator_address"] = args.coordinator
+    if args.num_processes is not None:
+        kw["num_processes"] = args.num_processes
+    if args.process_id is not None:
+        kw["process_id"] = args.process_id
+    jax.distributed.initialize(**kw)
+
+
+def _check_rows(args, X):
+    """The data rows against the options: ``(features, low, high)``."""
+    import numpy as np
+
     n, k = X.shape
     bad = ~np.isfinite(X)
     if bad.any():
@@ -144,6 +165,15 @@ def check_run(args) -> dict:
         raise CLIError(f"nothing to intervene on for feature(s) {shown} (a constant column, or --low not "
                        "below --high): leave them out with --features, or give their range with --low and "
                        "--high")
+    return feats, low, high
+
+
+def _probe(args, model, params, X):
+    """The model on the first rows: ``(params, rows, "probabilities" or "raw", number of outputs)``."""
+    import jax
+    import numpy as np
+
+    k = X.shape[1]
     dtype = np.float64 if args.x64 else np.float32
     with jax.enable_x64(True) if args.x64 else _null():
         params = jax.tree.map(
@@ -160,19 +190,7 @@ def check_run(args) -> dict:
         raise CLIError("the model returns NaN/inf on the first rows of --data")
     outputs = "probabilities" if (probe.shape[1] > 1 and probe.min() >= -1e-6 and probe.max() <= 1 + 1e-6
                                   and np.allclose(probe.sum(1), 1.0, atol=1e-4)) else "raw"
-    check_memory(args, len(feats), probe.shape[1], rows=n)
-    return {"model": model, "params": params, "X": Xd, "features": args.features, "low": low, "high": high,
-            "outputs": outputs}
-
-
-def takes_setting(method: str, setting: str) -> bool:
-    """Whether the estimator registered as ``method`` has the setting ``setting``."""
-    import dataclasses
-
-    from jcausal.ace import estimators as E
-
-    cls = E.REGISTRY[E.ALIASES.get(method, method)]
-    return setting in {f.name for f in dataclasses.fields(cls)}
+    return params, Xd, outputs, probe.shape[1]
 
 
 def _null():
@@ -187,25 +205,22 @@ def run(args, folder, prep) -> int:
     import jax
     import numpy as np
 
+    from jcausal.ace import Execution, estimators, make_estimator
     from jcausal.ace.jobs import JobError, run_job
+    from jcausal.cli.ace import chosen_method
 
     out = Path(args.out)
-    phase1 = {"batch_size": args.batch_size}
-    if takes_setting(args.method or "definition", "key"):  # a subsample's rows, or Hutchinson's probes
-        phase1["key"] = jax.random.key(args.seed)
-    for name in ("method", "num_rows", "rank"):
-        if getattr(args, name) is not None:
-            phase1[name] = getattr(args, name)
-    for name in ("low", "high"):
-        if prep[name] is not None:
-            phase1[name] = prep[name]
+    method = chosen_method(args)
+    key = jax.random.key(args.seed) if estimators.takes_setting(method, "key") else None  # rows or probes
+    est = make_estimator(method, key=key, num_rows=args.num_rows, rank=args.rank)
     try:
         with jax.enable_x64(True) if args.x64 else _null():
             res = run_job(prep["model"], prep["X"], out, params=prep["params"], features=prep["features"],
-                          num_alphas=args.num_alphas, max_order=args.max_order,
+                          num_alphas=args.num_alphas, max_order=args.max_order, low=prep["low"],
+                          high=prep["high"], method=est, run=Execution(batch_size=args.batch_size),
                           chunk_features=args.chunk_features, overwrite=args.overwrite,
-                          progress=not args.quiet, distributed=args.distributed, model_name=args.model,
-                          outputs=prep["outputs"], **phase1)
+                          progress=not args.quiet, distributed=args.distributed,
+                          record={"model": args.model, "outputs": prep["outputs"]})
     except (FileExistsError, JobError) as err:
         raise CLIError(str(err).replace("pass overwrite=True (--overwrite)", "pass --overwrite")) from None
     if res is not None:
