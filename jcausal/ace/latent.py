@@ -173,9 +173,9 @@ def latent_ace(decoder: Callable | Split, key: jax.Array, *, num_latents: int, n
         U = np.concatenate([np.asarray(Z), np.tile(np.eye(C, dtype=np.float32)[lab], (num_samples, 1))], 1)
         stats = input_stats(U, low=np.r_[np.full(K, low), np.zeros(C)].astype(np.float32),
                             high=np.r_[np.full(K, high), np.ones(C)].astype(np.float32))
+        est = make_estimator("definition", row_batch_size=row_batch_size)
         E, info = interventional_expectation(decoder, stats, alphas, params=params, features=feats, data=U,
-                                             method=make_estimator("definition", row_batch_size=row_batch_size),
-                                             return_info=True)
+                                             method=est, return_info=True)
         Es.append(E)
         Ss.append(info.stderr)
     E = jnp.stack(Es, axis=1)  # (F, C, A, P)
