@@ -34,10 +34,20 @@ from benchmarks.common import (
     trained_mlp,
     write_json,
 )
-from jcausal.ace import input_stats, interventional_expectation
+from jcausal.ace import Execution, input_stats, interventional_expectation, make_estimator
+from jcausal.ace.estimators import default_method
 from jcausal.ace.interventional import compiled
 from jcausal.data import load_iris, load_mnist
 from jcausal.models import GCECNN, MLP, functional, train
+
+
+def phase1_objects(method=None, **kw) -> dict:
+    """Flat benchmark settings as the driver takes them: the estimator's on the estimator, batch
+    sizes on the :class:`jcausal.ace.Execution`."""
+    run = Execution(**{k: kw.pop(k) for k in ("batch_size", "max_memory") if k in kw})
+    data = kw.pop("data", None)
+    est = make_estimator(method or default_method(data is not None), **kw)
+    return {"method": est, "data": data, "run": run}
 
 MNIST_MLP = (784, 256, 128, 64, 32, 10)
 
@@ -63,7 +73,7 @@ class Case:
             self.stats64 = input_stats(jnp.asarray(X, jnp.float64), low=0.0, high=1.0)
             self.ref = np.asarray(interventional_expectation(
                 self.f, self.stats64, self.alphas, params=cast(params, jnp.float64),
-                features=self.feats, method="exact", batch_size=ref_batch))
+                features=self.feats, **phase1_objects("exact", batch_size=ref_batch)))
 
 
 def bench_method(case: Case, label, method, repeats, *, x64=False, **kw):
@@ -75,7 +85,7 @@ def bench_method(case: Case, label, method, repeats, *, x64=False, **kw):
         p = cast(case.params, jnp.float64 if x64 else jnp.float32)
         if method == "monte_carlo":
             kw["data"] = jnp.asarray(case.X[: kw.pop("n")], st.mean.dtype)
-        args = dict(params=p, features=case.feats, method=method, **kw)
+        args = dict(params=p, features=case.feats, **phase1_objects(method, **kw))
         t0 = time.perf_counter()
         mem = compiled(f, st, case.alphas, **args).memory_analysis()  # lower + compile only
         compile_s = time.perf_counter() - t0
@@ -143,8 +153,9 @@ def scaling(quick: bool, repeats: int):
     def run(sweep, k, A, rank, F=4):
         f, params, st = setup(k)
         alphas = np.linspace(0.1, 0.9, A)
+        objects = phase1_objects("directional", rank=rank)
         _, t, _ = timed(lambda: interventional_expectation(f, st, alphas, params=params,
-                                                           features=list(range(F)), rank=rank), repeats)
+                                                           features=list(range(F)), **objects), repeats)
         r = k if rank is None else rank
         sweeps[sweep].append({"k": k, "features": F, "alphas": A, "rank": r, "N_eq": F * A * r,
                               "grid_seconds": t})

@@ -72,6 +72,7 @@ fig.savefig(f"{OUT}/01_local_saliency.png", dpi=100, bbox_inches="tight")'''),
         ("code", '''import time, jax, numpy as np, matplotlib.pyplot as plt
 from flax import nnx
 from jcausal.ace import input_stats, interventional_expectation
+from jcausal.ace.estimators import Definition
 from jcausal.models import MLP, functional, split_functional, train
 
 mnist = os.environ.get("JCAUSAL_DATA", "../../shared/data/mnist")
@@ -104,7 +105,7 @@ probs = lambda p, x: jax.nn.softmax(apply(p, x))'''),
 ref = run("eqn 2, split", split.then(jax.nn.softmax), sparams, data=X)
 rows = [ref,
         run("eqn 2, plain f", probs, params, data=X, method="definition"),
-        run("eqn 2, 200 rows", split.then(jax.nn.softmax), sparams, data=X, num_rows=200),
+        run("eqn 2, 200 rows", split.then(jax.nn.softmax), sparams, data=X, method=Definition(num_rows=200)),
         run("eqn 4 directional", probs, params, method="directional"),
         run("eqn 4 exact", probs, params, method="exact")]
 ace = lambda E: E - E.mean(1, keepdims=True)

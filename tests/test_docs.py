@@ -30,7 +30,7 @@ MUST_HAVE_EXAMPLES = {
     "jcausal.ace.attribution": ["explain", "save_result"],
     "jcausal.ace.interventional": ["interventional_expectation"],
     "jcausal.ace.stats": ["input_stats", "intervention_grid", "truncate"],
-    "jcausal.ace.regressors": ["fit_regressors", "predict"],
+    "jcausal.ace.regressors": ["fit_regressors", "predict_regressor"],
     "jcausal.ace.estimators": ["make_estimator"],
     "jcausal.ace.recurrent": ["unrolled_expectation", "feedback_expectation", "lag_tau"],
     "jcausal.ace.latent": ["latent_ace", "rank_latents", "traversals"],

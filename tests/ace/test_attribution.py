@@ -96,8 +96,8 @@ def test_reliability_boundary_checks(tmp_path):
     stats = input_stats(X)
     with pytest.raises(ValueError, match="out of range"):
         intervention_grid(stats, 3, [7])
-    with pytest.raises(ValueError, match="baseline_at"):
-        explain(f, X, num_alphas=8, max_order=3, baseline_at=np.nan)
+    with pytest.raises(ValueError, match="reference_at"):
+        explain(f, X, num_alphas=8, max_order=3, reference_at=np.nan)
     np.save(tmp_path / "x.npy", np.zeros(3))
     with pytest.raises(ValueError, match="not an ACE result"):
         load_result(tmp_path / "x.npy")

@@ -47,7 +47,7 @@ def test_split_mlp_equals_plain_definition_float32(act):
     stats = input_stats(X)
     feats, alphas = [0, 3, 11], np.linspace(-2, 2, 5).astype(np.float32)
     fast, info = interventional_expectation(split, stats, alphas, params=sparams, features=feats,
-                                            data=X, row_batch_size=64, return_info=True)
+                                            data=X, method=E.Definition(row_batch_size=64), return_info=True)
     plain = interventional_expectation(apply, stats, alphas, params=params, features=feats,
                                        data=X, method="monte_carlo")
     ref = _reference(apply, params, X, feats, alphas)
@@ -104,7 +104,7 @@ def test_split_cnn_equals_plain_definition_float64():
         stats = input_stats(X, low=0.0, high=1.0)
         feats, alphas = [100, 406], np.array([0.0, 0.5, 1.0])
         fast = interventional_expectation(split, stats, alphas, params=sparams, features=feats, data=X,
-                                          row_batch_size=30)
+                                          method=E.Definition(row_batch_size=30))
         ref = _reference(apply, params, X, feats, alphas)
         assert fast.dtype == jnp.float64
         assert np.max(np.abs(np.asarray(fast) - ref)) <= 1e-10 * np.max(np.abs(ref))
@@ -132,13 +132,14 @@ def test_subsample_num_rows_and_target_stderr():
     full, ifull = interventional_expectation(split, stats, [0.0, 1.0], params=params, data=X,
                                              features=[0, 1], return_info=True)
     sub, isub = interventional_expectation(split, stats, [0.0, 1.0], params=params, data=X, features=[0, 1],
-                                           num_rows=400, key=jax.random.key(1), return_info=True)
+                                           method=E.Definition(num_rows=400, key=jax.random.key(1)),
+                                           return_info=True)
     assert isub.num_rows == 400
     # a 400-row subsample of a 2000-row population: within 4 standard errors of the full mean
     assert np.all(np.abs(np.asarray(sub) - np.asarray(full)) <= 4 * np.asarray(isub.stderr) + 1e-7)
     target = float(np.max(np.asarray(ifull.stderr))) * 2.0
     _, itgt = interventional_expectation(split, stats, [0.0, 1.0], params=params, data=X, features=[0, 1],
-                                         target_stderr=target, return_info=True)
+                                         method=E.Definition(target_stderr=target), return_info=True)
     assert 256 <= itgt.num_rows < 2000
     assert float(np.max(np.asarray(itgt.stderr))) <= 1.5 * target
 
@@ -184,7 +185,8 @@ def test_estimator_objects_and_registry():
     X = np.random.default_rng(6).normal(size=(60, 12)).astype(np.float32)
     apply, params = functional(_mlp())
     stats = input_stats(X)
-    by_name = interventional_expectation(apply, stats, [0.5], params=params, method="directional", rank=5)
+    by_name = interventional_expectation(apply, stats, [0.5], params=params,
+                                         method=E.make_estimator("directional", rank=5))
     by_obj = interventional_expectation(apply, stats, [0.5], params=params, method=E.Directional(rank=5))
     np.testing.assert_array_equal(by_name, by_obj)
     assert set(E.REGISTRY) == {"definition", "directional", "exact", "hutchinson", "gauss_newton",
@@ -221,20 +223,21 @@ def test_recompile_guard_definition():
 
 
 def test_max_memory_shrinks_the_batch():
+    from jcausal.ace import interventional as I
+
     X = np.random.default_rng(8).normal(size=(64, 12)).astype(np.float32)
     apply, params = functional(_mlp())
     stats = input_stats(X)
     _, big = interventional_expectation(apply, stats, np.linspace(-1, 1, 16), params=params, method="exact",
-                                        batch_size=64, return_info=True)
-    from jcausal.ace import interventional as I
-
+                                        run=I.Execution(batch_size=64), return_info=True)
     need64 = I._memory_bytes(I.compiled(apply, stats, np.linspace(-1, 1, 16), params=params, method="exact",
-                                        batch_size=64))
+                                        run=I.Execution(batch_size=64)))
     need8 = I._memory_bytes(I.compiled(apply, stats, np.linspace(-1, 1, 16), params=params, method="exact",
-                                       batch_size=8))
+                                       run=I.Execution(batch_size=8)))
     assert need8 < need64
     _, small = interventional_expectation(apply, stats, np.linspace(-1, 1, 16), params=params, method="exact",
-                                          batch_size=64, max_memory=(need8 + need64) // 2, return_info=True)
+                                          run=I.Execution(batch_size=64, max_memory=(need8 + need64) // 2),
+                                          return_info=True)
     assert big.batch_size == 64 and small.batch_size < 64
 
 
@@ -291,7 +294,10 @@ def test_bad_input(kwargs, match):
     kwargs = {"data": X, **kwargs}
     if kwargs.get("method") == "directional":
         kwargs.pop("data")
+    settings = {k: kwargs.pop(k) for k in list(kwargs) if k not in ("data", "method", "features")}
     with pytest.raises(ValueError, match=match):
+        if settings:  # estimator settings live on the estimator object
+            kwargs["method"] = E.make_estimator(kwargs.pop("method", "definition"), **settings)
         interventional_expectation(lambda p, x: jnp.tanh(p["a"] @ x), stats, [0.0], params=p, **kwargs)
 
 
@@ -311,7 +317,7 @@ SHARD_SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
     from flax import nnx
-    from jcausal.ace import input_stats, interventional_expectation, intervention_grid
+    from jcausal.ace import Execution, input_stats, interventional_expectation, intervention_grid
     from jcausal.models import MLP, split_functional
     assert len(jax.devices()) == 4, jax.devices()
     split, params = split_functional(MLP((12, 16, 3), activation="tanh", param_dtype=jnp.float64,
@@ -320,7 +326,7 @@ SHARD_SCRIPT = textwrap.dedent("""
     stats = input_stats(X)
     alphas = intervention_grid(stats, 7, [0, 1, 2, 3, 4, 5, 6])  # 7 features over 4 devices: padding
     one = interventional_expectation(split, stats, alphas, params=params, features=list(range(7)),
-                                     data=X, devices=jax.devices()[:1])
+                                     data=X, run=Execution(devices=jax.devices()[:1]))
     four = interventional_expectation(split, stats, alphas, params=params, features=list(range(7)), data=X)
     np.testing.assert_allclose(four, one, rtol=1e-12, atol=1e-12)
     print("SHARDED-OK", len(jax.devices()))

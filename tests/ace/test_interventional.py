@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jcausal.ace import input_stats, intervention_grid, interventional_expectation
+from jcausal.ace import Execution, input_stats, intervention_grid, interventional_expectation, make_estimator
+from jcausal.ace import estimators as E
 from jcausal.data import load_digits
 from jcausal.models import MLP, functional
 from tests.conftest import REPO
@@ -99,7 +100,7 @@ def test_exact_methods_match_float64_hessian(name, x64, tol):
             assert _rel(out, ref) <= tol, (method, _rel(out, ref))
         # direction chunking changes nothing but memory
         out = interventional_expectation(apply, stats, alphas, params=params, features=FEATS,
-                                         direction_batch_size=7)
+                                         method=E.Directional(direction_batch_size=7))
         assert _rel(out, ref) <= tol
 
 
@@ -117,8 +118,7 @@ def test_gauss_newton_on_relu_bodies(which, x64, tol):
         params = _cast(params, dtype)
         stats = input_stats(jnp.asarray(X, dtype), low=0.0, high=1.0)
         out = interventional_expectation(apply, stats, alphas, params=params, features=FEATS,
-                                         method="gauss_newton", head=jax.nn.softmax,
-                                         check_gauss_newton=True)
+                                         method=E.GaussNewton(head=jax.nn.softmax, check=True))
     assert _rel(out, ref) <= tol, _rel(out, ref)
 
 
@@ -127,7 +127,7 @@ def test_gauss_newton_check_rejects_smooth_body():
     stats = input_stats(_digits(), low=0.0, high=1.0)
     with pytest.raises(ValueError, match="not piecewise linear"):
         interventional_expectation(apply, stats, [0.5], params=params, features=[20],
-                                   method="gauss_newton", head=jax.nn.softmax, check_gauss_newton=True)
+                                   method=E.GaussNewton(head=jax.nn.softmax, check=True))
 
 
 # ---------------------------------------------------------------- quadratic model: closed forms
@@ -174,22 +174,23 @@ def test_quadratic_all_methods_equal_closed_form():
         truth = np.stack([_closed_form(A, b, X, [i], np.asarray(alphas[r]))[0] for r, i in enumerate(feats)])
         for method, kw in [("directional", {}), ("exact", {}), ("finite_difference", {"step": 1e-3}),
                            ("monte_carlo", {"data": X})]:
+            data = kw.pop("data", None)
             out = interventional_expectation(full, stats, alphas, params=params, features=feats,
-                                             method=method, **kw)
+                                             method=make_estimator(method, **kw), data=data)
             np.testing.assert_allclose(out, truth, rtol=1e-8, atol=1e-8 * np.abs(truth).max(), err_msg=method)
         out = interventional_expectation(body, stats, alphas, params=params, features=feats,
-                                         method="gauss_newton", head=head)
+                                         method=E.GaussNewton(head=head))
         np.testing.assert_allclose(out, truth, rtol=1e-8, atol=1e-8 * np.abs(truth).max())
         est, info = interventional_expectation(full, stats, alphas, params=params, features=feats,
-                                               method="hutchinson", key=jax.random.key(0),
-                                               num_samples=64, return_info=True)
+                                               method=E.Hutchinson(key=jax.random.key(0), num_samples=64),
+                                               return_info=True)
         z = np.abs(np.asarray(est) - truth) / np.asarray(info.stderr)
         assert np.all(z <= 4.0), z.max()
         assert np.all(np.asarray(info.stderr) > 0)
         # Hutchinson is unbiased: many samples shrink the error
         est2, info2 = interventional_expectation(full, stats, alphas, params=params, features=feats,
-                                                 method="hutchinson", key=jax.random.key(1),
-                                                 num_samples=4096, return_info=True)
+                                                 method=E.Hutchinson(key=jax.random.key(1), num_samples=4096),
+                                                 return_info=True)
         assert float(np.max(info2.stderr)) < float(np.max(info.stderr)) / 5
         assert np.all(np.abs(np.asarray(est2) - truth) <= 4 * np.asarray(info2.stderr))
 
@@ -221,7 +222,7 @@ def test_truncation_error_within_bound():
         hess = jax.jit(jax.hessian(lambda x: apply(params, x)))
         for rank in (5, 0.5, 0.9, 0.99):
             out, info = interventional_expectation(apply, stats, alphas, params=params, features=FEATS,
-                                                   rank=rank, return_info=True)
+                                                   method=E.Directional(rank=rank), return_info=True)
             assert 0 < info.rank < 64 and info.discarded_variance > 0
             for r, i in enumerate(FEATS):
                 for c, a in enumerate(alphas):
@@ -263,7 +264,7 @@ SHARD_SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
     from flax import nnx
-    from jcausal.ace import input_stats, interventional_expectation, intervention_grid
+    from jcausal.ace import Execution, input_stats, interventional_expectation, intervention_grid, make_estimator
     from jcausal.models import MLP, functional
     assert len(jax.devices()) == 4, jax.devices()
     apply, params = functional(MLP((12, 16, 3), activation="tanh", param_dtype=jnp.float64,
@@ -273,10 +274,12 @@ SHARD_SCRIPT = textwrap.dedent("""
     alphas = intervention_grid(stats, 7)  # 84 points: not a multiple of 4 x batch -> padding
     for method, kw in [("directional", {}), ("hutchinson", {"key": jax.random.key(3)}),
                        ("monte_carlo", {"data": X})]:
-        one = interventional_expectation(apply, stats, alphas, params=params, method=method,
-                                         devices=jax.devices()[:1], batch_size=8, **kw)
-        four = interventional_expectation(apply, stats, alphas, params=params, method=method,
-                                          batch_size=8, **kw)
+        data = kw.pop("data", None)
+        est = make_estimator(method, **kw)
+        one = interventional_expectation(apply, stats, alphas, params=params, method=est, data=data,
+                                         run=Execution(devices=jax.devices()[:1], batch_size=8))
+        four = interventional_expectation(apply, stats, alphas, params=params, method=est, data=data,
+                                          run=Execution(batch_size=8))
         np.testing.assert_allclose(four, one, rtol=1e-12, atol=1e-12, err_msg=method)
     print("SHARDED-OK", len(jax.devices()))
 """)
@@ -315,9 +318,9 @@ def test_constant_feature_works(small):
     ({"alphas": [np.inf]}, ValueError, "NaN"),
     ({"alphas": [100.0], "strict": True}, ValueError, "outside"),
     ({"alphas": np.zeros((2, 3))}, ValueError, "shape"),
-    ({"rank": 6}, ValueError, "rank"),
-    ({"rank": 0.0}, ValueError, "rank"),
-    ({"method": "exact", "rank": 2}, ValueError, "rank"),
+    ({"settings": {"rank": 6}}, ValueError, "rank"),
+    ({"settings": {"rank": 0.0}}, ValueError, "rank"),
+    ({"method": "exact", "settings": {"rank": 2}}, ValueError, "rank"),
     ({"method": "monte_carlo"}, ValueError, "data="),
     ({"method": "hutchinson"}, ValueError, "key="),
     ({"method": "gauss_newton"}, ValueError, "head="),
@@ -329,6 +332,8 @@ def test_bad_input(small, kwargs, err, match):
     kwargs = {"alphas": [0.0], **kwargs}
     alphas = kwargs.pop("alphas")
     with pytest.raises(err, match=match):
+        if "settings" in kwargs:  # estimator settings live on the estimator object
+            kwargs["method"] = make_estimator(kwargs.pop("method", "directional"), **kwargs.pop("settings"))
         interventional_expectation(f, stats, alphas, params=p, **kwargs)
 
 

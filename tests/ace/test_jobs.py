@@ -25,7 +25,7 @@ JOB = textwrap.dedent("""
     split, params = split_functional(MLP((24, 128, 128, 3), activation="tanh", rngs=nnx.Rngs(0)))
     X = np.random.default_rng(0).normal(size=(3000, 24)).astype(np.float32)
     run_job(split.then(jax.nn.softmax), X, out, params=params, num_alphas=8, max_order=3,
-            chunk_features=1, progress=False, model_name="test:mlp")
+            chunk_features=1, progress=False, record={"model": "test:mlp"})
     print("JOB-DONE")
 """)
 
@@ -102,7 +102,7 @@ MULTI = textwrap.dedent("""
     split, params = split_functional(MLP((10, 32, 3), activation="tanh", rngs=nnx.Rngs(0)))
     X = np.random.default_rng(0).normal(size=(300, 10)).astype(np.float32)
     run_job(split.then(jax.nn.softmax), X, sys.argv[1], params=params, num_alphas=6, max_order=3,
-            chunk_features=2, progress=False, distributed=distributed, model_name="test:multi",
+            chunk_features=2, progress=False, distributed=distributed, record={"model": "test:multi"},
             wait_timeout=300)
     print("OK", jax.process_index(), len(jax.devices()))
 """)
@@ -339,7 +339,7 @@ OVERWRITE = textwrap.dedent("""
     split, params = split_functional(MLP((24, 128, 128, 3), activation="tanh", rngs=nnx.Rngs(seed)))
     X = np.random.default_rng(seed).normal(size=(rows, 24)).astype(np.float32)
     run_job(split.then(jax.nn.softmax), X, out, params=params, num_alphas=8, max_order=3,
-            chunk_features=1, progress=False, model_name="test:" + which, overwrite=True)
+            chunk_features=1, progress=False, record={"model": "test:" + which}, overwrite=True)
 """)
 
 
@@ -440,3 +440,28 @@ def test_job_status_while_chunks_are_being_removed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(jobs, "read_npz_arrays", vanishing)
     assert jobs.job_status(tmp_path)["done"] == [0, 2]
+
+
+def test_run_job_and_explain_are_one_pipeline(tmp_path):
+    """Every option reaches both: the reference point and the Bayes factor too (issue 23 item 3)."""
+    from jcausal.ace import Execution, explain
+    from jcausal.ace import estimators as E
+    from jcausal.ace.jobs import run_job
+
+    X = np.random.default_rng(4).uniform(-1, 1, size=(120, 3)).astype(np.float32)
+    W = jnp.asarray(np.random.default_rng(5).normal(size=(2, 3)), jnp.float32)
+
+    def f(W, x):
+        return jnp.tanh(W @ x)
+
+    kw = dict(num_alphas=7, max_order=3, reference_at=0.25, bayes_factor=20.0,
+              method=E.Definition(num_rows=100, key=jax.random.key(2)), run=Execution(batch_size=4))
+    job = run_job(f, X, tmp_path, params=W, chunk_features=2, progress=False, **kw)
+    one = explain(f, X, params=W, **kw)
+    np.testing.assert_allclose(job.expectations, one.expectations, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(job.orders, one.orders)
+    np.testing.assert_allclose(job.baselines, one.baselines, rtol=1e-5, atol=1e-6)
+    # the reference is the regressor at reference_at, not the uniform average
+    mean, _ = one.predict(np.full((3, 1), 0.25, np.float32))
+    np.testing.assert_allclose(one.baselines, mean[:, 0, :], rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "manifest.json").read_text())["settings"]["bayes_factor"] == 20.0

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jcausal.ace import baseline, fit_regressors, predict, raw_coefficients
+from jcausal.ace import fit_regressors, predict_regressor, raw_coefficients, reference_level
 from jcausal.ace.regressors import bishop_log_evidence, log_evidence, value_at
 
 A = np.linspace(-2.0, 3.0, 40)
@@ -21,7 +21,7 @@ def test_cubic_selected_and_predictive_covers_truth(seed):
     assert int(reg.order[0, 0]) == 3
     le = np.asarray(reg.log_evidence[0, 0])
     assert le.argmax() == 3 and le.shape == (7,)
-    mean, var = predict(reg, A)
+    mean, var = predict_regressor(reg, A)
     z = np.abs(np.asarray(mean[0, 0]) - TRUTH) / np.sqrt(np.asarray(var[0, 0]))
     assert z.max() <= 3.0
     # exact re-expansion into original units
@@ -35,12 +35,12 @@ def test_analytic_baseline_equals_quadrature():
         curves = np.stack([_noisy(), np.sin(A), np.exp(A / 3)], -1)[None]
         reg = fit_regressors(A[None], curves, [-2.0], [3.0], max_order=5)
         g = np.linspace(-2.0, 3.0, 200001)
-        mean, _ = predict(reg, g)
+        mean, _ = predict_regressor(reg, g)
         quad = np.trapezoid(np.asarray(mean, np.float64), g, axis=-1) / 5.0
-        np.testing.assert_allclose(np.asarray(baseline(reg)), quad, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(reference_level(reg)), quad, atol=1e-6)
         # a domain-knowledge baseline point: E[y | do(x = a_hat)]
-        at = baseline(reg, at=0.7)
-        np.testing.assert_allclose(at, predict(reg, [0.7])[0][..., 0], rtol=1e-12)
+        at = reference_level(reg, at=0.7)
+        np.testing.assert_allclose(at, predict_regressor(reg, [0.7])[0][..., 0], rtol=1e-12)
 
 
 @pytest.mark.parametrize("alpha,beta", [(2.0, 3.0), (1e-3, 50.0), (10.0, 0.1)])
@@ -74,7 +74,7 @@ def test_constant_curve_order_zero_and_ace_exactly_zero():
     assert int(reg.order[0, 0]) == 0
     ace = np.asarray(value_at(reg, np.linspace(-2, 3, 11)))
     assert np.all(ace[0, 0] == 0.0)
-    assert np.all(np.asarray(predict(reg, A)[0][0, 0]) == np.float32(0.37))
+    assert np.all(np.asarray(predict_regressor(reg, A)[0][0, 0]) == np.float32(0.37))
 
 
 def test_bad_input():
@@ -97,8 +97,8 @@ def test_nuts_posterior_agrees_with_type2():
     nuts = fit_regressors(A[None], curves, [-2.0], [3.0], max_order=4, inference="nuts",
                           key=jax.random.key(0), num_warmup=300, num_samples=400)
     np.testing.assert_array_equal(nuts.order, t2.order)
-    m2, v2 = predict(t2, A)
-    mn, vn = predict(nuts, A)
+    m2, v2 = predict_regressor(t2, A)
+    mn, vn = predict_regressor(nuts, A)
     assert np.all(np.abs(np.asarray(mn - m2))[0, 0] <= np.sqrt(np.asarray(v2))[0, 0])
     assert np.all(np.abs(np.asarray(mn)[0, 0] - TRUTH) <= 3 * np.sqrt(np.asarray(vn)[0, 0]))
     assert np.all(np.asarray(value_at(nuts, A))[0, 1] == 0.0)  # constant curve stays exactly 0
@@ -124,3 +124,15 @@ def test_noisy_constant_selects_order_zero_occam():
     assert np.all(le[np.arange(20), np.asarray(plain.order[:, 0])] >= le.max(1) - 1e-9)
     with pytest.raises(ValueError, match="bayes_factor"):
         fit_regressors(A[None], _noisy()[None, :, None], [-2.0], [3.0], bayes_factor=0.5)
+
+
+def test_deprecated_names_warn_and_forward():
+    import jcausal.ace as ace
+
+    a = np.linspace(0, 1, 7, dtype=np.float32)
+    reg = fit_regressors(a[None], (2 * a)[None, :, None], np.zeros(1), np.ones(1), max_order=2)
+    with pytest.warns(DeprecationWarning, match="predict_regressor"):
+        old = ace.predict(reg, a)
+    np.testing.assert_array_equal(old[0], predict_regressor(reg, a)[0])
+    with pytest.warns(DeprecationWarning, match="reference_level"):
+        np.testing.assert_array_equal(ace.baseline(reg), reference_level(reg))
