@@ -1,6 +1,6 @@
 """The one ACE pipeline (ACE paper section 4.4): :func:`prepare` (the grid) -> :func:`phase_one`
 (interventional expectations) -> :func:`phase_two` (causal regressors, reference levels), on top of
-the pure functions of :mod:`jcausal.ace.interventional` and :mod:`jcausal.ace.regressors`.
+the pure functions of ``jcausal.ace.interventional`` and ``jcausal.ace.regressors``.
 :func:`explain`, :func:`jcausal.ace.jobs.run_job` and the ``jcausal ace`` command all run it, with
 the same :class:`Settings`."""
 

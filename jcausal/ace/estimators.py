@@ -73,7 +73,7 @@ ALIASES = {"monte_carlo": "definition"}
 
 def register_estimator(cls):
     """Class decorator: make an :class:`Estimator` subclass a frozen pytree dataclass (fields made
-    with :func:`static` are part of the compiled program's identity, the others are array leaves)
+    with ``static()`` are part of the compiled program's identity, the others are array leaves)
     and register it under ``cls.name``, so ``method="<name>"`` and the CLI's ``--method`` find it.
 
     Examples:

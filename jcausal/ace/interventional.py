@@ -289,7 +289,7 @@ def interventional_expectation(
       method: an estimator object from :mod:`jcausal.ace.estimators`, which carries its own
         settings (``Hutchinson(num_samples=32, key=key)``, ``Directional(rank=0.95)``,
         ``Definition(num_rows=1000)``, ``GaussNewton(head=jax.nn.softmax)``, ...), or the name of
-        one with its default settings (any name of :data:`jcausal.ace.estimators.REGISTRY`):
+        one with its default settings (any name in ``jcausal.ace.estimators.REGISTRY``):
 
         - ``"definition"`` (alias ``"monte_carlo"``; the default when ``data`` is given): eqn 2,
           the mean of ``f`` over the rows of ``data`` with column ``i`` set to ``a``; the same

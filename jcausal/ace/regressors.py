@@ -248,7 +248,7 @@ def fit_regressors(alphas, curves, low, high, *, max_order: int = 5, bayes_facto
         posterior of the weights. ``"nuts"``: orders still chosen by maximum evidence, then
         ``(alpha, beta, w)`` drawn jointly for all curves with NumPyro's NUTS (log-normal
         hyperpriors); the regressor then holds the posterior mean and covariance of ``w`` and the
-        posterior mean noise variance, so :func:`predict` gives the posterior predictive moments.
+        posterior mean noise variance, so :func:`predict_regressor` gives the posterior predictive moments.
       key, num_warmup, num_samples, progress: NUTS settings (``key`` required for ``"nuts"``).
 
     Returns:

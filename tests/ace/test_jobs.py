@@ -444,6 +444,9 @@ def test_job_status_while_chunks_are_being_removed(tmp_path, monkeypatch):
 
 def test_run_job_and_explain_are_one_pipeline(tmp_path):
     """Every option reaches both: the reference point and the Bayes factor too (issue 23 item 3)."""
+    import jax
+    import jax.numpy as jnp
+
     from jcausal.ace import Execution, explain
     from jcausal.ace import estimators as E
     from jcausal.ace.jobs import run_job
