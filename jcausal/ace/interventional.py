@@ -8,8 +8,9 @@ moments by a second-order expansion::
 
 where ``mu_ia`` is the data mean with entry ``i`` set to ``a`` and ``Sigma_i = P_i Sigma P_i`` the
 covariance with row and column ``i`` zeroed (Corollary 2.1). On trained networks the expansion can
-be far from the definition (measured: 5x max|E| on an MNIST MLP; Iris curves leave [0, 1]), so eqn 2
-is the default whenever data rows are given, and every eqn-4 run with rows is checked against it.
+be far from the definition (``benchmarks/definition.py`` measures it; Iris curves leave [0, 1]), so
+eqn 2 is the default whenever data rows are given, and every eqn-4 run with rows is checked against
+it.
 
 Every estimator (:mod:`jcausal.ace.estimators`) returns all outputs of ``f`` at once, for every
 (feature, alpha) point, as an array ``(F, A, m)``. Batching and sharding go through the shared

@@ -134,7 +134,7 @@ def input_stats(X, *, low=None, high=None) -> InputStats:
     explained = jnp.cumsum(w) / jnp.where(total > 0, total, 1.0)
     factor = U * jnp.sqrt(w)[None, :]
     # A constant feature (zero variance, exactly) has a zero factor row whatever round-off LAPACK
-    # leaves in the eigenvectors (measured: 9.2e-4 in float32 on jax 0.8, 0 on jax 0.10).
+    # leaves in the eigenvectors (it is not exactly zero on every jax version).
     factor = jnp.where((jnp.diag(cov) > 0)[:, None], factor, 0.0)
     stats = InputStats(mean, cov, factor, w, explained, lo, hi, n)
     return with_domain(stats, low, high)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jcausal.ace import Execution, input_stats, intervention_grid, interventional_expectation, make_estimator
 from jcausal.ace import estimators as E
+from jcausal.ace import input_stats, intervention_grid, interventional_expectation, make_estimator
 from jcausal.data import load_digits
 from jcausal.models import MLP, functional
 from tests.conftest import REPO
@@ -264,7 +264,8 @@ SHARD_SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
     from flax import nnx
-    from jcausal.ace import Execution, input_stats, interventional_expectation, intervention_grid, make_estimator
+    from jcausal.ace import Execution, input_stats, interventional_expectation, intervention_grid
+    from jcausal.ace import make_estimator
     from jcausal.models import MLP, functional
     assert len(jax.devices()) == 4, jax.devices()
     apply, params = functional(MLP((12, 16, 3), activation="tanh", param_dtype=jnp.float64,
