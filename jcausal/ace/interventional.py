@@ -158,7 +158,7 @@ def _alphas(alphas, stats: InputStats, idx: np.ndarray, strict: bool, dtype) -> 
         msg = f"alphas outside the intervention domain [low, high] at (feature, alpha) {where}"
         if strict:
             raise ValueError(msg)
-        warnings.warn(msg + " (extrapolating; pass strict=True to refuse)", stacklevel=3)
+        warnings.warn(msg + " (extrapolating; pass strict=True to refuse)", stacklevel=4)
     return a.astype(dtype)
 
 
