@@ -1,9 +1,8 @@
 """``jit``: ``jax.jit`` with the XLA:CPU compiler options jcausal relies on.
 
 jaxlib 0.10's XLA:CPU hands a convolution whose output is written to memory to YNNPACK (an
-"individual convolution" fusion), which on this project's 2-core CPU runs single-threaded at about
-33 GFLOP/s, against 164 GFLOP/s for XLA's own convolution (measured: a batch of 256 26x26x32
-inputs through a 3x3 conv to 64 channels, 162 ms against 33 ms). The other default YNNPACK fusions
+"individual convolution" fusion), which runs single-threaded and several times slower than XLA's
+own convolution on a multi-core CPU (README, "XLA:CPU settings jcausal compiles with"). The other default YNNPACK fusions
 (dots and reductions) are kept: compiled programs without convolutions are unchanged (checked on
 the eqn-2 program of an MLP). Element-wise YNNPACK fusions stay off (they fail on some float64
 layouts). The option is passed

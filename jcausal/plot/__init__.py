@@ -1,10 +1,10 @@
 """Matplotlib figures for jcausal results: data in, ``Figure`` out (nothing is computed here).
 
-- ACE (:mod:`jcausal.plot.ace`, :mod:`jcausal.plot.recurrent`, :mod:`jcausal.plot.latent`): causal
+- ACE (``jcausal.plot.ace``, ``jcausal.plot.recurrent``, ``jcausal.plot.latent``): causal
   regressors, saliency, sequence saliency and lag tau, latent ACE and traversals.
-- GCE (:mod:`jcausal.plot.gce`): information flow per factor, accuracy drop, latent sweeps, K/L/lambda
+- GCE (``jcausal.plot.gce``): information flow per factor, accuracy drop, latent sweeps, K/L/lambda
   selection, training curves, the linear-Gaussian explanation.
-- TRACER (:mod:`jcausal.plot.tracer`, :mod:`jcausal.plot.counterfactual`): CKA, the causal graph,
+- TRACER (``jcausal.plot.tracer``, ``jcausal.plot.counterfactual``): CKA, the causal graph,
   signed contributions, coverage, counterfactual grids, the contrastive view, feature changes.
 
 Importing this package selects no backend: matplotlib picks a headless one when there is no display.
