@@ -41,6 +41,11 @@ def _public(qualname, module):
         p.startswith("_") and p != "__init__" for p in module.split(".")[1:])
 
 
+def _deprecated(node):
+    """A deprecation alias (its body warns ``DeprecationWarning``) does not define a second meaning."""
+    return any(isinstance(n, ast.Name) and n.id == "DeprecationWarning" for n in ast.walk(node))
+
+
 def _functions(tree, module):
     out = []
 
@@ -72,7 +77,7 @@ def measure(root=ROOT):
         funcs += found
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
-                if not any(p.startswith("_") for p in module.split(".")[1:]):
+                if not any(p.startswith("_") for p in module.split(".")[1:]) and not _deprecated(node):
                     definitions[node.name].add(module)
             if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__"
                                                     for t in node.targets):
