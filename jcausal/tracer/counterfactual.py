@@ -166,9 +166,9 @@ def _probs(model: nnx.Module, x: jax.Array, batch_size: int) -> np.ndarray:
 
 
 def counterfactuals(gan: CounterfactualGAN, model: nnx.Module, x, targets, index: NNIndex, *,
-                    x_train=None, batch_size: int = 256, immutable=None, ranges=None, feature_names=None,
-                    scaler=None, num: int = 1, decoding: Decoding | None = None, key: jax.Array | None = None,
-                    on_unreachable: str = "raise") -> CounterfactualResult:
+                    x_train=None, batch_size: int = 256, num: int = 1, decoding: Decoding | None = None,
+                    key: jax.Array | None = None, on_unreachable: str = "raise",
+                    **constraints) -> CounterfactualResult:
     """Counterfactuals of ``x`` for ``targets`` with validity and distances (section 3.3), made
     actionable (``jcausal.tracer.constraints``): sparse, within constraints, several per input.
 
@@ -177,10 +177,11 @@ def counterfactuals(gan: CounterfactualGAN, model: nnx.Module, x, targets, index
         input); x: ``(n, *input_shape)``; targets: ``(n,)`` desired classes.
       index: :class:`NNIndex` of the training data (for ``x_nn``; its per-feature min and max bound
         the changes); x_train: the training inputs (rows of ``index.rows``; default: from the index).
-      immutable, ranges, feature_names, scaler: features that must keep the input's value (indices
-        or names) and allowed ``{feature: (low, high)}`` ranges in the data's units, converted with
-        ``scaler`` (:func:`~jcausal.tracer.make_constraints`). Immutable features equal
-        the input's bitwise; every other feature lies in its range (by projection).
+      **constraints: the keywords of :func:`~jcausal.tracer.make_constraints`: ``immutable``
+        (features that must keep the input's value, indices or names), ``ranges`` (allowed
+        ``{feature: (low, high)}`` in the data's units), ``feature_names``, ``scaler`` (converts the
+        ranges). Immutable features equal the input's bitwise; every other feature lies in its range
+        (by projection).
       num: counterfactuals per input (``alternatives``; ``counterfactuals`` is the first).
       decoding: :class:`~jcausal.tracer.Decoding`; default: sparse for tabular GANs,
         ``Decoding.dense()`` (the paper's) for images. key: PRNG key for ``num > 1`` with dense
@@ -210,7 +211,7 @@ def counterfactuals(gan: CounterfactualGAN, model: nnx.Module, x, targets, index
         raise ValueError(f"class(es) {empty} have no training instances: the GAN never learnt them")
     xs = np.asarray(x)
     d = xs[0].size
-    cons = make_constraints(d, immutable=immutable, ranges=ranges, feature_names=feature_names, scaler=scaler)
+    cons = make_constraints(d, **constraints)
     check_immutable_in_range(cons, xs)
     decoding = (Decoding() if gan.kind == "tabular" else Decoding.dense()) if decoding is None else decoding
     decoding = decoding.check()
