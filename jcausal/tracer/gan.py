@@ -242,7 +242,8 @@ def _save_gan(path: Path, gan, fns, g_params, d_params, meta: dict) -> None:
 
 
 class GANObjective(NamedTuple):
-    """What the generator is trained to minimise besides the GAN loss (see :func:`generator_loss`).
+    """What the generator is trained to minimise besides the GAN loss (the loss is
+    ``jcausal.tracer.gan.generator_loss``).
 
     Fields:
       distance: ``d``, ``"euclidean"`` (the paper's example) or ``"squared"``.
