@@ -141,6 +141,8 @@ def train(
     nb = n // bs
     step = _make_step(apply, loss_fn, tx)
     evaluate = None if val is None else partial(_validate, apply, loss_fn, loss in ("xent", "bce"), val)
+    if epochs < 1:  # nothing to train
+        return FitResult(params, {"loss": []}, 0, aux={"model": model})
     res = fit(step, (params, opt_state), (xs, y), key=key, steps=epochs * nb, batch_size=bs,
               loop=Loop(log_every=nb, progress=progress), desc=f"train {type(model).__name__}",
               average=True, evaluate=evaluate)
