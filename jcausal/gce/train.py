@@ -78,9 +78,8 @@ def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTra
     ``stop_gradient``: the classifier is frozen. With ``fidelity_only`` the objective is ``D``
     alone (Algorithm 1, step 1; ``K`` may be 0). ``chunk``: decode and classify at most this
     many of the ``n_alpha * n_beta`` latents per batch (the same objective; see
-    :func:`~jcausal.gce.information_flow`). Measured on the MNIST step (Table 2 VAE, Table 1
-    CNN, 100 x 25 latents, 2-core CPU): one batch 2.61 s, chunks of 625 2.39 s, 250 2.27 s,
-    100 2.38 s (smaller working sets stay in cache); compile time grows with the chunk count.
+    :func:`~jcausal.gce.information_flow`): smaller working sets stay in cache, while compile
+    time grows with the chunk count (timings: ``benchmarks/gce_step.py``).
     """
     def objective(params, clf_params, batch, lam, key):
         k_c, k_d = jax.random.split(key)

@@ -271,13 +271,11 @@ def _rows(rows, t, limit: int = 20) -> str:
 def model_labels(model: nnx.Module, x, *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """The classifier's classes and probabilities ``(n,)``, ``(n, k)`` of inputs ``x`` ``(n, ...)``.
 
-    Pass these classes to :func:`train_gan` / :func:`nn_index`: ``y*`` is a target *model output*
-    (section 3.3), so ``x_nn`` should be a training instance the classifier assigns to ``y*``.
-    Measured on breast cancer (MLP, 1500 steps): validity 97% with the classifier's classes versus
-    31% with the ground-truth labels, whose nearest instance often lies across the decision boundary.
-    Keeping only confident instances (``probs.max(1) >= 0.99``) moves ``x_nn`` further from the
-    boundary: MNIST AlexNet, 3000 steps, 200 test digits: validity 99% (6365 of 8000 digits kept)
-    versus 77.5-81% with every digit.
+    Pass these classes to :func:`~jcausal.tracer.train_gan` / :func:`~jcausal.tracer.nn_index`:
+    ``y*`` is a target *model output* (section 3.3), so ``x_nn`` should be a training instance the
+    classifier assigns to ``y*``; a ground-truth label's nearest instance often lies across the
+    decision boundary, and validity drops (the README gives the measurements). Keeping only
+    confident instances (``probs.max(1) >= 0.99``) moves ``x_nn`` further from the boundary.
     """
     x = jnp.asarray(x, jnp.float32)
     probs = _probs(model, x, batch_size)
