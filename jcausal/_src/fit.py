@@ -11,6 +11,7 @@ way for every trainer (as optax's update rules or blackjax's kernels leave the l
   batches of ``batch_size``, the remainder dropped; per-step keys by ``jax.random.fold_in``;
 - non-finite losses: training stops at the first step whose loss is NaN/inf, the state kept is the
   last one whose loss was measured finite, and the step is reported (``FitResult.nonfinite_step``);
+  each loss is read on the host once the next step is dispatched, so the device does not wait;
 - checkpoints every ``checkpoint_every`` steps, at the end and at a non-finite stop;
 - history every ``log_every`` steps (the last value, or the mean over the window); a progress bar.
 
@@ -147,6 +148,45 @@ class _Log:
         return {k: v[-1] for k, v in self.history.items() if k != "step" and v}
 
 
+class _Run:
+    """The loop's bookkeeping: the last good state, history records and checkpoints. Each step is
+    settled (its loss read on the host) after the next one is dispatched."""
+
+    def __init__(self, state, steps: int, loop: Loop, log: _Log, save, evaluate, bar):
+        self.state, self.good, self.good_done, self.done = state, state, 0, 0
+        self.nonfinite, self.written = None, None
+        self.steps, self.loop, self.log = steps, loop, log
+        self.save, self.evaluate, self.bar = save, evaluate, bar
+        self.ckpt = None if loop.checkpoint is None else Path(loop.checkpoint)
+
+    def settle(self, t: int, before, after, metrics: dict) -> bool:
+        """Account for step ``t`` (0-based): ``False`` when its loss is NaN/inf (training stops)."""
+        loss = float(metrics["loss"])  # measured on `before` (t updates applied)
+        if not np.isfinite(loss):
+            self.nonfinite, self.state, self.done = t + 1, self.good, self.good_done
+            self.bar.set_postfix_str(f"non-finite loss at step {t + 1}; stopped")
+            return False
+        self.good, self.good_done = before, t
+        self.state, self.done = after, t + 1
+        self.log.add(metrics)
+        if self.done % self.loop.log_every == 0 or self.done == self.steps:
+            row = self.log.record(self.done, self.evaluate(after) if self.evaluate is not None else {})
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()})
+        if self.ckpt is not None and self.done % self.loop.checkpoint_every == 0:
+            self.save(self.ckpt, after, {"step": self.done, **{k: float(v) for k, v in metrics.items()}})
+            self.written = self.ckpt
+        return True
+
+    def finish(self) -> FitResult:
+        """The final checkpoint (unless the last periodic one holds this state) and the result."""
+        if self.ckpt is not None and (self.written is None or self.nonfinite is not None
+                                      or self.done % self.loop.checkpoint_every):
+            self.save(self.ckpt, self.state, {"step": self.done, "nonfinite_step": self.nonfinite,
+                                              **self.log.last()})
+            self.written = self.ckpt
+        return FitResult(self.state, self.log.history, self.done, self.nonfinite, self.written)
+
+
 def fit(step: Callable, state: Any, data: Any, *, key: jax.Array, steps: int, batch_size: int,
         loop: Loop | None = None, save: Callable | None = None, desc: str = "fit", average: bool = False,
         evaluate: Callable | None = None) -> FitResult:
@@ -181,33 +221,22 @@ def fit(step: Callable, state: Any, data: Any, *, key: jax.Array, steps: int, ba
     _check(steps, batch_size, n, loop)
     if loop.checkpoint is not None and save is None:
         raise ValueError("a checkpoint path needs a save(path, state, meta) function")
-    ckpt = None if loop.checkpoint is None else Path(loop.checkpoint)
     k_perm, k_step = jax.random.split(key)
     nb = n // batch_size
-    log = _Log(loop.log_every, average)
-    good, good_done, done, nonfinite, written, order = state, 0, 0, None, None, None
     bar = tqdm(range(steps), desc=desc, disable=not loop.progress, leave=False)
+    run = _Run(state, steps, loop, _Log(loop.log_every, average), save, evaluate, bar)
+    pending, order = None, None
     for t in bar:
         epoch, b = divmod(t, nb)
         if b == 0:
             order = batch_order(k_perm, epoch, n, batch_size)
         new, metrics = step(state, data, order[b], jax.random.fold_in(k_step, t))
-        loss = float(metrics["loss"])  # measured on `state` (t updates applied)
-        if not np.isfinite(loss):
-            nonfinite, state, done = t + 1, good, good_done
-            bar.set_postfix_str(f"non-finite loss at step {t + 1}; stopped")
+        # settle the previous step while this one runs: one host round trip per step, not a stall
+        if pending is not None and not run.settle(*pending):
             break
-        good, good_done = state, t
-        state, done = new, t + 1
-        log.add(metrics)
-        if done % loop.log_every == 0 or done == steps:
-            row = log.record(done, evaluate(state) if evaluate is not None else {})
-            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()})
-        if ckpt is not None and done % loop.checkpoint_every == 0:
-            save(ckpt, state, {"step": done, **{k: float(v) for k, v in metrics.items()}})
-            written = ckpt
+        pending, state = (t, state, new, metrics), new
+    else:
+        if pending is not None:
+            run.settle(*pending)
     bar.close()
-    if ckpt is not None and (written is None or nonfinite is not None or done % loop.checkpoint_every):
-        save(ckpt, state, {"step": done, "nonfinite_step": nonfinite, **log.last()})
-        written = ckpt
-    return FitResult(state, log.history, done, nonfinite, written)
+    return run.finish()
