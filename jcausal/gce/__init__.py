@@ -1,7 +1,7 @@
 """Generative causal explanations (O'Shaughnessy et al., NeurIPS 2020).
 
 Information flow from latent factors to a classifier's output (:mod:`.objectives`), generative
-maps (:mod:`.models`), training of ``C + lambda D`` (:mod:`.train`), Algorithm 1 parameter
+maps (:mod:`.models`), fitting ``C + lambda D`` (:func:`fit_explainer`, :mod:`.train`), Algorithm 1 parameter
 selection (:mod:`.select`) and evaluation (:mod:`.evaluate`).
 """
 
@@ -16,7 +16,7 @@ from jcausal.gce.objectives import (
     mutual_information,
 )
 from jcausal.gce.select import SelectionPath, make_measure, select_parameters
-from jcausal.gce.train import StepInfo, TrainResult, build_step, train
+from jcausal.gce.train import ExplainerSettings, StepInfo, build_step, fit_explainer, train
 
 __all__ = [
     "AccuracyDrop",
@@ -27,9 +27,10 @@ __all__ = [
     "resample_accuracy",
     "select_parameters",
     "VARIANTS",
+    "ExplainerSettings",
     "StepInfo",
-    "TrainResult",
     "build_step",
+    "fit_explainer",
     "train",
     "Generative",
     "LinearGaussian",

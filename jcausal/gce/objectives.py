@@ -93,7 +93,8 @@ def _is_traced(*trees) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
 
 
-def _check_sizes(K: int, L: int, n_outer: int, n_inner: int, names=("n_alpha", "n_beta")) -> None:
+def check_sizes(K: int, L: int, n_outer: int, n_inner: int, names=("n_alpha", "n_beta")) -> None:
+    """Refuse factor counts and sample sizes that are not positive Python ints (they fix shapes)."""
     for name, v in (("K", K), ("L", L), (names[0], n_outer), (names[1], n_inner)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
             raise ValueError(f"{name} must be a Python int (it fixes array shapes), got {v!r}")
@@ -105,6 +106,9 @@ def _check_sizes(K: int, L: int, n_outer: int, n_inner: int, names=("n_alpha", "
         raise ValueError(f"{names[0]} = {n_outer}: need at least one sample")
     if n_inner < 1:
         raise ValueError(f"{names[1]} = {n_inner}: need at least one sample")
+
+
+_check_sizes = check_sizes  # the old private name, for callers not yet moved to check_sizes
 
 
 def check_models(decode: Callable, classify: Callable, dim: int, *, params=None, noisy: bool = False,

@@ -39,26 +39,15 @@ from jcausal.tracer.constraints import (
 )
 from jcausal.tracer.contrastive import Contrastive, FeatureChange, contrastive, feature_changes
 from jcausal.tracer.counterfactual import (
-    CounterfactualGAN,
     CounterfactualResult,
-    GANFunctions,
-    GANTrainResult,
-    NNIndex,
-    brute_force_nearest,
-    build_steps,
     counterfactuals,
-    discriminator_loss,
     distinct_valid,
-    gan_functions,
     generate,
-    generator_loss,
     model_labels,
-    nearest,
-    nn_index,
-    train_gan,
 )
 from jcausal.tracer.explain import Explanation, explain
 from jcausal.tracer.faithfulness import Faithfulness, deletion_insertion
+from jcausal.tracer.gan import CounterfactualGAN, GANObjective, train_gan
 from jcausal.tracer.global_ import (
     ConvSpec,
     GlobalView,
@@ -93,6 +82,7 @@ from jcausal.tracer.interventions import (
     membership,
     patch_index_sets,
 )
+from jcausal.tracer.neighbours import NNIndex, nearest, nn_index
 
 __all__ = [
     "Actionable",
@@ -111,17 +101,11 @@ __all__ = [
     "contrastive",
     "feature_changes",
     "CounterfactualGAN",
+    "GANObjective",
     "CounterfactualResult",
-    "GANFunctions",
-    "GANTrainResult",
     "NNIndex",
-    "brute_force_nearest",
-    "build_steps",
     "counterfactuals",
-    "discriminator_loss",
-    "gan_functions",
     "generate",
-    "generator_loss",
     "model_labels",
     "nearest",
     "nn_index",

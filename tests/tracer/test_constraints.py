@@ -12,20 +12,21 @@ import pytest
 from flax import nnx
 
 from jcausal.data import MinMaxScaler
+from jcausal.models import Loop
 from jcausal.tracer import (
     Constraints,
     CounterfactualGAN,
     Decoding,
+    GANObjective,
     counterfactuals,
-    gan_functions,
     generate,
-    generator_loss,
     make_constraints,
     pairwise_diversity,
     sparse_decode,
     train_gan,
 )
 from jcausal.tracer import constraints as C
+from jcausal.tracer.gan import gan_functions, generator_loss
 
 NAMES = ("age", "income", "debt", "rooms", "height", "weight")
 
@@ -210,7 +211,8 @@ def test_generator_loss_l1_and_projection_reference():
     assert float(d_proj) == pytest.approx(d_ref, rel=1e-5)
     assert float(d0) != pytest.approx(d_ref, rel=1e-3)  # the projection mattered
     with pytest.raises(ValueError, match="l1"):
-        train_gan(gan, x, y, key=jax.random.key(0), steps=1, l1=-1.0, progress=False)
+        train_gan(gan, x, y, key=jax.random.key(0), steps=1, objective=GANObjective(l1=-1.0),
+                  loop=Loop(progress=False))
 
 
 def test_generate_noise():
@@ -227,7 +229,8 @@ def test_generate_noise():
 def toy_gan():
     x, y = _toy(n=128)
     gan = CounterfactualGAN(2, input_shape=(6,), kind="tabular", latent=4, hidden=(16,), rngs=nnx.Rngs(0))
-    res = train_gan(gan, x, y, key=jax.random.key(0), steps=200, lam=0.9, immutable=[5], progress=False)
+    res = train_gan(gan, x, y, key=jax.random.key(0), steps=200, lam=0.9,
+                    objective=GANObjective(immutable=[5]), loop=Loop(log_every=10, progress=False))
     # class 1 iff feature 1 > feature 0 (the toy's two classes differ in features 0 and 1)
     model = Linear(np.array([-4.0, 4.0, 0, 0, 0, 0], np.float32), 0.0)
     return x, y, gan, res.index, model
