@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from jcausal._src.io import atomic_write_bytes
-from jcausal.baselines import gradient_saliency, integrated_gradients
+from jcausal.comparisons import gradient_saliency, integrated_gradients
 from jcausal.models import AlexNetSmall, functional, train
 from jcausal.tracer import (
     SpecNet,
