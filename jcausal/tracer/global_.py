@@ -32,7 +32,7 @@ from jcausal._src.checks import require_finite
 from jcausal._src.xla import jit
 from jcausal.models.cnn import max_pool_2x2
 from jcausal.tracer.activations import LayerOutputs, layer_outputs
-from jcausal.tracer.cka import _matrix_impl
+from jcausal.tracer.cka import cka_matrix_unchecked
 from jcausal.tracer.graph import CausalGraph, causal_graph
 from jcausal.tracer.interventions import baseline as make_baseline
 from jcausal.tracer.interventions import intervene, patch_index_sets
@@ -184,7 +184,7 @@ def _chunk_runner(apply, kernel, baseline_kind):
             batch = jnp.concatenate([x[None], intervene(x, sets, b)])
             out, acts = jax.vmap(lambda z: apply(params, z))(batch)
             sigma = jnp.asarray(0.8, jnp.float32)
-            return _matrix_impl(list(acts), sigma, kernel=kernel, unbiased=False), out[0]
+            return cka_matrix_unchecked(list(acts), sigma, kernel=kernel, unbiased=False), out[0]
 
         return jax.lax.map(one, xs)
 
