@@ -29,8 +29,8 @@ from flax import nnx
 
 from benchmarks.common import DEFAULT_DATA, RESULTS, machine, write_json
 from jcausal._src.xla import jit
-from jcausal.gce import build_step, conv_vae, generative, information_flow
 from jcausal.experiments.gce_mnist import classifier_probs, fit_classifier, load_mnist_classes
+from jcausal.gce import build_step, conv_vae, generative, information_flow
 from jcausal.models import GCECNN, functional
 
 # latents per decode/classify batch in jcausal's step (explain_digits' default; the same objective)

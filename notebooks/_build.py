@@ -179,7 +179,7 @@ if digits is not None:
 from flax import nnx
 from jcausal.data import load_digits
 from jcausal.models import AlexNetSmall, MLP, train
-from jcausal.tracer import explain, global_view, layer_outputs
+from jcausal.tracer import global_view, layer_outputs, trace
 
 d = load_digits()
 images = np.asarray(d.X, np.float32).reshape(-1, 8, 8)
@@ -187,7 +187,7 @@ net = AlexNetSmall(10, input_shape=(8, 8, 1), rngs=nnx.Rngs(0))
 train(net, images.reshape(len(images), -1), d.y, key=jax.random.key(0), epochs=3 if SMALL else 15,
       batch_size=64, learning_rate=1e-3, progress=False)
 lo = layer_outputs(net, images[0], layers=["convs.*", "fcs.*"])
-ex = explain(lo, images[0], patch=2, stride=2, eps=0.05)
+ex = trace(lo, images[0], patch=2, stride=2, eps=0.05)
 print("nodes:", ex.graph.node_names()); print("links:", ex.graph.links)'''),
         ("code", '''from jcausal.plot.tracer import plot_causal_graph, plot_cka, plot_contributions, plot_coverage
 

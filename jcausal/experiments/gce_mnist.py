@@ -133,20 +133,20 @@ def fit_classifier(data, *, key: jax.Array, epochs: int = 3, checkpoint: str | P
 
 
 def explain_digits(data, classifier: Classifier, *, key: jax.Array,
-                   config: GCEMnistConfig = GCEMnistConfig(), checkpoint: str | Path | None = None,
+                   config: GCEMnistConfig | None = None, checkpoint: str | Path | None = None,
                    progress: bool = True) -> DigitExplanation:
     """Train the Table 2 VAE explainer of ``classifier`` and evaluate it on the validation set.
 
     Args:
       data: from :func:`load_mnist_classes`; classifier: from :func:`fit_classifier`.
       key: PRNG key (initialisation, training, evaluation).
-      config: the settings (:class:`GCEMnistConfig`).
+      config: the settings (default: ``GCEMnistConfig()``, the paper's).
       checkpoint, progress: see :func:`jcausal.gce.train` (``checkpoint_every`` is in ``config``).
 
     Returns:
       :class:`DigitExplanation` of the ``config.K + config.L`` latent factors.
     """
-    c = config
+    c = GCEMnistConfig() if config is None else config
     K, L = c.K, c.L
     k_init, k_fit, k_flow, k_acc = jax.random.split(key, 4)
     vae = conv_vae(K + L, rngs=nnx.Rngs(int(jax.random.randint(k_init, (), 0, 2**30))),

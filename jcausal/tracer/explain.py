@@ -8,6 +8,7 @@ measures whether two layers respond to the interventions in the same way.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -21,10 +22,10 @@ from jcausal.tracer.cka import cka_matrix
 from jcausal.tracer.graph import CausalGraph, NodeContribution, causal_graph, node_contribution
 from jcausal.tracer.interventions import Interventions, make_interventions
 
-__all__ = ["Explanation", "explain"]
+__all__ = ["TracerResult", "trace"]
 
 
-class Explanation(NamedTuple):
+class TracerResult(NamedTuple):
     """The local analysis of one input.
 
     Fields:
@@ -65,10 +66,10 @@ def _check_finite_activations(acts) -> None:
                              "(check its weights and the input scale); TRACER needs finite activations")
 
 
-def explain(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | None = None,
-            stride: int | None = None, baseline_kind: str = "constant", value=0.0, index_sets=None,
-            eps: float = 0.05, kernel: str = "linear", target: int | None = None,
-            top: int | None = None, batch_size: int = 64, randomness_keys=None) -> Explanation:
+def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | None = None,
+          stride: int | None = None, baseline_kind: str = "constant", value=0.0, index_sets=None,
+          eps: float = 0.05, kernel: str = "linear", target: int | None = None,
+          top: int | None = None, batch_size: int = 64, randomness_keys=None) -> TracerResult:
     """TRACER's local causal analysis of ONE input ``x``.
 
     Args:
@@ -87,7 +88,7 @@ def explain(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | No
         and stored in ``graph.exogenous`` (needs an ``nnx.Module``).
 
     Returns:
-      :class:`Explanation`.
+      :class:`TracerResult`.
 
     Raises:
       ValueError: ``eps`` outside [0, 1), a target out of range, NaN/inf in ``x`` or the baseline
@@ -119,4 +120,11 @@ def explain(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | No
     contribs = tuple(
         node_contribution(g, acts.names[grp[-1]], acts.values[grp[-1]], delta_out, iv.mask, top=top)
         for g, grp in enumerate(graph.groups))
-    return Explanation(graph, contribs, probs[0], target, delta_out, iv)
+    return TracerResult(graph, contribs, probs[0], target, delta_out, iv)
+
+
+def explain(*args, **kwargs) -> TracerResult:
+    """Deprecated name of :func:`trace`."""
+    warnings.warn("jcausal.tracer.explain is deprecated: use jcausal.tracer.trace", DeprecationWarning,
+                  stacklevel=2)
+    return trace(*args, **kwargs)

@@ -28,8 +28,12 @@ def gce_mnist():
         pytest.skip(f"MNIST IDX files not found in {SHARED_MNIST} (set JCAUSAL_DATA to their folder)")
     import jax
 
-    from jcausal.experiments.gce_mnist import (GCEMnistConfig, explain_digits, fit_classifier,
-                                              load_mnist_classes)
+    from jcausal.experiments.gce_mnist import (
+        GCEMnistConfig,
+        explain_digits,
+        fit_classifier,
+        load_mnist_classes,
+    )
 
     t0 = time.perf_counter()
     data = load_mnist_classes(SHARED_MNIST, (3, 8))
