@@ -66,10 +66,9 @@ def _check_finite_activations(acts) -> None:
                              "(check its weights and the input scale); TRACER needs finite activations")
 
 
-def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | None = None,
-          stride: int | None = None, baseline_kind: str = "constant", value=0.0, index_sets=None,
-          eps: float = 0.05, kernel: str = "linear", target: int | None = None,
-          top: int | None = None, batch_size: int = 64, randomness_keys=None) -> TracerResult:
+def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, eps: float = 0.05, kernel: str = "linear",
+          target: int | None = None, top: int | None = None, batch_size: int = 64, randomness_keys=None,
+          **interventions) -> TracerResult:
     """TRACER's local causal analysis of ONE input ``x``.
 
     Args:
@@ -77,8 +76,6 @@ def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | None
         across inputs: it is traced once).
       x: the input.
       layers: layer filter (names / patterns / predicate).
-      patch, stride, baseline_kind, value, index_sets: the interventions
-        (:func:`jcausal.tracer.make_interventions`).
       eps: merge threshold in [0, 1).
       kernel: CKA kernel.
       target: class to explain (default: the predicted one).
@@ -86,6 +83,9 @@ def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | None
       batch_size: inputs per compiled step.
       randomness_keys: optional pair of keys; the layers with internal randomness are then detected
         and stored in ``graph.exogenous`` (needs an ``nnx.Module``).
+      interventions: the keywords of :func:`jcausal.tracer.make_interventions` (``patch``,
+        ``stride``, ``baseline_kind``, ``value``, ``sigma``, ``index_sets``; default: each feature
+        alone, set to 0).
 
     Returns:
       :class:`TracerResult`.
@@ -100,8 +100,7 @@ def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | None
         raise ValueError(f"eps must be in [0, 1), got {eps}")
     x = jnp.asarray(x)
     lo = model if isinstance(model, LayerOutputs) else layer_outputs(model, x, layers=layers)
-    iv = make_interventions(x, patch=patch, stride=stride, baseline_kind=baseline_kind, value=value,
-                            index_sets=index_sets)
+    iv = make_interventions(x, **interventions)
     batch = jnp.concatenate([x[None], iv.inputs])
     acts = activations(lo, batch, batch_size=batch_size)
     _check_finite_activations(acts)

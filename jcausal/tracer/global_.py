@@ -107,24 +107,31 @@ def summarize_mechanisms(graphs, predictions) -> tuple[tuple[Mechanism, ...], np
     return tuple(mechs), assignment, by_nodes
 
 
+def _patches(*, patch: int = 4, stride: int | None = None, baseline_kind: str = "constant", value=0.0):
+    """The intervention keywords of :func:`global_view` with their defaults (unknown ones refused)."""
+    return patch, stride, baseline_kind, value
+
+
 def global_view(model: nnx.Module | LayerOutputs, X, labels=None, *, per_class: int | None = 20,
-                layers=None, patch: int = 4, stride: int | None = None, baseline_kind: str = "constant",
-                value=0.0, eps: float = 0.05, kernel: str = "linear", chunk: int = 8, seed: int = 0,
-                progress: bool = True) -> GlobalView:
+                layers=None, eps: float = 0.05, kernel: str = "linear", chunk: int = 8, seed: int = 0,
+                progress: bool = True, **interventions) -> GlobalView:
     """The TRACER global view over a sample of images ``X`` ``(N, H, W[, C])``.
 
     Args:
       model: an ``nnx.Module`` (logits) or a :class:`LayerOutputs`.
       X: inputs; labels: ``(N,)`` classes used for per-class sampling (else the predictions are).
       per_class: inputs per class (``None``: all rows of ``X``).
-      layers, patch, stride, baseline_kind, value, eps, kernel: as in
-        `jcausal.tracer.trace` (patches only: the global view is for images).
+      layers, eps, kernel: as in :func:`jcausal.tracer.trace`.
       chunk: inputs analysed per compiled call.
       seed: sampling seed; progress: progress bar.
+      interventions: ``patch`` (default 4), ``stride``, ``baseline_kind`` (``"constant"``) and
+        ``value`` (0) as in :func:`jcausal.tracer.make_interventions` (patches only: the global view
+        is for images).
 
     Returns:
       :class:`GlobalView`; coverages sum to 100%.
     """
+    patch, stride, baseline_kind, value = _patches(**interventions)
     X = jnp.asarray(X)
     require_finite(X, "X", rows="images", fix="drop them or fix their pixels")
     require_finite(value, "the baseline value", rows=None, fix="pass finite baseline values")
