@@ -4,9 +4,9 @@ analysis of misclassifications).
 
 :func:`trace` analyses ONE input (interventions -> CKA -> graph -> contributions), :func:`global_view`
 a sample of inputs. The steps they are built from (``hsic``, ``gram``, ``membership``, ``blur``,
-``layer_groups``, ...) stay importable from their modules (:mod:`.cka`, :mod:`.interventions`,
-:mod:`.graph`, :mod:`.activations`). The compression study lives in
-:mod:`jcausal.experiments.tracer_compression`.
+``layer_groups``, ...) stay importable from their modules (``jcausal.tracer.cka``,
+``.interventions``, ``.graph``, ``.activations``). The compression study lives in
+``jcausal.experiments.tracer_compression``.
 """
 
 from jcausal.tracer.activations import (
