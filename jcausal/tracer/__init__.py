@@ -16,6 +16,7 @@ from jcausal.tracer.activations import (
     activations,
     detect_randomness,
     layer_outputs,
+    select_layers,
 )
 from jcausal.tracer.cka import KERNELS, CKAAccumulator, CKAState, cka, cka_accumulator, cka_matrix
 from jcausal.tracer.constraints import (
@@ -117,6 +118,7 @@ __all__ = [
     "activations",
     "detect_randomness",
     "layer_outputs",
+    "select_layers",
     "INTERVENTION_KINDS",
     "Interventions",
     "feature_index_sets",
