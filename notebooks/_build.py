@@ -149,19 +149,19 @@ fig = plot_training(res.history, lam=0.1); fig.savefig(f"{OUT}/03_linear_trainin
         ("md", "## MNIST 3 vs 8\n\nThe Table 1 CNN, then the Table 2 VAE explainer with K = 1 causal and "
                "L = 7 noncausal factors; latent sweeps outlined by the predicted class. Skipped with a "
                "message when the MNIST IDX files are not in `$JCAUSAL_DATA`."),
-        ("code", '''from jcausal.gce.mnist import explain_digits, fit_classifier, load_digits
+        ("code", '''from jcausal.experiments.gce_mnist import GCEMnistConfig, explain_digits, fit_classifier, load_mnist_classes
 from jcausal.plot.gce import plot_factor_flow, plot_sweeps
 
 try:
-    digits = load_digits(os.environ.get("JCAUSAL_DATA", "../../shared/data/mnist"), (3, 8))
+    digits = load_mnist_classes(os.environ.get("JCAUSAL_DATA", "../../shared/data/mnist"), (3, 8))
 except (FileNotFoundError, ValueError) as err:
     digits = None
     print("MNIST not found, skipping:", err)
 if digits is not None:
     clf = fit_classifier(digits, key=jax.random.key(0), epochs=1, progress=False)
-    exp = explain_digits(digits, clf, key=jax.random.key(1), K=1, L=7, steps=20 if SMALL else 800,
-                         n_alpha=16 if SMALL else 100, n_beta=8 if SMALL else 25, n_flow=(16, 8) if SMALL else (100, 50),
-                         n_sweep=1, progress=False)
+    config = GCEMnistConfig(K=1, L=7, steps=20 if SMALL else 800, n_alpha=16 if SMALL else 100,
+                            n_beta=8 if SMALL else 25, n_flow=(16, 8) if SMALL else (100, 50), n_sweep=1)
+    exp = explain_digits(digits, clf, key=jax.random.key(1), config=config, progress=False)
     fig = plot_factor_flow(exp.flows, exp.K); fig.savefig(f"{OUT}/03_flow.png", dpi=100)
     fig = plot_sweeps(exp.sweep.images, exp.sweep.probs, exp.sweep.offsets, exp.K, sample=0,
                       class_names=["3", "8"])
@@ -179,7 +179,7 @@ if digits is not None:
 from flax import nnx
 from jcausal.data import load_digits
 from jcausal.models import AlexNetSmall, MLP, train
-from jcausal.tracer import explain, global_view, layer_outputs
+from jcausal.tracer import global_view, layer_outputs, trace
 
 d = load_digits()
 images = np.asarray(d.X, np.float32).reshape(-1, 8, 8)
@@ -187,7 +187,7 @@ net = AlexNetSmall(10, input_shape=(8, 8, 1), rngs=nnx.Rngs(0))
 train(net, images.reshape(len(images), -1), d.y, key=jax.random.key(0), epochs=3 if SMALL else 15,
       batch_size=64, learning_rate=1e-3, progress=False)
 lo = layer_outputs(net, images[0], layers=["convs.*", "fcs.*"])
-ex = explain(lo, images[0], patch=2, stride=2, eps=0.05)
+ex = trace(lo, images[0], patch=2, stride=2, eps=0.05)
 print("nodes:", ex.graph.node_names()); print("links:", ex.graph.links)'''),
         ("code", '''from jcausal.plot.tracer import plot_causal_graph, plot_cka, plot_contributions, plot_coverage
 

@@ -207,7 +207,7 @@ def test_ace_run_complex_data_refused(job_dir, capsys):
 ])
 def test_bad_options_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, match):
     monkeypatch.setattr("jcausal.models.train", _no_work)
-    monkeypatch.setattr("jcausal.gce.mnist.fit_classifier", _no_work)
+    monkeypatch.setattr("jcausal.experiments.gce_mnist.fit_classifier", _no_work)
     monkeypatch.setattr("jcausal.gce.train", _no_work)
     if argv[:2] == ["tracer", "mnist"]:
         from jcausal.data import write_idx  # the options are checked before the data

@@ -28,10 +28,16 @@ def gce_mnist():
         pytest.skip(f"MNIST IDX files not found in {SHARED_MNIST} (set JCAUSAL_DATA to their folder)")
     import jax
 
-    from jcausal.gce.mnist import explain_digits, fit_classifier, load_digits
+    from jcausal.experiments.gce_mnist import (
+        GCEMnistConfig,
+        explain_digits,
+        fit_classifier,
+        load_mnist_classes,
+    )
 
     t0 = time.perf_counter()
-    data = load_digits(SHARED_MNIST, (3, 8))
+    data = load_mnist_classes(SHARED_MNIST, (3, 8))
     clf = fit_classifier(data, key=jax.random.key(0), epochs=3, progress=False)
-    exp = explain_digits(data, clf, key=jax.random.key(1), progress=False, **MNIST_SETTINGS)
+    exp = explain_digits(data, clf, key=jax.random.key(1), config=GCEMnistConfig(**MNIST_SETTINGS),
+                         progress=False)
     return data, clf, exp, time.perf_counter() - t0
