@@ -130,7 +130,8 @@ fig.savefig(f"{OUT}/02_pareto.png", dpi=100, bbox_inches="tight")'''),
         ("code", INSTALL),
         ("code", '''import jax, jax.numpy as jnp, numpy as np, matplotlib.pyplot as plt
 from flax import nnx
-from jcausal.gce import LinearGaussian, information_flow, train
+from jcausal.gce import ExplainerSettings, LinearGaussian, fit_explainer, information_flow
+from jcausal.models import Loop
 from jcausal.plot.gce import plot_linear_explanation, plot_training
 
 a = jnp.asarray([1.2, -1.6], jnp.float32)             # the classifier's normal, |a| = 2
@@ -140,8 +141,9 @@ def probit(a, x):
     return jnp.stack([1.0 - p1, p1])
 
 model = LinearGaussian(2, 1, 1, gamma=0.05, unit_columns=True, rngs=nnx.Rngs(0))
-res = train(model, probit, key=jax.random.key(0), K=1, L=1, lam=0.1, steps=60 if SMALL else 300,
-            classify_params=a, n_alpha=64, n_beta=16, learning_rate=0.05, progress=False)
+res = fit_explainer(model, probit, key=jax.random.key(0), K=1, L=1, lam=0.1, steps=60 if SMALL else 300,
+                    classify_params=a, settings=ExplainerSettings(n_alpha=64, n_beta=16, learning_rate=0.05),
+                    loop=Loop(progress=False))
 W = np.asarray(model.weights)
 print("|cos(w_alpha, a)| =", abs(W[:, 0] @ np.asarray(a)) / np.linalg.norm(W[:, 0]) / np.linalg.norm(a))
 fig = plot_linear_explanation(W, np.asarray(a), 1); fig.savefig(f"{OUT}/03_linear.png", dpi=100)
@@ -178,7 +180,7 @@ if digits is not None:
         ("code", '''import jax, numpy as np, matplotlib.pyplot as plt
 from flax import nnx
 from jcausal.data import load_digits
-from jcausal.models import AlexNetSmall, MLP, train
+from jcausal.models import MLP, AlexNetSmall, Loop, train
 from jcausal.tracer import global_view, layer_outputs, trace
 
 d = load_digits()
@@ -212,7 +214,7 @@ y_model, _ = model_labels(clf, bc.X[:450])
 index = nn_index(bc.X[:450], y_model, 2)
 gan = CounterfactualGAN(2, input_shape=(30,), kind="tabular", latent=8, rngs=nnx.Rngs(0))
 train_gan(gan, bc.X[:450], y_model, key=jax.random.key(1), steps=100 if SMALL else 1500, lam=0.9,
-          index=index, progress=False)
+          index=index, loop=Loop(log_every=10, progress=False))
 pred, _ = model_labels(clf, bc.X[450:460])
 r = counterfactuals(gan, clf, bc.X[450:460], 1 - pred, index, x_train=bc.X[:450])
 print(r.summary())

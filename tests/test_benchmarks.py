@@ -27,10 +27,10 @@ def test_hessian_quick_writes_valid_json(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import SHARED_MNIST
+    from tests.conftest import SHARED_MNIST, mnist_available
 
     cmd = [sys.executable, "-m", "benchmarks.hessian", "--quick", "--repeats", "1", "--out", str(tmp_path)]
-    have_mnist = (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file()
+    have_mnist = mnist_available()
     cmd += ["--data", str(SHARED_MNIST)] if have_mnist else ["--no-mnist"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert res.returncode == 0, res.stderr[-3000:]

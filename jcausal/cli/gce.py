@@ -39,7 +39,8 @@ def _linear(args, folder, _) -> int:
     import numpy as np
     from flax import nnx
 
-    from jcausal.gce import LinearGaussian, information_flow, train
+    from jcausal.gce import ExplainerSettings, LinearGaussian, fit_explainer, information_flow
+    from jcausal.models import Loop
     from jcausal.plot.gce import plot_linear_explanation, plot_training
 
     rng = np.random.default_rng(args.seed)
@@ -52,9 +53,10 @@ def _linear(args, folder, _) -> int:
 
     K, L = 1, args.dim - 1
     model = LinearGaussian(args.dim, K, L, gamma=args.gamma, unit_columns=True, rngs=nnx.Rngs(args.seed))
-    res = train(model, probit, key=jax.random.key(args.seed), K=K, L=L, lam=args.lam, steps=args.steps,
-                classify_params=a, n_alpha=args.n_alpha, n_beta=args.n_beta,
-                learning_rate=args.lr, progress=not args.quiet)
+    settings = ExplainerSettings(n_alpha=args.n_alpha, n_beta=args.n_beta, learning_rate=args.lr)
+    res = fit_explainer(model, probit, key=jax.random.key(args.seed), K=K, L=L, lam=args.lam,
+                        steps=args.steps, classify_params=a, settings=settings,
+                        loop=Loop(progress=not args.quiet))
     require_trained(res.steps, res.nonfinite_step, what="jcausal gce linear")
     W = np.asarray(model.weights)
     W64 = np.asarray(W, np.float64)  # float64: |a|^2 overflows float32 for --steepness above ~1e19

@@ -89,12 +89,13 @@ def fit_gan(setup: GANSetup, *, seed: int, checkpoint=None, progress: bool = Tru
     """Train ``setup.gan`` in place (:func:`jcausal.tracer.train_gan`); returns its training result."""
     import jax
 
-    from jcausal.tracer import train_gan
+    from jcausal.models import Loop
+    from jcausal.tracer import GANObjective, train_gan
 
     s = setup
     return train_gan(s.gan, s.x_train, s.y_model, key=jax.random.key(seed), steps=s.steps, lam=s.lam,
-                     index=s.index, batch_size=s.batch_size, distance=s.distance, checkpoint=checkpoint,
-                     progress=progress)
+                     index=s.index, batch_size=s.batch_size, objective=GANObjective(distance=s.distance),
+                     loop=Loop(checkpoint=checkpoint, log_every=10, progress=progress))
 
 
 def training_summary(setup: GANSetup, res) -> dict:

@@ -23,8 +23,8 @@ from jcausal.data import load_mnist
 from jcausal.gce.evaluate import AccuracyDrop, Sweep, latent_sweeps, resample_accuracy
 from jcausal.gce.models import Generative, conv_vae, generative
 from jcausal.gce.objectives import factor_flows
-from jcausal.gce.train import TrainResult, train
-from jcausal.models import GCECNN, accuracy, functional, load, save
+from jcausal.gce.train import ExplainerSettings, fit_explainer
+from jcausal.models import GCECNN, FitResult, Loop, accuracy, functional, load, save
 from jcausal.models import train as train_model
 from jcausal.models.checkpoint import CheckpointMismatchError
 
@@ -46,7 +46,7 @@ class DigitExplanation(NamedTuple):
 
     generative: Generative
     params: nnx.State
-    fit: TrainResult
+    fit: FitResult
     flows: np.ndarray  # (K + L,) nats
     accuracy: AccuracyDrop
     sweep: Sweep
@@ -153,13 +153,16 @@ def explain_digits(data, classifier: Classifier, *, key: jax.Array,
                    init_log_var=c.init_log_var, likelihood=c.likelihood)
     classify = classifier_probs(classifier.apply)
     if c.pretrain_steps:
-        train(vae, classify, data.x_train, key=jax.random.fold_in(k_fit, 1), K=K, L=L, lam=1.0,
-              steps=c.pretrain_steps, batch_size=c.batch_size, learning_rate=c.learning_rate,
-              fidelity_only=True, progress=progress)
-    fit = train(vae, classify, data.x_train, key=k_fit, K=K, L=L, lam=c.lam, steps=c.steps,
-                classify_params=classifier.params, batch_size=c.batch_size, n_alpha=c.n_alpha,
-                n_beta=c.n_beta, learning_rate=c.learning_rate, chunk=c.chunk, checkpoint=checkpoint,
-                checkpoint_every=c.checkpoint_every, progress=progress)
+        fit_explainer(vae, classify, data.x_train, key=jax.random.fold_in(k_fit, 1), K=K, L=L, lam=1.0,
+                      steps=c.pretrain_steps, loop=Loop(progress=progress),
+                      settings=ExplainerSettings(batch_size=c.batch_size, learning_rate=c.learning_rate,
+                                                 fidelity_only=True))
+    settings = ExplainerSettings(batch_size=c.batch_size, n_alpha=c.n_alpha, n_beta=c.n_beta,
+                                 learning_rate=c.learning_rate, chunk=c.chunk)
+    fit = fit_explainer(vae, classify, data.x_train, key=k_fit, K=K, L=L, lam=c.lam, steps=c.steps,
+                        classify_params=classifier.params, settings=settings,
+                        loop=Loop(checkpoint=checkpoint, checkpoint_every=c.checkpoint_every,
+                                  progress=progress))
     gen = generative(vae)
     params = (fit.params, classifier.params)
     flows = factor_flows(gen.decode, classify, k_flow, K=K, L=L, n_outer=c.n_flow[0], n_inner=c.n_flow[1],

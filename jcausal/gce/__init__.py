@@ -11,7 +11,13 @@ from jcausal.gce.evaluate import AccuracyDrop, Sweep, latent_sweeps, resample_ac
 from jcausal.gce.models import Generative, LinearGaussian, conv_vae, generative, mlp_vae
 from jcausal.gce.objectives import VARIANTS, check_models, factor_flows, information_flow, mutual_information
 from jcausal.gce.select import SelectionPath, make_measure, select_parameters
-from jcausal.gce.train import ExplainerSettings, StepInfo, build_step, fit_explainer, train
+from jcausal.gce.train import (
+    ExplainerSettings,
+    StepInfo,
+    build_step,
+    fit_explainer,
+    train,  # noqa: F401 - deprecated name of fit_explainer
+)
 
 __all__ = [
     "AccuracyDrop",
