@@ -131,8 +131,9 @@ def test_sparse_decode_minimal_on_linear_models_and_exact_elsewhere():
         x = x[x @ w + b < -0.1][:8]  # inputs of class 0, target class 1
         prop = np.clip(x + r.normal(0, 0.3, size=x.shape), 0, 1).astype(np.float32)
         cons = make_constraints(d, immutable=[0], ranges={1: (0.1, 0.9)})
-        dec = sparse_decode(model, x, prop, np.ones(len(x), int), cons, input_shape=(d,), scales=(1.0, 2.0),
-                            repair_steps=0, domain=(np.zeros(d), np.ones(d)))
+        dec = sparse_decode(model, x, prop, np.ones(len(x), int), cons, input_shape=(d,),
+                            decoding=Decoding(scales=(1.0, 2.0), repair_steps=0),
+                            domain=(np.zeros(d), np.ones(d)))
         for i in range(len(x)):
             lo = np.maximum(cons.low, np.minimum(0.0, x[i]))
             hi = np.minimum(cons.high, np.maximum(1.0, x[i]))
@@ -163,7 +164,7 @@ def test_sparse_decode_repair_and_unreachable_and_recompile_guard():
     # only feature 1 may move, and w_1 * 1 - 2 < 0 at its best: unreachable, the search ends
     stuck = make_constraints(4, immutable=[0])
     dec2 = sparse_decode(model, x, useless, [1, 1], stuck, input_shape=(4,), domain=(np.zeros(4), np.ones(4)),
-                         repair_steps=50)
+                         decoding=Decoding(repair_steps=50))
     assert not dec2.valid.any() and not dec2.repaired.any()
     np.testing.assert_array_equal(dec2.counterfactuals[:, 0], x[:, 0])
     size = C._decode._cache_size()
