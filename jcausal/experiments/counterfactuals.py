@@ -113,7 +113,8 @@ def evaluate(model, setup: GANSetup, task: Task, *, seed: int, count: int = 200,
     misclassified one.
 
     Args:
-      model: the classifier; setup: from :func:`gan_setup` (its GAN trained); task: the :class:`Task`.
+      model: the classifier; setup: from :func:`gan_setup` (its GAN trained).
+      task: the :class:`~jcausal.experiments.tracer_tasks.Task`.
       seed: targets and sampling; count: test inputs; target: one target class for all (default: a
         random class other than the prediction); num: counterfactuals per input.
       constraints: keyword arguments of :func:`jcausal.tracer.counterfactuals` (tabular).

@@ -141,7 +141,7 @@ def explain_digits(data, classifier: Classifier, *, key: jax.Array,
       data: from :func:`load_mnist_classes`; classifier: from :func:`fit_classifier`.
       key: PRNG key (initialisation, training, evaluation).
       config: the settings (default: ``GCEMnistConfig()``, the paper's).
-      checkpoint, progress: see :func:`jcausal.gce.train` (``checkpoint_every`` is in ``config``).
+      checkpoint, progress: see :func:`jcausal.gce.fit_explainer` (``checkpoint_every`` is in ``config``).
 
     Returns:
       :class:`DigitExplanation` of the ``config.K + config.L`` latent factors.

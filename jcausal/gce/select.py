@@ -6,7 +6,7 @@
 3. Until ``C`` plateaus; use ``(K, L, lambda)`` from just before the plateau.
 
 :func:`select_parameters` is the search itself, driven by any ``measure(K, L, lam) -> (C, D)``;
-:func:`make_measure` builds that callable from :func:`jcausal.gce.train` (a fresh model per
+:func:`make_measure` builds that callable from :func:`jcausal.gce.fit_explainer` (a fresh model per
 trial).
 """
 
