@@ -41,6 +41,27 @@ def _public(qualname, module):
         p.startswith("_") and p != "__init__" for p in module.split(".")[1:])
 
 
+def _deprecated(node):
+    """A deprecation alias (its body warns ``DeprecationWarning``) does not define a second meaning."""
+    return any(isinstance(n, ast.Name) and n.id == "DeprecationWarning" for n in ast.walk(node))
+
+
+def _functions(tree, module):
+    out = []
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                q = prefix + child.name
+                out.append({"name": f"{module}:{q}", "lines": _body_lines(child),
+                            "params": _n_params(child), "public": _public(q, module)})
+                visit(child, q + ".")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".")
+    visit(tree, "")
+    return out
+
+
 def measure(root=ROOT):
     lines = functions = 0
     funcs, private_imports = [], []
@@ -51,29 +72,22 @@ def measure(root=ROOT):
         tree = ast.parse(text)
         package = module.rsplit(".", 1)[0] if not path.name == "__init__.py" else module
 
-        def visit(node, prefix):
-            nonlocal functions
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    functions += 1
-                    q = prefix + child.name
-                    funcs.append({"name": f"{module}:{q}", "lines": _body_lines(child),
-                                  "params": _n_params(child), "public": _public(q, module)})
-                    visit(child, q + ".")
-                elif isinstance(child, ast.ClassDef):
-                    visit(child, prefix + child.name + ".")
-        visit(tree, "")
+        found = _functions(tree, module)
+        functions += len(found)
+        funcs += found
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
-                if not any(p.startswith("_") for p in module.split(".")[1:]):
+                if not any(p.startswith("_") for p in module.split(".")[1:]) and not _deprecated(node):
                     definitions[node.name].add(module)
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__"
+                                                    for t in node.targets):
                 try:
                     exports[module] = len(ast.literal_eval(node.value))
                 except ValueError:
                     pass
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and (node.level or node.module.startswith("jcausal")):
+            if isinstance(node, ast.ImportFrom) and node.module and (
+                    node.level or node.module.startswith("jcausal")):
                 src = node.module if not node.level else ".".join(
                     package.split(".")[: len(package.split(".")) - node.level + 1] + [node.module])
                 for alias in node.names:
@@ -85,8 +99,8 @@ def measure(root=ROOT):
         "lines": lines, "functions": functions,
         "over_60": sorted([(f["name"], f["lines"]) for f in funcs if f["lines"] > 60], key=lambda t: -t[1]),
         "over_80": sorted([(f["name"], f["lines"]) for f in funcs if f["lines"] > 80], key=lambda t: -t[1]),
-        "widest_public": sorted([(f["name"], f["params"]) for f in funcs if f["public"] and f["params"] >= 10],
-                                key=lambda t: -t[1]),
+        "widest_public": sorted([(f["name"], f["params"]) for f in funcs
+                                 if f["public"] and f["params"] >= 10], key=lambda t: -t[1]),
         "public_over_12": [(f["name"], f["params"]) for f in funcs if f["public"] and f["params"] > 12],
         "exports": exports, "duplicated_names": dup, "private_imports": private_imports,
     }

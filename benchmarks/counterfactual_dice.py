@@ -37,10 +37,11 @@ from flax import nnx
 
 from benchmarks.common import RESULTS, machine, write_json
 from jcausal.data import train_test_split
-from jcausal.models import MLP, train
+from jcausal.models import MLP, Loop, train
 from jcausal.tracer import (
     CounterfactualGAN,
     Decoding,
+    GANObjective,
     counterfactuals,
     distinct_valid,
     make_constraints,
@@ -82,7 +83,8 @@ def train_cf_gan(task: dict, *, steps: int, l1: float = 0.0, constrained: bool =
               scaler=task["data"].scaler) if constrained else {}
     t0 = time.perf_counter()
     res = train_gan(gan, task["x_train"], task["y_train"], key=jax.random.key(seed), steps=steps, lam=0.9,
-                    index=index, batch_size=64, l1=l1, progress=False, **kw)
+                    index=index, batch_size=64, objective=GANObjective(l1=l1, **kw),
+                    loop=Loop(log_every=10, progress=False))
     jax.block_until_ready(jax.tree.leaves(nnx.state(gan)))
     return gan, index, time.perf_counter() - t0, res
 

@@ -29,8 +29,8 @@ from flax import nnx
 
 from benchmarks.common import DEFAULT_DATA, RESULTS, machine, write_json
 from jcausal._src.xla import jit
+from jcausal.experiments.gce_mnist import classifier_probs, fit_classifier, load_mnist_classes
 from jcausal.gce import build_step, conv_vae, generative, information_flow
-from jcausal.gce.mnist import classifier_probs, fit_classifier, load_digits
 from jcausal.models import GCECNN, functional
 
 # latents per decode/classify batch in jcausal's step (explain_digits' default; the same objective)
@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
 
     have_mnist = any((args.data / f"t10k-images-idx3-ubyte{e}").is_file() for e in ("", ".gz"))
     if have_mnist:
-        data = load_digits(args.data, (3, 8))
+        data = load_mnist_classes(args.data, (3, 8))
         clf = fit_classifier(data, key=jax.random.key(0), epochs=1, progress=False)
         apply, cparams, clf_acc = clf.apply, clf.params, clf.val_accuracy
         X = np.asarray(data.x_train[:bs])

@@ -28,7 +28,7 @@ from flax import nnx
 from benchmarks.common import RESULTS, machine, write_json
 from jcausal.ace import explain
 from jcausal.ace.recurrent import lag_tau, sequence_stats
-from jcausal.baselines import integrated_gradients
+from jcausal.comparisons import integrated_gradients
 from jcausal.data import make_sequences
 from jcausal.models import SequenceClassifier, functional, predict, train
 from jcausal.plot import plot_lag_tau, plot_sequence_saliency

@@ -24,18 +24,15 @@ import numpy as np
 from flax import nnx
 
 from jcausal._src.io import atomic_write_bytes
-from jcausal.baselines import gradient_saliency, integrated_gradients
+from jcausal.comparisons import gradient_saliency, integrated_gradients
+from jcausal.experiments.tracer_compression import SpecNet, alexnet_spec, compress_spec, model_stats
 from jcausal.models import AlexNetSmall, functional, train
 from jcausal.tracer import (
-    SpecNet,
-    alexnet_spec,
-    compress_spec,
     deletion_insertion,
-    explain,
     global_view,
     layer_outputs,
-    model_stats,
     patch_index_sets,
+    trace,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +143,7 @@ def faithfulness_table(model, x_te, y_te, x_tr, *, n: int = 20, rows: int = 16, 
         x, t = jnp.asarray(x_te[i]), int(y_te[i])
         maps = {}
         t0 = time.perf_counter()
-        ex = explain(lo, x, patch=4, stride=2, target=t)
+        ex = trace(lo, x, patch=4, stride=2, target=t)
         dt = time.perf_counter() - t0
         maps[names[0]] = (ex.contributions[-1].features, dt)
         allc = np.stack([c.features / (np.abs(c.features).max() + 1e-12) for c in ex.contributions])
@@ -183,10 +180,10 @@ def run(model, data, out: Path, *, name: str, per_class: int, n_faith: int, epoc
     out.mkdir(parents=True, exist_ok=True)
     lo = layer_outputs(model, x_te[0], layers=LAYERS)
     t0 = time.perf_counter()
-    ex = explain(lo, x_te[0], patch=4, stride=2)
+    ex = trace(lo, x_te[0], patch=4, stride=2)
     local_cold = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ex = explain(lo, x_te[0], patch=4, stride=2)
+    ex = trace(lo, x_te[0], patch=4, stride=2)
     local_warm = time.perf_counter() - t0
     t0 = time.perf_counter()
     gv = global_view(lo, x_te, y_te, per_class=per_class, patch=4, progress=progress)

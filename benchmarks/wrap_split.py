@@ -139,7 +139,7 @@ def captum_comparison(X, steps, repeats) -> dict:
         from captum.attr import IntegratedGradients
     except ImportError as err:
         return {"skipped": f"captum not installed ({err}); pip install -e '.[bench]'"}
-    from jcausal.baselines import integrated_gradients
+    from jcausal.comparisons import integrated_gradients
 
     model, _ = _torch()
     model.eval()

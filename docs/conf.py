@@ -75,7 +75,7 @@ nitpick_ignore = [
     ("py:mod", "select"), ("py:mod", "evaluate"),
     ("py:data", "VARIANTS"), ("py:data", "jcausal.gce.VARIANTS"),   # jcausal/gce
     ("py:data", "KERNELS"),                                   # jcausal/tracer/cka.py gram
-    ("py:class", "jcausal.tracer.counterfactual._Steps"),     # jcausal/tracer/counterfactual.py
+    ("py:class", "jcausal.tracer.gan._Steps"),                # jcausal/tracer/gan.py
     ("py:meth", "CausalGraph.signature"), ("py:meth", "signature"),   # jcausal/tracer/graph.py
     ("py:meth", "to_dict"),
 ]

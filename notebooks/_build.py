@@ -131,7 +131,8 @@ fig.savefig(f"{OUT}/02_pareto.png", dpi=100, bbox_inches="tight")'''),
         ("code", INSTALL),
         ("code", '''import jax, jax.numpy as jnp, numpy as np, matplotlib.pyplot as plt
 from flax import nnx
-from jcausal.gce import LinearGaussian, information_flow, train
+from jcausal.gce import ExplainerSettings, LinearGaussian, fit_explainer, information_flow
+from jcausal.models import Loop
 from jcausal.plot.gce import plot_linear_explanation, plot_training
 
 a = jnp.asarray([1.2, -1.6], jnp.float32)             # the classifier's normal, |a| = 2
@@ -141,8 +142,9 @@ def probit(a, x):
     return jnp.stack([1.0 - p1, p1])
 
 model = LinearGaussian(2, 1, 1, gamma=0.05, unit_columns=True, rngs=nnx.Rngs(0))
-res = train(model, probit, key=jax.random.key(0), K=1, L=1, lam=0.1, steps=60 if SMALL else 300,
-            classify_params=a, n_alpha=64, n_beta=16, learning_rate=0.05, progress=False)
+res = fit_explainer(model, probit, key=jax.random.key(0), K=1, L=1, lam=0.1, steps=60 if SMALL else 300,
+                    classify_params=a, settings=ExplainerSettings(n_alpha=64, n_beta=16, learning_rate=0.05),
+                    loop=Loop(progress=False))
 W = np.asarray(model.weights)
 print("|cos(w_alpha, a)| =", abs(W[:, 0] @ np.asarray(a)) / np.linalg.norm(W[:, 0]) / np.linalg.norm(a))
 fig = plot_linear_explanation(W, np.asarray(a), 1); fig.savefig(f"{OUT}/03_linear.png", dpi=100)
@@ -150,19 +152,19 @@ fig = plot_training(res.history, lam=0.1); fig.savefig(f"{OUT}/03_linear_trainin
         ("md", "## MNIST 3 vs 8\n\nThe Table 1 CNN, then the Table 2 VAE explainer with K = 1 causal and "
                "L = 7 noncausal factors; latent sweeps outlined by the predicted class. Skipped with a "
                "message when the MNIST IDX files are not in `$JCAUSAL_DATA`."),
-        ("code", '''from jcausal.gce.mnist import explain_digits, fit_classifier, load_digits
+        ("code", '''from jcausal.experiments.gce_mnist import GCEMnistConfig, explain_digits, fit_classifier, load_mnist_classes
 from jcausal.plot.gce import plot_factor_flow, plot_sweeps
 
 try:
-    digits = load_digits(os.environ.get("JCAUSAL_DATA", "../../shared/data/mnist"), (3, 8))
+    digits = load_mnist_classes(os.environ.get("JCAUSAL_DATA", "../../shared/data/mnist"), (3, 8))
 except (FileNotFoundError, ValueError) as err:
     digits = None
     print("MNIST not found, skipping:", err)
 if digits is not None:
     clf = fit_classifier(digits, key=jax.random.key(0), epochs=1, progress=False)
-    exp = explain_digits(digits, clf, key=jax.random.key(1), K=1, L=7, steps=20 if SMALL else 800,
-                         n_alpha=16 if SMALL else 100, n_beta=8 if SMALL else 25, n_flow=(16, 8) if SMALL else (100, 50),
-                         n_sweep=1, progress=False)
+    config = GCEMnistConfig(K=1, L=7, steps=20 if SMALL else 800, n_alpha=16 if SMALL else 100,
+                            n_beta=8 if SMALL else 25, n_flow=(16, 8) if SMALL else (100, 50), n_sweep=1)
+    exp = explain_digits(digits, clf, key=jax.random.key(1), config=config, progress=False)
     fig = plot_factor_flow(exp.flows, exp.K); fig.savefig(f"{OUT}/03_flow.png", dpi=100)
     fig = plot_sweeps(exp.sweep.images, exp.sweep.probs, exp.sweep.offsets, exp.K, sample=0,
                       class_names=["3", "8"])
@@ -179,8 +181,8 @@ if digits is not None:
         ("code", '''import jax, numpy as np, matplotlib.pyplot as plt
 from flax import nnx
 from jcausal.data import load_digits
-from jcausal.models import AlexNetSmall, MLP, train
-from jcausal.tracer import explain, global_view, layer_outputs
+from jcausal.models import MLP, AlexNetSmall, Loop, train
+from jcausal.tracer import global_view, layer_outputs, trace
 
 d = load_digits()
 images = np.asarray(d.X, np.float32).reshape(-1, 8, 8)
@@ -188,7 +190,7 @@ net = AlexNetSmall(10, input_shape=(8, 8, 1), rngs=nnx.Rngs(0))
 train(net, images.reshape(len(images), -1), d.y, key=jax.random.key(0), epochs=3 if SMALL else 15,
       batch_size=64, learning_rate=1e-3, progress=False)
 lo = layer_outputs(net, images[0], layers=["convs.*", "fcs.*"])
-ex = explain(lo, images[0], patch=2, stride=2, eps=0.05)
+ex = trace(lo, images[0], patch=2, stride=2, eps=0.05)
 print("nodes:", ex.graph.node_names()); print("links:", ex.graph.links)'''),
         ("code", '''from jcausal.plot.tracer import plot_causal_graph, plot_cka, plot_contributions, plot_coverage
 
@@ -213,7 +215,7 @@ y_model, _ = model_labels(clf, bc.X[:450])
 index = nn_index(bc.X[:450], y_model, 2)
 gan = CounterfactualGAN(2, input_shape=(30,), kind="tabular", latent=8, rngs=nnx.Rngs(0))
 train_gan(gan, bc.X[:450], y_model, key=jax.random.key(1), steps=100 if SMALL else 1500, lam=0.9,
-          index=index, progress=False)
+          index=index, loop=Loop(log_every=10, progress=False))
 pred, _ = model_labels(clf, bc.X[450:460])
 r = counterfactuals(gan, clf, bc.X[450:460], 1 - pred, index, x_train=bc.X[:450])
 print(r.summary())

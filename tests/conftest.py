@@ -17,13 +17,35 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = Path(os.environ.get("JCAUSAL_DATA", REPO.parent / "shared" / "data" / "mnist"))
 
 
+def mnist_available() -> bool:
+    """Whether the shared MNIST test set (IDX, plain or gzipped) is present."""
+    return any((SHARED_MNIST / f"t10k-images-idx3-ubyte{e}").is_file() for e in ("", ".gz"))
+
+
+def require_mnist() -> Path:
+    """The shared MNIST test-set folder; skips the calling test (or fixture) with a clear message
+    when it is absent."""
+    if not mnist_available():
+        pytest.skip(f"MNIST IDX files not found in {SHARED_MNIST} (set JCAUSAL_DATA to their folder)")
+    return SHARED_MNIST
+
+
 @pytest.fixture
 def mnist_dir() -> Path:
     """The shared MNIST test-set folder; skips the test with a clear message when absent."""
-    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file() and not (
-        SHARED_MNIST / "t10k-images-idx3-ubyte").is_file():
-        pytest.skip(f"MNIST IDX files not found in {SHARED_MNIST} (set JCAUSAL_DATA to their folder)")
-    return SHARED_MNIST
+    return require_mnist()
+
+
+def load_script(relative: str):
+    """A repository script (a benchmark, ``notebooks/_build.py``) imported as a module by its path
+    relative to the repository root, without needing its folder on ``sys.path``."""
+    import importlib.util
+
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem + "_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def read_only_folder(tmp_path: Path) -> Path:

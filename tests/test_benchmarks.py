@@ -4,16 +4,12 @@ import json
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 
 
 @pytest.mark.slow
 def test_ace_estimators_quick(mnist_dir, tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ace_bench", REPO / "benchmarks" / "ace_estimators.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/ace_estimators.py")
     mod.main(["--quick", "--repeats", "1", "--data", str(mnist_dir), "--out", str(tmp_path)])
     result = json.loads((tmp_path / "ace_estimators_quick.json").read_text())
     methods = {r["method"] for r in result["rows"]}
@@ -31,10 +27,10 @@ def test_hessian_quick_writes_valid_json(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import SHARED_MNIST
+    from tests.conftest import SHARED_MNIST, mnist_available
 
     cmd = [sys.executable, "-m", "benchmarks.hessian", "--quick", "--repeats", "1", "--out", str(tmp_path)]
-    have_mnist = (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file()
+    have_mnist = mnist_available()
     cmd += ["--data", str(SHARED_MNIST)] if have_mnist else ["--no-mnist"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -53,11 +49,7 @@ def test_hessian_quick_writes_valid_json(tmp_path):
 
 @pytest.mark.slow
 def test_synthetic_sequence_study_quick(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("syn", REPO / "benchmarks" / "synthetic_sequences.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/synthetic_sequences.py")
     mod.main(["--quick", "--out", str(tmp_path)])
     r = json.loads((tmp_path / "synthetic_sequences_quick.json").read_text())
     for label, m in r["models"].items():
@@ -78,11 +70,7 @@ def test_synthetic_sequence_study_quick(tmp_path):
 def test_definition_benchmark_quick(mnist_dir, tmp_path):
     """`benchmarks/definition.py --quick`: every method against eqn 2 over all rows. Asserts
     accuracy, not speed: the split eqn 2 equals the plain one, and eqn 4 is far from both."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("def_bench", REPO / "benchmarks" / "definition.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/definition.py")
     mod.main(["--quick", "--repeats", "1", "--data", str(mnist_dir), "--out", str(tmp_path)])
     result = json.loads((tmp_path / "definition_quick.json").read_text())
     by = {(r["model"], r["label"]): r for r in result["rows"]}
@@ -129,9 +117,7 @@ def test_counterfactual_dice_quick(tmp_path):
     benchmark's independent count of valid distinct triples equals the library's."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("cf_bench", REPO / "benchmarks" / "counterfactual_dice.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/counterfactual_dice.py")
     have_dice = importlib.util.find_spec("dice_ml") is not None
     mod.main(["--quick", "--out", str(tmp_path)] + ([] if have_dice else ["--no-dice"]))
     r = json.loads((tmp_path / "counterfactual_dice_quick.json").read_text())

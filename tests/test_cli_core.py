@@ -207,8 +207,8 @@ def test_ace_run_complex_data_refused(job_dir, capsys):
 ])
 def test_bad_options_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, match):
     monkeypatch.setattr("jcausal.models.train", _no_work)
-    monkeypatch.setattr("jcausal.gce.mnist.fit_classifier", _no_work)
-    monkeypatch.setattr("jcausal.gce.train", _no_work)
+    monkeypatch.setattr("jcausal.experiments.gce_mnist.fit_classifier", _no_work)
+    monkeypatch.setattr("jcausal.gce.fit_explainer", _no_work)
     if argv[:2] == ["tracer", "mnist"]:
         from jcausal.data import write_idx  # the options are checked before the data
 
@@ -222,7 +222,7 @@ def test_bad_options_refused_before_any_work(tmp_path, capsys, monkeypatch, argv
 @pytest.mark.parametrize("argv", [["tracer", "tabular"], ["gce", "linear"]])
 def test_read_only_out_refused_before_training(tmp_path, capsys, monkeypatch, argv):
     monkeypatch.setattr("jcausal.models.train", _no_work)
-    monkeypatch.setattr("jcausal.gce.train", _no_work)
+    monkeypatch.setattr("jcausal.gce.fit_explainer", _no_work)
     ro = read_only_folder(tmp_path)
     _refused(capsys, [*argv, "--out", str(ro), "--quiet"], "cannot write in output folder")
 
@@ -233,12 +233,12 @@ def test_read_only_out_refused_before_training(tmp_path, capsys, monkeypatch, ar
 def test_gce_linear_nonfinite_training_exits_3_naming_the_step(tmp_path, capsys, monkeypatch):
     import jcausal.gce as gce
 
-    real = gce.train
+    real = gce.fit_explainer
 
     def explode(*a, **kw):  # the library stops at a non-finite loss and names the step
         return real(*a, **kw)._replace(nonfinite_step=7)
 
-    monkeypatch.setattr(gce, "train", explode)
+    monkeypatch.setattr(gce, "fit_explainer", explode)
     msg = _refused(capsys, ["gce", "linear", "--steps", "20", "--out", str(tmp_path), "--quiet"],
                    "went non-finite at step 7", code=3)
     assert "jcausal gce linear" in msg
@@ -247,7 +247,7 @@ def test_gce_linear_nonfinite_training_exits_3_naming_the_step(tmp_path, capsys,
     def no_steps(*a, **kw):
         return real(*a, **kw)._replace(steps=0)
 
-    monkeypatch.setattr(gce, "train", no_steps)
+    monkeypatch.setattr(gce, "fit_explainer", no_steps)
     _refused(capsys, ["gce", "linear", "--steps", "20", "--out", str(tmp_path), "--quiet"],
              "no training step was taken", code=3)
 
@@ -259,7 +259,7 @@ def test_gce_and_tracer_lock_their_output_folder(tmp_path, capsys, monkeypatch):
     from jcausal._src.io import output_lock
 
     monkeypatch.setattr("jcausal.models.train", _no_work)
-    monkeypatch.setattr("jcausal.gce.train", _no_work)
+    monkeypatch.setattr("jcausal.gce.fit_explainer", _no_work)
     for argv in (["tracer", "tabular"], ["gce", "linear"], ["tracer", "counterfactual", "tabular"],
                  ["ace", "iris"]):
         with output_lock(tmp_path):

@@ -23,7 +23,7 @@ from tests.conftest import REPO
 
 # Packages whose docstring examples run here (jcausal.gce / jcausal.tracer join when they carry
 # examples; their modules are collected too, so an example added there runs at once).
-PACKAGES = ["jcausal.ace", "jcausal.data", "jcausal.models", "jcausal.baselines", "jcausal.gce",
+PACKAGES = ["jcausal.ace", "jcausal.data", "jcausal.models", "jcausal.comparisons", "jcausal.gce",
             "jcausal.tracer"]
 # Modules whose examples must exist (the main public functions of the packages this issue covers).
 MUST_HAVE_EXAMPLES = {
@@ -45,7 +45,7 @@ MUST_HAVE_EXAMPLES = {
     "jcausal.models.rnn": ["SequenceClassifier", "OneStepPredictor"],
     "jcausal.models.cnn": ["AlexNetSmall"],
     "jcausal.models.cvae": ["train_cvae"],
-    "jcausal.baselines.gradients": ["integrated_gradients", "gradient_saliency", "completeness_gap"],
+    "jcausal.comparisons.gradients": ["integrated_gradients", "gradient_saliency", "completeness_gap"],
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -93,7 +93,7 @@ def test_docs_build_without_warnings(tmp_path):
          str(tmp_path / "doctrees"), str(REPO / "docs"), str(out)],
         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, f"sphinx-build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
-    for page in ["index", "readme", "api/ace", "api/data", "api/models", "api/baselines", "api/plot",
+    for page in ["index", "readme", "api/ace", "api/data", "api/models", "api/comparisons", "api/plot",
                  "api/gce", "api/tracer", "benchmarks"]:
         assert (out / f"{page}.html").is_file(), page
     ace = (out / "api" / "ace.html").read_text()

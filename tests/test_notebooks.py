@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 
 NOTEBOOKS = {
     "01_ace_iris.ipynb": ["01_ace_curves.png", "01_local_saliency.png"],
@@ -33,12 +33,8 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
 
 def test_notebooks_are_built_from_the_generator():
     """The committed .ipynb files are what notebooks/_build.py writes (edit the generator)."""
-    import importlib.util
-
     nbformat = pytest.importorskip("nbformat")
-    spec = importlib.util.spec_from_file_location("nb_build", REPO / "notebooks" / "_build.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("notebooks/_build.py")
     for name, cells in mod.NOTEBOOKS.items():
         nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
         assert [c.source for c in nb.cells] == [src for _, src in cells], name

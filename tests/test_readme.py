@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, SHARED_MNIST
+from tests.conftest import REPO, SHARED_MNIST, mnist_available
 
 README = REPO / "README.md"
 FIGURE = REPO / "docs" / "img" / "ace_iris.png"
@@ -118,8 +118,7 @@ def readme_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("readme")
     _user_files(folder)
-    mnist = (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file() or (
-        SHARED_MNIST / "t10k-images-idx3-ubyte").is_file()
+    mnist = mnist_available()
     old_cwd = Path.cwd()
     sys.path.insert(0, str(folder))
     ns: dict = {"__name__": "__readme__"}

@@ -103,7 +103,7 @@ def remove_stale_temps(folder: str | os.PathLike, names: Callable[[str], bool] |
             pid = int(m["pid"])
             if (pid == os.getpid() and not own) or (pid != os.getpid() and _alive(pid)):
                 continue
-            with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            with contextlib.suppress(OSError):  # gone already, or another user's file
                 p.unlink()
                 gone.append(p)
     return gone

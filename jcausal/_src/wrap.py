@@ -152,110 +152,127 @@ def _framework(model) -> str:
     )
 
 
+def _adapt_nnx(model, example, params, kwargs):
+    from flax import nnx
+
+    _check_call(type(model).__call__, 2, kwargs, f"{type(model).__name__}.__call__")
+    graphdef, state = nnx.split(model)
+    if params is not None:
+        raise ValueError("params= is not used with an nnx.Module: its current state is read at wrap time")
+    return (
+        (lambda p, x: nnx.merge(graphdef, p)(x, **kwargs)),
+        state,
+        wrap_layers.nnx_taps(graphdef, kwargs),
+        None,
+        lambda: nnx.state(model),
+    )
+
+
+def _adapt_linen(model, example, params, kwargs):
+    _check_call(type(model).__call__, 2, kwargs, f"{type(model).__name__}.__call__")
+    if params is None:
+        raise ValueError(
+            "a flax.linen.Module needs its variables: jcausal.wrap(module, x, params=module.init(key, x))"
+        )
+    taps = wrap_layers.linen_taps(model, kwargs)
+    return (lambda p, x: model.apply(p, x, **kwargs)), params, taps, None, None
+
+
+def _adapt_equinox(model, example, params, kwargs):
+    import equinox as eqx
+
+    _check_call(type(model).__call__, 2, kwargs, f"{type(model).__name__}.__call__")
+    if params is not None:
+        raise ValueError("params= is not used with an equinox.Module: its arrays are its parameters")
+    arrays, static = eqx.partition(model, eqx.is_array)
+    return (
+        (lambda p, x: eqx.combine(p, static)(x, **kwargs)),
+        arrays,
+        wrap_layers.eqx_taps(static, kwargs),
+        None,
+        None,
+    )
+
+
+def _adapt_keras(model, example, params, kwargs):
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise ValueError(
+            f"this keras model runs on the {keras.backend.backend()!r} backend; jcausal needs "
+            "Keras on JAX: set the environment variable KERAS_BACKEND=jax before importing "
+            "keras (os.environ['KERAS_BACKEND'] = 'jax'), then build the model again"
+        )
+    if params is not None:
+        raise ValueError("params= is not used with a keras model: its variables are its parameters")
+    if not model.built:
+        model(np.asarray(example)[None])
+
+    def read():
+        return {
+            "trainable": [v.value for v in model.trainable_variables],
+            "non_trainable": [v.value for v in model.non_trainable_variables],
+        }
+
+    def raw(p, x):
+        kw = {"training": False, **kwargs}
+        # Keras relies on NumPy's implicit rank and dtype promotion
+        with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
+            return model.stateless_call(p["trainable"], p["non_trainable"], x, **kw)[0]
+
+    return raw, read(), wrap_layers.keras_taps(model, raw), True, read
+
+
+def _adapt_torch(model, example, params, kwargs):
+    from jcausal._src.torch_convert import convert
+
+    if params is not None:
+        raise ValueError("params= is not used with a torch module: its weights are copied")
+    conv = convert(model, example, **kwargs)
+    return conv.apply, conv.params, conv.taps, conv.batched, _torch_reader(model, conv.params)
+
+
+def _adapt_function(model, example, params, kwargs):
+    if params is not None:
+        _check_call(model, 2, kwargs, getattr(model, "__name__", "f"))
+        return (lambda p, x: model(p, x, **kwargs)), params, None, None, None
+    _check_call(model, 1, kwargs, getattr(model, "__name__", "f"))
+    closed = jax.make_jaxpr(lambda x: model(x, **kwargs))(example)
+    if len(closed.jaxpr.outvars) != 1:
+        raise TypeError(
+            f"the model returned {len(closed.jaxpr.outvars)} arrays; jcausal needs one array "
+            "(select one with head=, e.g. head=lambda out: out[0])"
+        )
+    # closed-over arrays become parameters: passed as arguments, never compiled in as constants
+    fn = JaxprFunction(
+        closed.jaxpr.eqns,
+        closed.jaxpr.constvars,
+        closed.jaxpr.invars[0],
+        tuple(example.shape),
+        closed.jaxpr.outvars[0],
+        {},
+        jax.tree.structure(list(closed.consts)),
+        "wrapped function",
+    )
+
+    def read():  # the closed-over arrays as they are now (the computation traced at wrap time)
+        consts = jax.make_jaxpr(lambda x: model(x, **kwargs))(example).consts
+        if len(consts) != len(closed.consts):
+            raise ValueError("the wrapped function now reads other arrays than when it was wrapped: "
+                             "wrap it again")
+        return list(consts)
+
+    return fn, list(closed.consts), None, False, read
+
+
+_ADAPTERS = {"nnx": _adapt_nnx, "linen": _adapt_linen, "equinox": _adapt_equinox, "keras": _adapt_keras,
+             "torch": _adapt_torch}
+
+
 def _adapt(kind, model, example, params, kwargs):
     """``(raw(params, xb), params, taps(params, xb), batched_default, reader)`` for each framework;
     ``reader()`` gives the parameters as they are now (``None``: they cannot change)."""
-    if kind == "nnx":
-        from flax import nnx
-
-        _check_call(type(model).__call__, 2, kwargs, f"{type(model).__name__}.__call__")
-        graphdef, state = nnx.split(model)
-        if params is not None:
-            raise ValueError("params= is not used with an nnx.Module: its current state is read at wrap time")
-        return (
-            (lambda p, x: nnx.merge(graphdef, p)(x, **kwargs)),
-            state,
-            wrap_layers.nnx_taps(graphdef, kwargs),
-            None,
-            lambda: nnx.state(model),
-        )
-    if kind == "linen":
-        _check_call(type(model).__call__, 2, kwargs, f"{type(model).__name__}.__call__")
-        if params is None:
-            raise ValueError(
-                "a flax.linen.Module needs its variables: jcausal.wrap(module, x, params=module.init(key, x))"
-            )
-        taps = wrap_layers.linen_taps(model, kwargs)
-        return (lambda p, x: model.apply(p, x, **kwargs)), params, taps, None, None
-    if kind == "equinox":
-        import equinox as eqx
-
-        _check_call(type(model).__call__, 2, kwargs, f"{type(model).__name__}.__call__")
-        if params is not None:
-            raise ValueError("params= is not used with an equinox.Module: its arrays are its parameters")
-        arrays, static = eqx.partition(model, eqx.is_array)
-        return (
-            (lambda p, x: eqx.combine(p, static)(x, **kwargs)),
-            arrays,
-            wrap_layers.eqx_taps(static, kwargs),
-            None,
-            None,
-        )
-    if kind == "keras":
-        import keras
-
-        if keras.backend.backend() != "jax":
-            raise ValueError(
-                f"this keras model runs on the {keras.backend.backend()!r} backend; jcausal needs "
-                "Keras on JAX: set the environment variable KERAS_BACKEND=jax before importing "
-                "keras (os.environ['KERAS_BACKEND'] = 'jax'), then build the model again"
-            )
-        if params is not None:
-            raise ValueError("params= is not used with a keras model: its variables are its parameters")
-        if not model.built:
-            model(np.asarray(example)[None])
-        def read():
-            return {
-                "trainable": [v.value for v in model.trainable_variables],
-                "non_trainable": [v.value for v in model.non_trainable_variables],
-            }
-
-        state = read()
-
-        def raw(p, x):
-            kw = {"training": False, **kwargs}
-            # Keras relies on NumPy's implicit rank and dtype promotion
-            with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
-                return model.stateless_call(p["trainable"], p["non_trainable"], x, **kw)[0]
-
-        return raw, state, wrap_layers.keras_taps(model, raw), True, read
-    if kind == "torch":
-        from jcausal._src.torch_convert import convert
-
-        if params is not None:
-            raise ValueError("params= is not used with a torch module: its weights are copied")
-        conv = convert(model, example, **kwargs)
-        return conv.apply, conv.params, conv.taps, conv.batched, _torch_reader(model, conv.params)
-    # a plain function
-    if params is None:
-        _check_call(model, 1, kwargs, getattr(model, "__name__", "f"))
-        closed = jax.make_jaxpr(lambda x: model(x, **kwargs))(example)
-        if len(closed.jaxpr.outvars) != 1:
-            raise TypeError(
-                f"the model returned {len(closed.jaxpr.outvars)} arrays; jcausal needs one array "
-                "(select one with head=, e.g. head=lambda out: out[0])"
-            )
-        # closed-over arrays become parameters: passed as arguments, never compiled in as constants
-        fn = JaxprFunction(
-            closed.jaxpr.eqns,
-            closed.jaxpr.constvars,
-            closed.jaxpr.invars[0],
-            tuple(example.shape),
-            closed.jaxpr.outvars[0],
-            {},
-            jax.tree.structure(list(closed.consts)),
-            "wrapped function",
-        )
-        def read():  # the closed-over arrays as they are now (the computation traced at wrap time)
-            consts = jax.make_jaxpr(lambda x: model(x, **kwargs))(example).consts
-            if len(consts) != len(closed.consts):
-                raise ValueError("the wrapped function now reads other arrays than when it was wrapped: "
-                                 "wrap it again")
-            return list(consts)
-
-        return fn, list(closed.consts), None, False, read
-    _check_call(model, 2, kwargs, getattr(model, "__name__", "f"))
-    return (lambda p, x: model(p, x, **kwargs)), params, None, None, None
+    return _ADAPTERS.get(kind, _adapt_function)(model, example, params, kwargs)
 
 
 def _torch_reader(module, snapshot: dict) -> Callable:

@@ -1,14 +1,13 @@
 """``jit``: ``jax.jit`` with the XLA:CPU compiler options jcausal relies on.
 
 jaxlib 0.10's XLA:CPU hands a convolution whose output is written to memory to YNNPACK (an
-"individual convolution" fusion), which on this project's 2-core CPU runs single-threaded at about
-33 GFLOP/s, against 164 GFLOP/s for XLA's own convolution (measured: a batch of 256 26x26x32
-inputs through a 3x3 conv to 64 channels, 162 ms against 33 ms). The other default YNNPACK fusions
-(dots and reductions) are kept: compiled programs without convolutions are unchanged (checked on
-the eqn-2 program of an MLP). Element-wise YNNPACK fusions stay off (they fail on some float64
-layouts). The option is passed
-per compiled program (``jax.jit(..., compiler_options=...)``), so nothing global changes: the
-user's own ``jax.jit`` code and ``XLA_FLAGS`` are untouched.
+"individual convolution" fusion), which runs single-threaded and several times slower than XLA's
+own convolution on a multi-core CPU (README, "XLA:CPU settings jcausal compiles with"). The other
+default YNNPACK fusions (dots and reductions) are kept: compiled programs without convolutions are
+unchanged (checked on the eqn-2 program of an MLP). Element-wise YNNPACK fusions stay off (they fail
+on some float64 layouts). The option is passed per compiled program
+(``jax.jit(..., compiler_options=...)``), so nothing global changes: the user's own ``jax.jit`` code
+and ``XLA_FLAGS`` are untouched.
 
 Skipped (plain ``jax.jit``) when the default backend is not the CPU, when ``XLA_FLAGS`` already
 sets ``xla_cpu_experimental_ynn_fusion_type`` (the user's choice wins), when

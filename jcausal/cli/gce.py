@@ -39,7 +39,8 @@ def _linear(args, folder, _) -> int:
     import numpy as np
     from flax import nnx
 
-    from jcausal.gce import LinearGaussian, information_flow, train
+    from jcausal.gce import ExplainerSettings, LinearGaussian, fit_explainer, information_flow
+    from jcausal.models import Loop
     from jcausal.plot.gce import plot_linear_explanation, plot_training
 
     rng = np.random.default_rng(args.seed)
@@ -52,9 +53,10 @@ def _linear(args, folder, _) -> int:
 
     K, L = 1, args.dim - 1
     model = LinearGaussian(args.dim, K, L, gamma=args.gamma, unit_columns=True, rngs=nnx.Rngs(args.seed))
-    res = train(model, probit, key=jax.random.key(args.seed), K=K, L=L, lam=args.lam, steps=args.steps,
-                classify_params=a, n_alpha=args.n_alpha, n_beta=args.n_beta,
-                learning_rate=args.lr, progress=not args.quiet)
+    settings = ExplainerSettings(n_alpha=args.n_alpha, n_beta=args.n_beta, learning_rate=args.lr)
+    res = fit_explainer(model, probit, key=jax.random.key(args.seed), K=K, L=L, lam=args.lam,
+                        steps=args.steps, classify_params=a, settings=settings,
+                        loop=Loop(progress=not args.quiet))
     require_trained(res.steps, res.nonfinite_step, what="jcausal gce linear")
     W = np.asarray(model.weights)
     W64 = np.asarray(W, np.float64)  # float64: |a|^2 overflows float32 for --steepness above ~1e19
@@ -79,13 +81,13 @@ def _linear(args, folder, _) -> int:
 
 
 def _mnist_check(args):
-    from jcausal.gce.mnist import load_digits
+    from jcausal.experiments.gce_mnist import load_mnist_classes
 
     classes = list(args.classes)
     if len(classes) < 2 or len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
         raise CLIError(f"--classes needs at least 2 different digits in 0..9, got {classes}")
     try:
-        return load_digits(args.data, tuple(classes), seed=args.seed)
+        return load_mnist_classes(args.data, tuple(classes), seed=args.seed)
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(f"MNIST not found or unreadable ({err}); pass --data FOLDER with the IDX files") \
             from None
@@ -95,7 +97,7 @@ def _mnist(args, folder, data) -> int:
     import jax
     import numpy as np
 
-    from jcausal.gce.mnist import explain_digits, fit_classifier, summary
+    from jcausal.experiments.gce_mnist import GCEMnistConfig, explain_digits, fit_classifier, summary
     from jcausal.models.checkpoint import metadata_differences, read_metadata
     from jcausal.plot.gce import plot_accuracy_drop, plot_factor_flow, plot_sweeps, plot_training
 
@@ -113,11 +115,11 @@ def _mnist(args, folder, data) -> int:
                          progress=not args.quiet, metadata=record)
     if not args.quiet:
         print(f"classifier validation accuracy {clf.val_accuracy:.4f}")
-    exp = explain_digits(data, clf, key=k_exp, K=args.K, L=args.L, lam=args.lam, steps=args.steps,
-                         batch_size=args.batch_size, n_alpha=args.n_alpha, n_beta=args.n_beta,
-                         learning_rate=args.lr, likelihood=args.likelihood,
-                         checkpoint=out / "explainer.msgpack",
-                         checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    config = GCEMnistConfig(K=args.K, L=args.L, lam=args.lam, steps=args.steps, batch_size=args.batch_size,
+                            n_alpha=args.n_alpha, n_beta=args.n_beta, learning_rate=args.lr,
+                            likelihood=args.likelihood, checkpoint_every=args.checkpoint_every)
+    exp = explain_digits(data, clf, key=k_exp, config=config, checkpoint=out / "explainer.msgpack",
+                         progress=not args.quiet)
     require_trained(exp.fit.steps, exp.fit.nonfinite_step, what="jcausal gce mnist",
                     kept=str(out / "explainer.msgpack"))
     s = summary(exp, clf)

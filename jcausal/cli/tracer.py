@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import NamedTuple
 
 from jcausal.cli.core import (
     CLIError,
@@ -23,52 +22,25 @@ from jcausal.cli.core import (
 
 __all__ = ["register"]
 
-MNIST_SIDE = 28
+MNIST_SIDE = 28  # as in jcausal.experiments.tracer_tasks; the CLI module imports no numpy
 
 
-class Task(NamedTuple):
-    """The data and reference model of ``mnist`` / ``tabular``, loaded by the checks."""
-
-    x_tr: object
-    y_tr: object
-    x_val: object
-    y_val: object
-    make: object  # () -> a fresh model
-    tag: str  # checkpoint name
-    epochs: int
-    lr: float
-    data: object  # the tabular data set (feature names, scaler) or None
-
-
-def _task(args, dataset: str) -> Task:
-    from flax import nnx
+def _task(args, dataset: str):
+    """The :class:`jcausal.experiments.tracer_tasks.Task` of ``dataset`` (data loaded, model not built)."""
+    from jcausal.experiments.tracer_tasks import mnist_task, tabular_task
 
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise CLIError(f"--checkpoint not found: {args.checkpoint}")
     if dataset == "mnist":
-        from jcausal.data import load_mnist
-        from jcausal.models import AlexNetSmall
-
         try:
-            d = load_mnist(args.data, val_fraction=0.2, seed=args.seed)
+            return mnist_task(args.data, seed=args.seed, epochs=args.epochs)
         except (FileNotFoundError, ValueError) as err:
             raise CLIError(f"MNIST not found or unreadable ({err}); pass --data FOLDER with the IDX "
                            "files") from None
-        return Task(d.x_train[..., None], d.y_train, d.x_val[..., None], d.y_val,
-                    lambda: AlexNetSmall(10, rngs=nnx.Rngs(args.seed)), "mnist_alexnet", args.epochs or 2,
-                    1e-3, None)
-    from jcausal.data import train_test_split
-    from jcausal.models import MLP
-    from jcausal.tracer.datasets import load_breast_cancer
-
-    data = load_breast_cancer()
-    tr, te = train_test_split(len(data.y), test_size=0.25, seed=args.seed)
-    return Task(data.X[tr], data.y[tr], data.X[te], data.y[te],
-                lambda: MLP((30, 64, 32, 2), rngs=nnx.Rngs(args.seed)), "breast_cancer_mlp",
-                args.epochs or 200, 3e-3, data)
+    return tabular_task(seed=args.seed, epochs=args.epochs)
 
 
-def _model(args, out: Path, t: Task):
+def _model(args, out: Path, t):
     """The reference model: ``--checkpoint``, or the one trained into ``--out`` with the same
     settings (refused when its recorded seed/epochs differ), or trained now and saved there."""
     import jax
@@ -111,48 +83,23 @@ def _check_explain(args, dataset):
     return t
 
 
-def _explain(args, folder, t: Task, dataset: str) -> int:
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from jcausal.plot.tracer import plot_causal_graph, plot_cka, plot_contributions, plot_coverage
-    from jcausal.tracer import explain, global_view, layer_outputs
+def _explain(args, folder, t, dataset: str) -> int:
+    from jcausal.experiments.tracer_mnist import run_tracer_mnist
+    from jcausal.experiments.tracer_tabular import run_tracer_tabular
 
     out = Path(args.out)
-    steps = tqdm(total=4, desc=f"jcausal tracer {dataset}", disable=args.quiet, leave=False)
     model, ckpt, sha, acc = _model(args, out, t)
-    if dataset == "mnist":
-        layers, names, kw = ["convs.*", "fcs.*"], None, dict(patch=args.patch, stride=args.stride)
-    else:
-        layers, names = ["layers.*"], list(t.data.feature_names)
-        # the neutral point of min-max scaled data is the training mean, not 0 (section 3.2.1)
-        kw = dict(baseline_kind="mean", value=np.asarray(t.x_tr.mean(0), np.float32))
-    steps.update()
-    steps.set_postfix_str("local analysis")
-    lo = layer_outputs(model, t.x_val[0], layers=layers)
     i = int(args.index)
-    ex = explain(lo, t.x_val[i], eps=args.eps, **kw)
-    tag = f"tracer_{dataset}"
-    img = np.asarray(t.x_val[i]) if dataset == "mnist" else None
-    figs = {f"{tag}_cka.png": plot_cka(ex.graph), f"{tag}_graph.png": plot_causal_graph(ex.graph),
-            f"{tag}_contributions.png": plot_contributions(ex, img, feature_names=names)}
-    steps.update()
-    summary = {"dataset": dataset, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "seed": args.seed,
-               "test_accuracy": acc, "index": i, "label": int(t.y_val[i]), "eps": args.eps,
-               "local": ex.to_dict()}
-    if dataset == "tabular":
-        summary["local"]["top_features"] = [
-            [names[j] for j in np.argsort(-np.abs(c.features))[:5]] for c in ex.contributions]
-    steps.set_postfix_str("global view")
     if dataset == "mnist":
-        gv = global_view(lo, t.x_val, t.y_val, per_class=args.per_class, patch=args.patch,
-                         stride=args.stride, eps=args.eps, progress=not args.quiet)
-        figs[f"{tag}_coverage.png"] = plot_coverage(gv)
-        summary["global"] = gv.to_dict()
-    steps.update(2)
-    steps.close()
-    publish(folder, tag, figs, summary)
-    g = ex.graph
+        run = run_tracer_mnist(model, t, index=i, patch=args.patch, stride=args.stride, eps=args.eps,
+                               per_class=args.per_class, progress=not args.quiet)
+    else:
+        run = run_tracer_tabular(model, t, index=i, eps=args.eps, progress=not args.quiet)
+    tag = f"tracer_{dataset}"
+    summary = {"dataset": dataset, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "seed": args.seed,
+               "test_accuracy": acc, **run.summary}
+    publish(folder, tag, run.figures, summary)
+    ex, g = run.result, run.result.graph
     print(f"test accuracy {acc:.2f}%; input {i} (label {int(t.y_val[i])}) -> class {ex.target} "
           f"({100 * ex.probs[ex.target]:.1f}%)")
     print(f"causal mechanism: {g.num_nodes} nodes {g.node_names()}, links {list(g.links)}")
@@ -184,7 +131,7 @@ def _check_counterfactual(args, dataset):
     return t
 
 
-def _constraints(args, t: Task) -> dict:
+def _constraints(args, t) -> dict:
     """``--immutable`` and ``--range`` as the keyword arguments of ``counterfactuals``."""
     from jcausal.tracer import make_constraints
 
@@ -211,118 +158,57 @@ def _constraints(args, t: Task) -> dict:
     return kw
 
 
-def _counterfactual(args, folder, t: Task, dataset: str) -> int:
-    import jax
-    import numpy as np
-    from flax import nnx
-
+def _gan(args, out: Path, model, t, dataset: str, sha: str):
+    """The counterfactual GAN: ``--gan-checkpoint``, or the one trained into ``--out`` with the same
+    settings, or trained now and saved there; returns ``(setup, checkpoint, training summary or None)``."""
+    from jcausal.experiments.counterfactuals import NoConfidentInputs, fit_gan, gan_setup, training_summary
     from jcausal.models import load, save
-    from jcausal.plot.counterfactual import plot_contrastive, plot_counterfactuals, plot_feature_changes
-    from jcausal.tracer import (
-        CounterfactualGAN,
-        contrastive,
-        counterfactuals,
-        feature_changes,
-        model_labels,
-        nn_index,
-        train_gan,
-    )
 
-    mnist = dataset == "mnist"
-    k = 10 if mnist else 2
-    lam = args.lam if args.lam is not None else 0.9
-    out = Path(args.out)
-    model, ckpt, sha, acc = _model(args, out, t)
-    x_tr, x_val, y_val = t.x_tr, t.x_val, t.y_val
-    # y* is a model output: x_nn is drawn from the training instances the classifier assigns to y*
-    # and, with --min-confidence, assigns with at least that probability (further from the boundary)
-    x_mean = np.asarray(x_tr.mean(0), np.float32)
-    y_model, p_tr = model_labels(model, x_tr)
-    keep = p_tr.max(1) >= args.min_confidence
-    if not keep.any():
+    try:
+        setup = gan_setup(model, t, mnist=dataset == "mnist", seed=args.seed,
+                          min_confidence=args.min_confidence, steps=args.gan_steps, lam=args.lam)
+    except NoConfidentInputs as err:
         raise CLIError(f"no training input reaches --min-confidence {args.min_confidence} (the most "
-                       f"confident is {p_tr.max():.3f}): lower --min-confidence, or train longer with "
-                       "--epochs (the classifier is kept in --out)")
-    x_tr, y_model = x_tr[keep], y_model[keep]
-    index = nn_index(x_tr, y_model, k)
-    shape = (MNIST_SIDE, MNIST_SIDE, 1) if mnist else (x_tr.shape[1],)
-    gan = CounterfactualGAN(k, input_shape=shape, kind="image" if mnist else "tabular",
-                            latent=16 if mnist else 8, channels=16, rngs=nnx.Rngs(args.seed))
-    steps = args.gan_steps or (3000 if mnist else 1500)
-    # squared distance for images: the Euclidean one collapses digits to blank images (measured)
-    dist = "squared" if mnist else "euclidean"
-    training = None
+                       f"confident is {err.top:.3f}): lower --min-confidence, or train longer with "
+                       "--epochs (the classifier is kept in --out)") from None
     if args.gan_checkpoint:
         gan_ckpt = Path(args.gan_checkpoint)
         try:
-            load(gan_ckpt, gan)
+            load(gan_ckpt, setup.gan)
         except Exception as err:
             raise CLIError(f"--gan-checkpoint {gan_ckpt}: {err}") from None
-    else:
-        gan_ckpt = out / f"{dataset}_cf_gan.msgpack"
-        record = {"classifier_sha256": sha, "seed": args.seed, "gan_steps": steps, "lam": lam,
-                  "min_confidence": args.min_confidence}
-        if not reuse_checkpoint(gan_ckpt, gan, record,
-                                remedy="use another --out, or the settings it was trained with"):
-            res = train_gan(gan, x_tr, y_model, key=jax.random.key(args.seed), steps=steps, lam=lam,
-                            index=index, batch_size=32 if mnist else 64, distance=dist, checkpoint=gan_ckpt,
-                            progress=not args.quiet)
-            require_trained(res.steps, res.nonfinite_step, what="the counterfactual GAN", kept=str(gan_ckpt))
-            save(gan_ckpt, gan, metadata=record)
-            training = {"steps": res.steps, "training_inputs": int(keep.sum()),
-                        "nonfinite_step": res.nonfinite_step, "lam": lam, "distance": dist,
-                        "final_g_loss": res.history["g_loss"][-1] if res.history["g_loss"] else None,
-                        "final_dist": res.history["dist"][-1] if res.history["dist"] else None}
-    n = min(args.count, len(x_val))
-    xs = x_val[:n]
-    pred, _ = model_labels(model, xs)
-    rng = np.random.default_rng(args.seed)
-    targets = (np.full(n, args.target) if args.target is not None
-               else (pred + rng.integers(1, k, n)) % k)
+        return setup, gan_ckpt, None
+    gan_ckpt = out / f"{dataset}_cf_gan.msgpack"
+    record = {"classifier_sha256": sha, "seed": args.seed, "gan_steps": setup.steps, "lam": setup.lam,
+              "min_confidence": args.min_confidence}
+    if reuse_checkpoint(gan_ckpt, setup.gan, record,
+                        remedy="use another --out, or the settings it was trained with"):
+        return setup, gan_ckpt, None
+    res = fit_gan(setup, seed=args.seed, checkpoint=gan_ckpt, progress=not args.quiet)
+    require_trained(res.steps, res.nonfinite_step, what="the counterfactual GAN", kept=str(gan_ckpt))
+    save(gan_ckpt, setup.gan, metadata=record)
+    return setup, gan_ckpt, training_summary(setup, res)
+
+
+def _counterfactual(args, folder, t, dataset: str) -> int:
+    from jcausal.experiments.counterfactuals import describe, evaluate
+
+    mnist = dataset == "mnist"
+    out = Path(args.out)
+    model, ckpt, sha, acc = _model(args, out, t)
+    setup, gan_ckpt, training = _gan(args, out, model, t, dataset, sha)
     kw = _constraints(args, t) if not mnist else {}
-    r = counterfactuals(gan, model, xs, targets, index, x_train=x_tr, num=args.num,
-                        key=jax.random.key(args.seed), **kw)
+    cont = dict(eps=args.eps, patch=args.patch, stride=args.stride) if mnist else dict(eps=args.eps)
+    r, found, figs = evaluate(model, setup, t, seed=args.seed, count=args.count, target=args.target,
+                              num=args.num, constraints=kw, contrastive_kw=cont)
     pfx = f"counterfactual_{dataset}"
-    names = list(t.data.feature_names) if t.data is not None else None
     summary = {"dataset": dataset, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "seed": args.seed,
-               "gan_checkpoint": str(gan_ckpt), "test_accuracy": acc, "training": training,
-               "immutable": kw.get("immutable"), "ranges": kw.get("ranges"), "num": args.num,
-               **r.to_dict(limit=20)}
-    figs = {}
-    if mnist:
-        figs[f"{pfx}_grid.png"] = plot_counterfactuals(r, n=10)
-    else:
-        summary["changed_features"] = [
-            [c._asdict() for c in feature_changes(r.inputs[i], r.counterfactuals[i], t.data.scaler, names,
-                                                  top=8)] for i in range(min(n, 20))]
-        figs[f"{pfx}_changes.png"] = plot_feature_changes(
-            feature_changes(r.inputs[0], r.counterfactuals[0], t.data.scaler, names, top=12))
-    all_pred, _ = model_labels(model, x_val)
-    wrong = np.flatnonzero(all_pred != np.asarray(y_val))
-    summary["contrastive"] = None
-    if len(wrong):
-        i = int(wrong[0])
-        kw = (dict(layers=["convs.*", "fcs.*"], patch=args.patch, stride=args.stride) if mnist else
-              dict(layers=["layers.*"], baseline_kind="mean", value=x_mean))
-        c = contrastive(model, gan, x_val[i], int(y_val[i]), index, x_train=x_tr, eps=args.eps, **kw)
-        summary["contrastive"] = {"index": i, **c.to_dict()}
-        figs[f"{pfx}_contrastive.png"] = plot_contrastive(c, feature_names=names)
+               "gan_checkpoint": str(gan_ckpt), "test_accuracy": acc, "training": training, **found}
     publish(folder, pfx, figs, summary)
-    s = r.summary()
-    print(f"test accuracy {acc:.2f}%; {s['changed']} counterfactuals ({s['unchanged']} inputs already of "
-          f"the target returned unchanged)")
-    if s["changed"]:
-        print(f"validity {s['validity_percent']:.1f}%; mean ||x* - x|| {s['mean_dist_input']:.3f}, "
-              f"||x* - x_nn|| {s['mean_dist_nn']:.3f} (||x - x_nn|| {s['mean_dist_input_nn']:.3f}); "
-              f"features changed {s.get('mean_features_changed', float('nan')):.2f} on average")
-        if args.num > 1:
-            print(f"{args.num} counterfactuals per input: all valid and distinct for "
-                  f"{s.get('all_valid_distinct_percent', float('nan')):.1f}% of inputs, mean pairwise "
-                  f"distance {s.get('mean_diversity', float('nan')):.3f}")
-    if summary["contrastive"]:
-        cd = summary["contrastive"]
-        print(f"contrastive: test input {cd['index']} (label {cd['label']}, predicted {cd['prediction']}) "
-              f"-> counterfactual predicted {cd['cf_prediction']}")
+    lines = describe(r, summary, args.num)
+    print(f"test accuracy {acc:.2f}%; {lines[0]}")
+    for line in lines[1:]:
+        print(line)
     print(f"wrote {out / (pfx + '.json')} and figures {pfx}_*.png")
     return 0
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from jcausal._src.checks import require_finite
 from jcausal._src.xla import jit
-from jcausal.gce.objectives import _caller, _split_params, bind_models
+from jcausal.gce.objectives import bind_models, caller, split_params
 
 __all__ = ["AccuracyDrop", "Sweep", "resample_accuracy", "latent_sweeps"]
 
@@ -45,8 +45,8 @@ class Sweep(NamedTuple):
 
 
 def _callers(encode, decode, classify, params):
-    gp, cp = _split_params(params)
-    return _caller(encode, gp), _caller(decode, gp), _caller(classify, cp)
+    gp, cp = split_params(params)
+    return caller(encode, gp), caller(decode, gp), caller(classify, cp)
 
 
 @partial(jit, static_argnames=("encode", "decode", "classify", "batch_size"))

@@ -44,14 +44,15 @@ def entropy(p: jax.Array, axis: int = -1) -> jax.Array:
     return -jnp.sum(p * jnp.log(jnp.maximum(p, tiny)), axis=axis)
 
 
-def _caller(f: Callable, params: Any, noisy: bool = False) -> Callable:
+def caller(f: Callable, params: Any, noisy: bool = False) -> Callable:
     """``f(x)`` / ``f(params, x)``, optionally with ``key=`` (the decoder's noise)."""
     if noisy:
         return (lambda x, k: f(x, key=k)) if params is None else (lambda x, k: f(params, x, key=k))
     return (lambda x: f(x)) if params is None else (lambda x: f(params, x))
 
 
-def _split_params(params) -> tuple[Any, Any]:
+def split_params(params) -> tuple[Any, Any]:
+    """``(decode_params, classify_params)`` from the pair ``params`` (or ``(None, None)``)."""
     if params is None:
         return None, None
     if not (isinstance(params, (tuple, list)) and len(params) == 2):
@@ -71,7 +72,7 @@ def bind_models(decode: Callable, classify: Callable, params, *, dim: int | None
     ``decode`` is traced on a latent ``(dim,)`` or, with ``encode``, on the latent mean that
     ``encode`` gives for ``example`` (ONE input).
     """
-    gp, cp = _split_params(params)
+    gp, cp = split_params(params)
     decode, gp = unwrap_model(decode, gp, split=False)
     classify, cp = unwrap_model(classify, cp, split=False)
     slots = []
@@ -93,7 +94,8 @@ def _is_traced(*trees) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
 
 
-def _check_sizes(K: int, L: int, n_outer: int, n_inner: int, names=("n_alpha", "n_beta")) -> None:
+def check_sizes(K: int, L: int, n_outer: int, n_inner: int, names=("n_alpha", "n_beta")) -> None:
+    """Refuse factor counts and sample sizes that are not positive Python ints (they fix shapes)."""
     for name, v in (("K", K), ("L", L), (names[0], n_outer), (names[1], n_inner)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
             raise ValueError(f"{name} must be a Python int (it fixes array shapes), got {v!r}")
@@ -107,6 +109,9 @@ def _check_sizes(K: int, L: int, n_outer: int, n_inner: int, names=("n_alpha", "
         raise ValueError(f"{names[1]} = {n_inner}: need at least one sample")
 
 
+_check_sizes = check_sizes  # the old private name, for callers not yet moved to check_sizes
+
+
 def check_models(decode: Callable, classify: Callable, dim: int, *, params=None, noisy: bool = False,
                  atol: float = 1e-3) -> int:
     """Probe ``decode`` and ``classify`` once at ``z = 0`` (outside ``jit``) and return the number
@@ -117,9 +122,9 @@ def check_models(decode: Callable, classify: Callable, dim: int, *, params=None,
         is not a probability vector: not 1-d, NaN/inf, negative, or not summing to 1 within
         ``atol`` (the sum is named).
     """
-    dparams, cparams = _split_params(params)
-    dec = _caller(decode, dparams, noisy)
-    clf = _caller(classify, cparams)
+    dparams, cparams = split_params(params)
+    dec = caller(decode, dparams, noisy)
+    clf = caller(classify, cparams)
     z = jnp.zeros((dim,), jnp.float32)
     x = dec(z, jax.random.key(0)) if noisy else dec(z)
     try:
@@ -152,8 +157,8 @@ def _grid_probs(decode, classify, key, dim: int, outer_mask: np.ndarray, n_outer
     z_in = jax.random.normal(k_in, (n_inner, dim))
     mask = jnp.asarray(outer_mask)
     z = jnp.where(mask[None, None, :], z_out[:, None, :], z_in[None, :, :]).reshape(-1, dim)
-    dec = _caller(decode, dparams, noisy)
-    clf = _caller(classify, cparams)
+    dec = caller(decode, dparams, noisy)
+    clf = caller(classify, cparams)
     n = n_outer * n_inner
     keys = jax.random.split(k_noise, n)
     run = jax.vmap(lambda zz, kk: clf(dec(zz, kk))) if noisy else jax.vmap(lambda zz, kk: clf(dec(zz)))
@@ -223,7 +228,7 @@ def _mutual_information(decode, classify, key, *, dim, factors, n_outer, n_inner
     class probabilities are not all finite (an int32 scalar; unused outputs cost nothing under jit)."""
     mask = np.zeros(dim, bool)
     mask[list(factors)] = True
-    dparams, cparams = _split_params(params)
+    dparams, cparams = split_params(params)
     P = _grid_probs(decode, classify, key, dim, mask, n_outer, n_inner, dparams, cparams, noisy, chunk)
     bad = jnp.sum(~jnp.all(jnp.isfinite(P), axis=-1))
     return (_conditional(P) if conditional else _unconditional(P)), bad
@@ -286,9 +291,9 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
         or (``check``, not under tracing) NaN/inf probabilities on some latents of the grid (the
         message says how many).
     """
-    _check_sizes(K, L, n_alpha, n_beta)
+    check_sizes(K, L, n_alpha, n_beta)
     (decode, dp), (classify, cp) = (unwrap_model(g, p, split=False) for g, p in zip((decode, classify),
-                                                                                    _split_params(params)))
+                                                                                    split_params(params)))
     params = None if dp is None and cp is None else (dp, cp)  # jcausal.wrap models carry their params
     if variant not in VARIANTS:
         raise ValueError(f"variant = {variant!r}: choose one of {VARIANTS}")
@@ -329,7 +334,7 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
       ValueError: bad sizes, a bad probe, or (``check``, not under tracing) NaN/inf probabilities
         on some latents of a factor's grid (the message names the factors and how many latents).
     """
-    _check_sizes(K, L, n_outer, n_inner, names=("n_outer", "n_inner"))
+    check_sizes(K, L, n_outer, n_inner, names=("n_outer", "n_inner"))
     dim = K + L
     check = check and not _is_traced(params, key)
     if check:

@@ -6,7 +6,7 @@
 3. Until ``C`` plateaus; use ``(K, L, lambda)`` from just before the plateau.
 
 :func:`select_parameters` is the search itself, driven by any ``measure(K, L, lam) -> (C, D)``;
-:func:`make_measure` builds that callable from :func:`jcausal.gce.train` (a fresh model per
+:func:`make_measure` builds that callable from :func:`jcausal.gce.fit_explainer` (a fresh model per
 trial).
 """
 
@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from jcausal.gce.models import generative
 from jcausal.gce.objectives import information_flow
-from jcausal.gce.train import train
+from jcausal.gce.train import ExplainerSettings, fit_explainer
+from jcausal.models import Loop
 
 __all__ = ["SelectionPath", "select_parameters", "make_measure"]
 
@@ -113,20 +114,20 @@ def select_parameters(measure: Callable[[int, int, float], tuple[float, float]],
 def make_measure(model_factory: Callable[[int, int], Any], classify: Callable, data=None, *,
                  key: jax.Array, steps: int, classify_params=None, n_alpha: int = 100, n_beta: int = 25,
                  n_eval: tuple[int, int] = (200, 100), tail: float = 0.1, **train_kw) -> Callable:
-    """``measure(K, L, lam) -> (C, D)`` for :func:`select_parameters`, from :func:`jcausal.gce.train`.
+    """``measure(K, L, lam) -> (C, D)`` for :func:`select_parameters`, from :func:`jcausal.gce.fit_explainer`.
 
     Each call trains ``model_factory(K, L)`` (a fresh :class:`~jcausal.gce.LinearGaussian` or VAE)
     for ``steps`` steps with the same key, then reports ``C`` re-estimated with ``n_eval =
     (n_alpha, n_beta)`` samples (0 when ``K = 0``) and ``D`` averaged over the last ``tail``
-    fraction of the logged steps. Extra keywords go to :func:`~jcausal.gce.train`.
+    fraction of the logged steps. Extra keywords are :class:`~jcausal.gce.ExplainerSettings` fields.
     """
     k_train, k_eval = jax.random.split(key)
 
     def measure(K: int, L: int, lam: float) -> tuple[float, float]:
         model = model_factory(K, L)
-        res = train(model, classify, data, key=k_train, K=K, L=L, lam=lam, steps=steps,
-                    classify_params=classify_params, n_alpha=n_alpha, n_beta=n_beta,
-                    fidelity_only=K == 0, progress=False, **train_kw)
+        settings = ExplainerSettings(n_alpha=n_alpha, n_beta=n_beta, fidelity_only=K == 0, **train_kw)
+        res = fit_explainer(model, classify, data, key=k_train, K=K, L=L, lam=lam, steps=steps,
+                            classify_params=classify_params, settings=settings, loop=Loop(progress=False))
         Ds = res.history["D"]
         D = float(np.mean(Ds[-max(1, int(len(Ds) * tail)):]))
         if K == 0:

@@ -10,6 +10,7 @@ Algorithm 1 can change it without recompiling.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,16 +20,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 from jcausal._src.checks import require_finite
+from jcausal._src.fit import FitResult, Loop, fit
 from jcausal._src.io import atomic_write_bytes
 from jcausal._src.xla import jit
 from jcausal.gce.models import Generative, LinearGaussian, generative
-from jcausal.gce.objectives import VARIANTS, _check_sizes, check_models, information_flow
+from jcausal.gce.objectives import VARIANTS, check_models, check_sizes, information_flow
 from jcausal.models.checkpoint import save
 
-__all__ = ["StepInfo", "TrainResult", "build_step", "train"]
+__all__ = ["ExplainerSettings", "StepInfo", "build_step", "fit_explainer", "train"]
 
 
 class StepInfo(NamedTuple):
@@ -39,18 +40,31 @@ class StepInfo(NamedTuple):
     D: jax.Array
 
 
-class TrainResult(NamedTuple):
-    """``params``: the generator's parameters after ``steps`` updates; ``history``: lists
-    ``step``, ``C``, ``D``, ``loss`` (every ``log_every`` steps); ``nonfinite_step``: the 1-based
-    step whose loss was NaN/inf, or ``None``. Training stops there and ``params`` are the last
-    parameters whose loss was measured finite (``steps < nonfinite_step``); ``checkpoint``: path
-    of the last checkpoint written (it holds those parameters), or ``None``."""
+class ExplainerSettings(NamedTuple):
+    """Optimisation and estimator settings of :func:`fit_explainer` (the paper's defaults).
 
-    params: nnx.State
-    history: dict[str, list[float]]
-    steps: int
-    nonfinite_step: int | None
-    checkpoint: Path | None
+    Fields:
+      batch_size: data rows per step (64).
+      n_alpha, n_beta: Monte Carlo samples of the causal and noncausal factors per estimate of
+        ``C`` (100, 25).
+      learning_rate: Adam's step (5e-4), unless ``optimizer`` is given.
+      optimizer: an optax transformation, or ``None`` for ``optax.adam(learning_rate)``.
+      variant: causal objective, one of :data:`~jcausal.gce.VARIANTS`.
+      fidelity_only: maximise ``D`` only (Algorithm 1 step 1; ``K = 0`` allowed).
+      chunk: latents decoded and classified per batch (see :func:`build_step`; ``None``: all).
+    """
+
+    batch_size: int = 64
+    n_alpha: int = 100
+    n_beta: int = 25
+    learning_rate: float = 5e-4
+    optimizer: optax.GradientTransformation | None = None
+    variant: str = "joint"
+    fidelity_only: bool = False
+    chunk: int | None = None
+
+
+TrainResult = FitResult  # the old name of this module's result (use jcausal.models.FitResult)
 
 
 def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTransformation, *, K: int,
@@ -64,9 +78,8 @@ def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTra
     ``stop_gradient``: the classifier is frozen. With ``fidelity_only`` the objective is ``D``
     alone (Algorithm 1, step 1; ``K`` may be 0). ``chunk``: decode and classify at most this
     many of the ``n_alpha * n_beta`` latents per batch (the same objective; see
-    :func:`~jcausal.gce.information_flow`). Measured on the MNIST step (Table 2 VAE, Table 1
-    CNN, 100 x 25 latents, 2-core CPU): one batch 2.61 s, chunks of 625 2.39 s, 250 2.27 s,
-    100 2.38 s (smaller working sets stay in cache); compile time grows with the chunk count.
+    :func:`~jcausal.gce.information_flow`): smaller working sets stay in cache, while compile
+    time grows with the chunk count (timings: ``benchmarks/gce_step.py``).
     """
     def objective(params, clf_params, batch, lam, key):
         k_c, k_d = jax.random.split(key)
@@ -124,12 +137,38 @@ def _check_latent_size(model, gen: Generative, data, K: int, L: int) -> None:
                          f"factors (is its latent size another?): {type(err).__name__}: {err}") from None
 
 
-def train(model: nnx.Module | Generative, classify: Callable, data=None, *, key: jax.Array, K: int,
-          L: int, lam: float, steps: int, classify_params: Any = None, batch_size: int = 64,
-          n_alpha: int = 100, n_beta: int = 25, learning_rate: float = 5e-4,
-          optimizer: optax.GradientTransformation | None = None, variant: str = "joint",
-          fidelity_only: bool = False, checkpoint: str | Path | None = None, checkpoint_every: int = 500,
-          log_every: int = 1, progress: bool = True, chunk: int | None = None) -> TrainResult:
+def _check_request(K: int, L: int, lam: float, steps: int, settings: ExplainerSettings, loop: Loop) -> None:
+    if not np.isfinite(lam) or lam < 0:
+        raise ValueError(f"lam = {lam}: the weight of the data term must be a finite number >= 0")
+    if steps < 1 or loop.checkpoint_every < 1 or loop.log_every < 1:
+        raise ValueError(f"steps, checkpoint_every and log_every must be >= 1, got {steps}, "
+                         f"{loop.checkpoint_every}, {loop.log_every}")
+    if settings.variant not in VARIANTS:
+        raise ValueError(f"variant = {settings.variant!r}: choose one of {VARIANTS}")
+    if settings.fidelity_only:
+        if K < 0 or L < 0 or K + L < 1:
+            raise ValueError(f"K = {K}, L = {L}: need K, L >= 0 and K + L >= 1")
+    else:
+        check_sizes(K, L, settings.n_alpha, settings.n_beta)
+
+
+def _training_rows(gen: Generative, data, batch_size: int):
+    """The data term's rows on the device and the batch size (one dummy row for a map without
+    an encoder, whose data term needs no data)."""
+    if data is None:
+        if gen.encode is not None:
+            raise ValueError("data is None but the generative map is a VAE: pass training inputs")
+        return jnp.zeros((1, 1), jnp.float32), 1
+    data = jnp.asarray(data)
+    if data.ndim < 1 or data.shape[0] < 1:
+        raise ValueError(f"data must be a non-empty batch (n, ...), got shape {data.shape}")
+    require_finite(data, "data", rows="inputs", fix="the data term D would be NaN from the first step")
+    return data, min(int(batch_size), data.shape[0])
+
+
+def fit_explainer(model: nnx.Module | Generative, classify: Callable, data=None, *, key: jax.Array, K: int,
+                  L: int, lam: float, steps: int, classify_params: Any = None,
+                  settings: ExplainerSettings | None = None, loop: Loop | None = None) -> FitResult:
     """Fit a generative map so that its first ``K`` latents explain ``classify`` (GCE eqn 3).
 
     Args:
@@ -140,98 +179,76 @@ def train(model: nnx.Module | Generative, classify: Callable, data=None, *, key:
       data: ``(n, ...)`` training inputs for the data term (``None`` for the linear-Gaussian map).
       key: PRNG key (batches and every Monte Carlo draw); the run is reproducible from it.
       K, L: causal and noncausal factors; lam: ``lambda >= 0``; steps: optimisation steps.
-      batch_size, n_alpha, n_beta, learning_rate: the paper's 64, 100, 25, 5e-4 by default.
-      optimizer: optax transformation (default ``optax.adam(learning_rate)``).
-      variant: causal objective, one of :data:`~jcausal.gce.VARIANTS`.
-      fidelity_only: maximise ``D`` only (Algorithm 1 step 1; ``K = 0`` allowed).
-      checkpoint: path of an atomic msgpack checkpoint of the parameters (plus ``.json`` with the
-        step, C and D), written every ``checkpoint_every`` steps and at the end.
-      log_every: history resolution; progress: tqdm bar showing C and D.
-      chunk: latents decoded and classified per batch (see :func:`build_step`; ``None``: all).
+      classify_params: the classifier's parameters (an argument of every step, never a constant).
+      settings: :class:`ExplainerSettings` (batch size, ``n_alpha``, ``n_beta``, optimizer, variant,
+        ...); default the paper's.
+      loop: :class:`~jcausal.models.Loop`: checkpoint (an atomic msgpack of the parameters plus
+        ``.json`` with the step, C and D), history resolution, progress bar.
 
     Returns:
-      :class:`TrainResult`. A NaN/inf loss stops training: the last finite parameters are kept
-      (and checkpointed) and the step is reported in ``nonfinite_step``.
+      :class:`~jcausal.models.FitResult` with ``state`` (alias ``params``) the generator's
+      parameters and history ``step``, ``C``, ``D``, ``loss``. A NaN/inf loss stops training: the
+      last finite parameters are kept (and checkpointed) and the step is reported in
+      ``nonfinite_step``.
 
     Raises:
       ValueError: ``lam < 0``, ``K < 1`` (unless ``fidelity_only``), ``L < 0``, ``n_alpha`` or
         ``n_beta < 1``, ``steps < 1``, ``K + L`` not the map's latent size (both named), bad
         classifier outputs on a probe, or missing data for a VAE.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jcausal.gce import ExplainerSettings, LinearGaussian, fit_explainer
+      >>> from jcausal.models import Loop
+      >>> def probit(a, x):
+      ...     p = jax.scipy.stats.norm.cdf(a @ x)
+      ...     return jnp.stack([1 - p, p])
+      >>> g = LinearGaussian(2, 1, 1, rngs=nnx.Rngs(0))
+      >>> res = fit_explainer(g, probit, key=jax.random.key(0), K=1, L=1, lam=0.1, steps=3,
+      ...                     classify_params=jnp.array([2.0, -1.0]),
+      ...                     settings=ExplainerSettings(n_alpha=8, n_beta=4), loop=Loop(progress=False))
+      >>> res.steps, len(res.history["C"])
+      (3, 3)
     """
-    if not np.isfinite(lam) or lam < 0:
-        raise ValueError(f"lam = {lam}: the weight of the data term must be a finite number >= 0")
-    if steps < 1 or checkpoint_every < 1 or log_every < 1:
-        raise ValueError(f"steps, checkpoint_every and log_every must be >= 1, got {steps}, "
-                         f"{checkpoint_every}, {log_every}")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant = {variant!r}: choose one of {VARIANTS}")
-    if fidelity_only:
-        if K < 0 or L < 0 or K + L < 1:
-            raise ValueError(f"K = {K}, L = {L}: need K, L >= 0 and K + L >= 1")
-    else:
-        _check_sizes(K, L, n_alpha, n_beta)
+    settings = ExplainerSettings() if settings is None else settings
+    loop = Loop() if loop is None else loop
+    _check_request(K, L, lam, steps, settings, loop)
     gen = model if isinstance(model, Generative) else generative(model)
     _check_latent_size(model, gen, data, K, L)
-    has_cp = classify_params is not None
-    if not fidelity_only:
+    if not settings.fidelity_only:
         check_models(gen.decode, classify, K + L, params=(gen.params, classify_params), noisy=gen.noisy)
-    if data is None:
-        if gen.encode is not None:
-            raise ValueError("data is None but the generative map is a VAE: pass training inputs")
-        data = jnp.zeros((1, 1), jnp.float32)
-        bs = 1
-    else:
-        data = jnp.asarray(data)
-        if data.ndim < 1 or data.shape[0] < 1:
-            raise ValueError(f"data must be a non-empty batch (n, ...), got shape {data.shape}")
-        require_finite(data, "data", rows="inputs", fix="the data term D would be NaN from the first step")
-        bs = min(int(batch_size), data.shape[0])
-    tx = optimizer or optax.adam(learning_rate)
-    step = build_step(gen, classify, tx, K=K, L=L, n_alpha=n_alpha, n_beta=n_beta, variant=variant,
-                      fidelity_only=fidelity_only, classify_has_params=has_cp, chunk=chunk)
-    params = gen.params
+    data, bs = _training_rows(gen, data, settings.batch_size)
+    tx = settings.optimizer or optax.adam(settings.learning_rate)
+    step = build_step(gen, classify, tx, K=K, L=L, n_alpha=settings.n_alpha, n_beta=settings.n_beta,
+                      variant=settings.variant, fidelity_only=settings.fidelity_only,
+                      classify_has_params=classify_params is not None, chunk=settings.chunk)
     with jax.numpy_dtype_promotion("standard"):
-        opt_state = tx.init(params)
+        opt_state = tx.init(gen.params)
     lam_arr = jnp.asarray(lam, jnp.float32)
-    n = data.shape[0]
-    k_perm, k_steps = jax.random.split(key)
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(k_perm)).ravel())
-    order, pos = rng.permutation(n), 0
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    written: Path | None = None
-    history: dict[str, list[float]] = {"step": [], "C": [], "D": [], "loss": []}
-    nonfinite: int | None = None
-    done = 0
-    good, good_done = params, 0
-    bar = tqdm(range(steps), desc=f"gce K={K} L={L}", disable=not progress, leave=False)
-    for t in bar:
-        if pos + bs > n:
-            order, pos = rng.permutation(n), 0
-        idx = jnp.asarray(order[pos:pos + bs])
-        pos += bs
-        new_params, new_opt, info = step(params, opt_state, classify_params, data, idx, lam_arr,
-                                         jax.random.fold_in(k_steps, t))
-        loss = float(info.loss)  # measured on `params` (t updates applied)
-        if not np.isfinite(loss):
-            nonfinite = t + 1
-            params, done = good, good_done  # the last parameters with a finite loss
-            bar.set_postfix_str(f"non-finite loss at step {t + 1}; stopped")
-            break
-        good, good_done = params, t
-        params, opt_state, done = new_params, new_opt, t + 1
-        if done % log_every == 0 or done == steps:
-            c, d = float(info.C), float(info.D)
-            for k_, v in (("step", done), ("C", c), ("D", d), ("loss", loss)):
-                history[k_].append(v)
-            bar.set_postfix(C=f"{c:.4f}", D=f"{d:.4g}")
-        if ckpt is not None and done % checkpoint_every == 0:
-            _save_checkpoint(ckpt, params, {"step": done, "C": float(info.C), "D": float(info.D)})
-            written = ckpt
-    if ckpt is not None and (written is None or nonfinite is not None or done % checkpoint_every):
-        _save_checkpoint(ckpt, params, {"step": done, "nonfinite_step": nonfinite,
-                                        "C": history["C"][-1] if history["C"] else None,
-                                        "D": history["D"][-1] if history["D"] else None})
-        written = ckpt
+
+    def fit_step(state, rows, idx, k):
+        new_params, new_opt, info = step(state[0], state[1], classify_params, rows, idx, lam_arr, k)
+        return (new_params, new_opt), info._asdict()
+
+    res = fit(fit_step, (gen.params, opt_state), data, key=key, steps=steps, batch_size=bs, loop=loop,
+              save=lambda path, state, meta: _save_checkpoint(path, state[0], meta), desc=f"gce K={K} L={L}")
+    params = res.state[0]
     if isinstance(model, nnx.Module):
         nnx.update(model, params)
-    return TrainResult(params, history, done, nonfinite, written)
+    return res._replace(state=params)
+
+
+_SETTINGS = frozenset(ExplainerSettings._fields)
+_LOOP = frozenset(Loop._fields)
+
+
+def train(model: nnx.Module | Generative, classify: Callable, data=None, **kwargs) -> FitResult:
+    """Deprecated name of :func:`fit_explainer`, taking its settings as flat keywords
+    (``batch_size=``, ``n_alpha=``, ..., ``checkpoint=``, ``progress=``, ...)."""
+    warnings.warn("jcausal.gce.train is deprecated: use jcausal.gce.fit_explainer (settings in "
+                  "ExplainerSettings, checkpoint/progress in jcausal.models.Loop)", DeprecationWarning,
+                  stacklevel=2)
+    settings = ExplainerSettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in _SETTINGS})
+    loop = Loop(**{k: kwargs.pop(k) for k in list(kwargs) if k in _LOOP})
+    return fit_explainer(model, classify, data, settings=settings, loop=loop, **kwargs)

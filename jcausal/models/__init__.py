@@ -1,6 +1,8 @@
-"""Reference Flax NNX models, a pure-function bridge, a small trainer and safe checkpoints."""
+"""Reference Flax NNX models, a pure-function bridge, the one fit loop every trainer uses (``fit``,
+``Loop``, ``FitResult``), a small trainer and safe checkpoints."""
 
 from jcausal._src.calling import Split
+from jcausal._src.fit import FitResult, Loop, fit
 from jcausal.models.checkpoint import CheckpointMismatchError, atomic_write_bytes, load, save
 from jcausal.models.cnn import GCECNN, AlexNetSmall
 from jcausal.models.core import (
@@ -13,7 +15,7 @@ from jcausal.models.core import (
 )
 from jcausal.models.mlp import MLP
 from jcausal.models.rnn import OneStepPredictor, SequenceClassifier
-from jcausal.models.train import TrainResult, accuracy, predict, train
+from jcausal.models.train import accuracy, predict, train
 from jcausal.models.vae import VAE, VAEOutput, conv_vae, elbo, gaussian_kl, mlp_vae, reparameterize
 
 __all__ = [
@@ -22,14 +24,16 @@ __all__ = [
     "MLP",
     "AlexNetSmall",
     "CheckpointMismatchError",
+    "FitResult",
     "Functional",
+    "Loop",
     "OneStepPredictor",
     "Split",
     "SplitFunctional",
     "SequenceClassifier",
-    "TrainResult",
     "accuracy",
     "atomic_write_bytes",
+    "fit",
     "functional",
     "get_activation",
     "load",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +18,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jcausal._src.fit import FitResult, Loop, fit
+from jcausal._src.xla import jit
 from jcausal.models.vae import (
     ConvDecoder,
     MLPDecoder,
@@ -28,7 +29,7 @@ from jcausal.models.vae import (
     reparameterize,
 )
 
-__all__ = ["ConditionalVAE", "LatentDecoder", "CVAETrainResult", "train_cvae"]
+__all__ = ["ConditionalVAE", "LatentDecoder", "train_cvae"]
 
 
 class LatentDecoder(nnx.Module):
@@ -112,24 +113,23 @@ class ConditionalVAE(nnx.Module):
         return self.decode(mean, c)
 
 
-class CVAETrainResult(NamedTuple):
-    """``history``: per-epoch mean loss (negative beta-ELBO, nats per image); ``steps``: total."""
-
-    history: list
-    steps: int
-
-
 def train_cvae(model: ConditionalVAE, X, y, *, key: jax.Array, epochs: int = 20, batch_size: int = 128,
                learning_rate: float = 1e-3, progress: bool = True, checkpoint: str | Path | None = None,
-               checkpoint_every: int = 1) -> CVAETrainResult:
-    """Train a :class:`ConditionalVAE` with optax Adam, one jitted step per batch (in place).
+               checkpoint_every: int = 1) -> FitResult:
+    """Train a :class:`ConditionalVAE` with optax Adam on the shared fit loop (in place).
 
     Args:
       X: ``(n, features)`` images in [0, 1] (or ``(n, 28, 28)``); y: ``(n,)`` int class labels.
       key: PRNG key (shuffling and the reparameterisation noise).
+      epochs, batch_size, learning_rate: schedule (``n // batch_size`` steps per epoch).
+      progress: tqdm bar.
       checkpoint: path written atomically every ``checkpoint_every`` epochs (and at the end) with
-        :func:`jcausal.models.save`; a non-finite loss stops training with that last good
-        checkpoint kept and raises ``FloatingPointError`` naming the epoch.
+        :func:`jcausal.models.save`; a non-finite loss stops training, writes the last good
+        parameters there (and into ``model``) and raises ``FloatingPointError`` naming the epoch.
+
+    Returns:
+      :class:`~jcausal.models.FitResult`: ``history["loss"]`` the mean loss per epoch (negative
+      beta-ELBO, nats per image), ``steps`` the updates applied, ``model`` the module.
 
     Examples:
       >>> import jax, numpy as np
@@ -139,13 +139,39 @@ def train_cvae(model: ConditionalVAE, X, y, *, key: jax.Array, epochs: int = 20,
       >>> y = np.arange(64) % 2
       >>> cvae = ConditionalVAE(16, latent=2, num_classes=2, hidden=(8,), rngs=nnx.Rngs(0))
       >>> res = train_cvae(cvae, X, y, key=jax.random.key(0), epochs=2, batch_size=32, progress=False)
-      >>> cvae.decode(np.zeros(2, np.float32), np.eye(2, dtype=np.float32)[1]).shape
-      (16,)
+      >>> res.steps, len(res.history["loss"])
+      (4, 2)
     """
-    from tqdm.auto import tqdm
-
     from jcausal.models.checkpoint import save
 
+    X, y = _checked_data(model, X, y)
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adam(learning_rate)
+    with jax.numpy_dtype_promotion("standard"):
+        opt_state = tx.init(params)
+    step = _make_step(graphdef, rest, tx, model.num_classes)
+    bs = min(batch_size, X.shape[0])
+    nb = X.shape[0] // bs
+
+    def write(path, state, meta):
+        nnx.update(model, state[0])
+        save(path, model)
+
+    loop = Loop(checkpoint, checkpoint_every * nb, log_every=nb, progress=progress)
+    res = fit(step, (params, opt_state), (jnp.asarray(X), jnp.asarray(y, jnp.int32)), key=key,
+              steps=epochs * nb, batch_size=bs, loop=loop, save=write, desc="cVAE", average=True)
+    nnx.update(model, res.state[0])
+    if res.nonfinite_step is not None:
+        raise FloatingPointError(
+            f"cVAE loss became non-finite in epoch {(res.nonfinite_step - 1) // nb}"
+            + (f"; the last good checkpoint is kept at {checkpoint}" if checkpoint else ""))
+    history = {k: v for k, v in res.history.items() if k != "step"}  # one value per epoch
+    return res._replace(state=res.state[0], history=history, aux={"model": model})
+
+
+def _checked_data(model: ConditionalVAE, X, y):
     X = np.asarray(X, np.float32).reshape(len(X), -1)
     y = np.asarray(y)
     if X.shape[1] != model.features:
@@ -156,45 +182,25 @@ def train_cvae(model: ConditionalVAE, X, y, *, key: jax.Array, epochs: int = 20,
         raise ValueError(f"labels must lie in [0, {model.num_classes}), got {np.unique(y)[:10].tolist()}")
     if not np.all(np.isfinite(X)) or X.min() < 0 or X.max() > 1:
         raise ValueError("X must hold finite pixel values in [0, 1] (Bernoulli likelihood)")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
-    with jax.numpy_dtype_promotion("standard"):
-        opt = nnx.Optimizer(model, optax.adam(learning_rate), wrt=nnx.Param)
-    C = model.num_classes
+    return X, y
 
-    @nnx.jit
-    def step(model, opt, xb, yb, k):
-        def loss_fn(m):
-            keys = jax.random.split(k, xb.shape[0])
-            c = jax.nn.one_hot(yb, C, dtype=xb.dtype)
-            return jnp.mean(jax.vmap(m.loss)(xb, c, keys))
 
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
+def _make_step(graphdef, rest, tx, num_classes: int):
+    """The jitted Adam step on the negative beta-ELBO of a batch, one noise key per image."""
+
+    def loss_fn(params, xb, yb, k):
+        m = nnx.merge(graphdef, params, rest)
+        keys = jax.random.split(k, xb.shape[0])
+        c = jax.nn.one_hot(yb, num_classes, dtype=xb.dtype)
+        return jnp.mean(jax.vmap(m.loss)(xb, c, keys))
+
+    @jit
+    def step(state, data, idx, key):
+        params, opt_state = state
+        X, y = data
+        loss, grads = jax.value_and_grad(loss_fn)(params, X[idx], y[idx], key)
         with jax.numpy_dtype_promotion("standard"):  # optax is not strict-promotion clean
-            opt.update(model, grads)
-        return loss
+            updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), {"loss": loss}
 
-    n = X.shape[0]
-    nb = max(1, n // batch_size)
-    history, steps = [], 0
-    bar = tqdm(range(epochs), desc="cVAE", disable=not progress, leave=False)
-    for epoch in bar:
-        key, kp = jax.random.split(key)
-        perm = np.asarray(jax.random.permutation(kp, n))
-        total = 0.0
-        for b in range(nb):
-            idx = perm[b * batch_size:(b + 1) * batch_size]
-            key, ks = jax.random.split(key)
-            loss = step(model, opt, jnp.asarray(X[idx]), jnp.asarray(y[idx], jnp.int32), ks)
-            total += float(loss)
-            steps += 1
-        mean_loss = total / nb
-        if not np.isfinite(mean_loss):
-            raise FloatingPointError(
-                f"cVAE loss became non-finite in epoch {epoch}"
-                + (f"; the last good checkpoint is kept at {checkpoint}" if checkpoint else ""))
-        history.append(mean_loss)
-        bar.set_postfix(loss=f"{mean_loss:.1f}")
-        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-            save(checkpoint, model)
-    return CVAETrainResult(history, steps)
+    return step

@@ -130,10 +130,8 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
     (W - b) // s + 1, C_out)``. Equal to ``lax.conv_general_dilated``; its gradients are slices,
     pads and matrix products. Kept as an alternative: with the XLA:CPU options jcausal compiles
     with (see the README), XLA's own convolution (:func:`conv_valid`, used by the layers here) is
-    faster (GCE training step 4.8 s with im2col, 2.8 s with convolutions, measured on the 2-core
-    CPU); under XLA:CPU's default options, convolutions with a materialised output run
-    single-threaded and im2col was ~8x faster. The two agree to round-off (the VAE's ELBO
-    gradients to 7e-7 relative; 300 steps of VAE training gave the same losses).
+    faster; under XLA:CPU's default options, convolutions with a materialised output run
+    single-threaded and im2col was faster. The two agree to round-off (tests/models).
     """
     a, b, cin, cout = kernel.shape
     n, h, w, _ = x.shape
@@ -148,7 +146,7 @@ def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 
     """A 'VALID' correlation of ``x`` zero-padded by ``padding`` on each spatial side,
     ``lax.conv_general_dilated`` in NHWC/HWIO (with ``padding=0`` the same shapes as
     :func:`conv_im2col`). The padding is an explicit ``jnp.pad``: the convolution's own padding
-    made the GCE training step's gradients 28x slower on XLA:CPU (84.7 s against 3.0 s, measured)."""
+    makes the gradients many times slower on XLA:CPU."""
     s, p = int(stride), int(padding)
     if p:
         x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
@@ -179,7 +177,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -
 
     ``y_full[s i + t] += x[i] kernel[t]`` per spatial axis, then ``padding`` is cropped from each
     side: output size ``(H - 1) s + k - 2 p``. Instead of convolving an input dilated by ``s``
-    (whose gradient is ~60x slower than a plain convolution on XLA:CPU), the kernel is split into
+    (whose gradient is far slower than a plain convolution on XLA:CPU), the kernel is split into
     its ``s * s`` phases ``kernel[s j + r]``: one stride-1 convolution with ``s * s * C_out``
     output channels, then depth-to-space.
 

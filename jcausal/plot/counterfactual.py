@@ -6,13 +6,10 @@ Pure matplotlib: results in, ``Figure`` out. Contributions: blue positive, red n
 
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jcausal.plot.tracer import SIGNED_CMAP  # noqa: E402
+from jcausal.plot.tracer import SIGNED_CMAP
 
 __all__ = ["plot_counterfactuals", "plot_contrastive", "plot_feature_changes"]
 

@@ -125,7 +125,7 @@ def plot_selection(path):
 
 
 def plot_training(history: dict, *, lam: float | None = None):
-    """C and D against the training step (``history`` from :func:`jcausal.gce.train`)."""
+    """C and D against the training step (``history`` from :func:`jcausal.gce.fit_explainer`)."""
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
     axes[0].plot(history["step"], history["C"], color=CAUSAL)
     axes[0].set_xlabel("step")

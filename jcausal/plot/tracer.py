@@ -6,12 +6,9 @@ positive (supports the decision) and red for negative (opposes it), as in the pa
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import LinearSegmentedColormap
 
 __all__ = ["SIGNED_CMAP", "plot_causal_graph", "plot_cka", "plot_contributions", "plot_coverage"]
 

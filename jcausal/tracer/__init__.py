@@ -1,6 +1,13 @@
 """TRACER (causal explanations of neural networks): interventions, layer activations, CKA, causal
 graphs with signed feature contributions, the global view, and counterfactuals (GAN, contrastive
-analysis of misclassifications)."""
+analysis of misclassifications).
+
+:func:`trace` analyses ONE input (interventions -> CKA -> graph -> contributions), :func:`global_view`
+a sample of inputs. The steps they are built from (``hsic``, ``gram``, ``membership``, ``blur``,
+``layer_groups``, ...) stay importable from their modules (``jcausal.tracer.cka``,
+``.interventions``, ``.graph``, ``.activations``). The compression study lives in
+``jcausal.experiments.tracer_compression``.
+"""
 
 from jcausal.tracer.activations import (
     Activations,
@@ -11,20 +18,7 @@ from jcausal.tracer.activations import (
     layer_outputs,
     select_layers,
 )
-from jcausal.tracer.cka import (
-    KERNELS,
-    CKAAccumulator,
-    CKAState,
-    cka,
-    cka_accumulator,
-    cka_from_grams,
-    cka_matrix,
-    feature_space_linear_cka,
-    gram,
-    hsic,
-    linear_gram,
-    rbf_gram,
-)
+from jcausal.tracer.cka import KERNELS, CKAAccumulator, CKAState, cka, cka_accumulator, cka_matrix
 from jcausal.tracer.constraints import (
     Actionable,
     Constraints,
@@ -39,60 +33,31 @@ from jcausal.tracer.constraints import (
 )
 from jcausal.tracer.contrastive import Contrastive, FeatureChange, contrastive, feature_changes
 from jcausal.tracer.counterfactual import (
-    CounterfactualGAN,
     CounterfactualResult,
-    GANFunctions,
-    GANTrainResult,
-    NNIndex,
-    brute_force_nearest,
-    build_steps,
     counterfactuals,
-    discriminator_loss,
     distinct_valid,
-    gan_functions,
     generate,
-    generator_loss,
     model_labels,
-    nearest,
-    nn_index,
-    train_gan,
 )
-from jcausal.tracer.explain import Explanation, explain
+from jcausal.tracer.explain import (
+    TracerResult,
+    explain,  # noqa: F401 - the deprecated name of trace, for old code
+    trace,
+)
 from jcausal.tracer.faithfulness import Faithfulness, deletion_insertion
-from jcausal.tracer.global_ import (
-    ConvSpec,
-    GlobalView,
-    Mechanism,
-    SpecNet,
-    alexnet_spec,
-    compress_spec,
-    global_view,
-    model_stats,
-    sample_per_class,
-    summarize_mechanisms,
-)
-from jcausal.tracer.graph import (
-    CausalGraph,
-    NodeContribution,
-    causal_graph,
-    causal_links,
-    feature_contributions,
-    layer_groups,
-    merge_cka,
-    node_contribution,
-    unit_effects,
-)
+from jcausal.tracer.gan import CounterfactualGAN, GANObjective, train_gan
+from jcausal.tracer.global_ import GlobalView, Mechanism, global_view, summarize_mechanisms
+from jcausal.tracer.graph import CausalGraph, NodeContribution, causal_graph
 from jcausal.tracer.interventions import (
-    BASELINES,
+    INTERVENTION_KINDS,
     Interventions,
-    baseline,
-    blur,
     feature_index_sets,
     intervene,
+    intervention_values,
     make_interventions,
-    membership,
     patch_index_sets,
 )
+from jcausal.tracer.neighbours import NNIndex, nearest, nn_index
 
 __all__ = [
     "Actionable",
@@ -111,44 +76,26 @@ __all__ = [
     "contrastive",
     "feature_changes",
     "CounterfactualGAN",
+    "GANObjective",
     "CounterfactualResult",
-    "GANFunctions",
-    "GANTrainResult",
     "NNIndex",
-    "brute_force_nearest",
-    "build_steps",
     "counterfactuals",
-    "discriminator_loss",
-    "gan_functions",
     "generate",
-    "generator_loss",
     "model_labels",
     "nearest",
     "nn_index",
     "train_gan",
-    "ConvSpec",
     "Faithfulness",
     "GlobalView",
     "Mechanism",
-    "SpecNet",
-    "alexnet_spec",
-    "compress_spec",
     "deletion_insertion",
     "global_view",
-    "model_stats",
-    "sample_per_class",
     "summarize_mechanisms",
     "CausalGraph",
-    "Explanation",
     "NodeContribution",
+    "TracerResult",
     "causal_graph",
-    "causal_links",
-    "explain",
-    "feature_contributions",
-    "layer_groups",
-    "merge_cka",
-    "node_contribution",
-    "unit_effects",
+    "trace",
     "Activations",
     "LayerOutputs",
     "RandomnessReport",
@@ -156,25 +103,17 @@ __all__ = [
     "detect_randomness",
     "layer_outputs",
     "select_layers",
-    "BASELINES",
+    "INTERVENTION_KINDS",
     "Interventions",
-    "baseline",
-    "blur",
     "feature_index_sets",
     "intervene",
+    "intervention_values",
     "make_interventions",
-    "membership",
     "patch_index_sets",
     "KERNELS",
     "CKAAccumulator",
     "CKAState",
     "cka",
     "cka_accumulator",
-    "cka_from_grams",
     "cka_matrix",
-    "feature_space_linear_cka",
-    "gram",
-    "hsic",
-    "linear_gram",
-    "rbf_gram",
 ]

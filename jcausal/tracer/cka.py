@@ -273,7 +273,16 @@ def cka(X, Y, *, kernel: str = "linear", unbiased: bool = False, sigma: float = 
 
 
 @partial(jit, static_argnames=("kernel", "unbiased"))
-def _matrix_impl(acts, sigma, *, kernel, unbiased):
+def cka_matrix_unchecked(acts, sigma, *, kernel, unbiased):
+    """:func:`cka_matrix` without its checks, for use inside traced code (the inputs are trusted).
+
+    Args:
+      acts: ``L`` arrays ``(n, ...)``; sigma: RBF bandwidth (a scalar array).
+      kernel: ``"linear"`` or ``"rbf"``; unbiased: debiased HSIC.
+
+    Returns:
+      ``(L, L)`` CKA matrix with a unit diagonal.
+    """
     grams = [gram(a, kernel, sigma) for a in acts]
     hs = jnp.stack([jnp.stack([hsic(K, L, unbiased) for L in grams]) for K in grams])
     flat = jnp.stack([_flat_kernel(K) for K in grams])
@@ -312,7 +321,7 @@ def cka_matrix(acts, *, kernel: str = "linear", unbiased: bool = False, sigma: f
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     del n
-    return _matrix_impl(acts, jnp.asarray(sigma, jnp.float32), kernel=kernel, unbiased=unbiased)
+    return cka_matrix_unchecked(acts, jnp.asarray(sigma, jnp.float32), kernel=kernel, unbiased=unbiased)
 
 
 class CKAState(NamedTuple):

@@ -210,9 +210,8 @@ class Decoding(NamedTuple):
 
     Fields:
       sparse: greedy sparse decoding (``False``: the projected proposal, every feature may move).
-      scales: step scales of a proposal's change each feature may take, ascending (measured on the
-        breast-cancer MLP, 100 test rows: 4.2 features changed on average and mean L2 0.38 with
-        ``(1,)``; 2.25 and 0.51 with ``(1, 2)``; 1.74 and 0.56 with ``(1, 2, 4)``).
+      scales: step scales of a proposal's change each feature may take, ascending (larger scales:
+        fewer features changed, each by more; see the README's counterfactual section).
       threshold: changes smaller than this (model units) are snapped back.
       min_prob: valid means the target is predicted with at least this probability.
       repair_steps, step_size: the bounded projected gradient search for invalid proposals (0: none).
@@ -399,9 +398,8 @@ def _row_bounds(cons: Constraints, x: np.ndarray, domain) -> tuple[np.ndarray, n
 
 
 def sparse_decode(model: nnx.Module, x, proposals, targets, cons: Constraints, *, input_shape,
-                  banned=None, threshold: float = 1e-3, min_prob: float = 0.5,
-                  scales: Sequence[float] = (1.0, 2.0), domain=None, repair_steps: int = 200,
-                  step_size: float = 0.02, batch_size: int = 128) -> Decoded:
+                  banned=None, decoding: Decoding | None = None, domain=None,
+                  batch_size: int = 128) -> Decoded:
     """Actionable counterfactuals from proposals (e.g. GAN outputs): projection, greedy sparse
     selection of the proposal's changes, bounded gradient repair (see the module docstring).
 
@@ -410,21 +408,23 @@ def sparse_decode(model: nnx.Module, x, proposals, targets, cons: Constraints, *
       x, proposals: ``(n, d)`` inputs and proposed counterfactuals (flattened, model units).
       targets: ``(n,)`` ints; cons: :class:`Constraints` of ``d`` features.
       banned: ``(n, d)`` bool, features that may not be selected (diversity), or ``None``.
-      threshold: changes ``|P(x*) - P(x)| < threshold`` are snapped back (never selected).
-      scales: the step scales of the proposal's change each feature may take (``2``: twice the
-        GAN's change, clipped to the ranges; measured on breast cancer: 4.2 features changed on
-        average with ``(1,)``, 2.25 with ``(1, 2)``).
+      decoding: :class:`Decoding` settings (``sparse`` and ``noise`` are not used here):
+        ``threshold`` (changes ``|P(x*) - P(x)| < threshold`` are snapped back, never selected),
+        ``scales`` (the step scales of the proposal's change each feature may take; ``2``: twice
+        the GAN's change, clipped to the ranges), ``min_prob`` (valid when the target is the argmax
+        with at least this probability), ``repair_steps``/``step_size`` (the bounded gradient
+        search; 0 steps: no repair). Default ``Decoding()``.
       domain: ``None`` or ``(low, high)`` ``(d,)``: the data's observed range (e.g. the training
         data's min and max); changes are clipped to it, but it never moves an input's own value.
-      min_prob: a counterfactual is valid when the target is the argmax with at least this
-        probability. repair_steps, step_size: the bounded gradient search (0 steps: no repair).
+      batch_size: inputs decoded per compiled call.
 
     Returns:
       :class:`Decoded`. Immutable features equal ``x`` bitwise; every mutable feature lies in
       ``[low, high]``; unselected mutable features equal ``clip(x, low, high)``.
     """
-    if not 0.0 < min_prob < 1.0:
-        raise ValueError(f"min_prob = {min_prob}: must lie in (0, 1)")
+    decoding = (Decoding() if decoding is None else decoding).check()
+    scales, threshold, min_prob = decoding.scales, decoding.threshold, decoding.min_prob
+    repair_steps, step_size = decoding.repair_steps, decoding.step_size
     x = np.asarray(x, np.float32).reshape(len(x), -1)
     prop = np.asarray(proposals, np.float32).reshape(len(x), -1)
     t = np.asarray(targets).astype(np.int32).reshape(-1)
@@ -549,8 +549,8 @@ def actionable(model: nnx.Module, propose, x, targets, cons: Constraints, decodi
               step_size=decoding.step_size, batch_size=batch_size)
     for r in range(num):
         if decoding.sparse:
-            dec = sparse_decode(model, x, prop, targets, cons, banned=banned, threshold=decoding.threshold,
-                                scales=decoding.scales, domain=domain, **kw)
+            dec = sparse_decode(model, x, prop, targets, cons, banned=banned, decoding=decoding,
+                                domain=domain, input_shape=input_shape, batch_size=batch_size)
             has = dec.first >= 0
             banned[np.flatnonzero(has), dec.first[has]] = True
         else:

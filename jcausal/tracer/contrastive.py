@@ -18,7 +18,7 @@ from flax import nnx
 from jcausal._src.checks import require_finite
 from jcausal.tracer.activations import layer_outputs
 from jcausal.tracer.counterfactual import CounterfactualGAN, CounterfactualResult, NNIndex, counterfactuals
-from jcausal.tracer.explain import Explanation, explain
+from jcausal.tracer.explain import TracerResult, trace
 
 __all__ = ["Contrastive", "contrastive", "FeatureChange", "feature_changes"]
 
@@ -31,7 +31,7 @@ class Contrastive(NamedTuple):
       label: the true class (the counterfactual's target); prediction: the classifier's class of
         ``x``; cf_prediction: its class of the counterfactual; valid: ``cf_prediction == label``.
       dist_input, dist_nn: ``||x* - x||`` and ``||x* - x_nn||``.
-      original, counterfactual_explanation: :class:`~jcausal.tracer.Explanation` of ``x`` (for
+      original, counterfactual_explanation: TRACER's :class:`~jcausal.tracer.TracerResult` of ``x`` (for
         ``prediction``) and of ``x*`` (for ``cf_prediction``).
     """
 
@@ -44,8 +44,8 @@ class Contrastive(NamedTuple):
     valid: bool
     dist_input: float
     dist_nn: float
-    original: Explanation
-    counterfactual_explanation: Explanation
+    original: TracerResult
+    counterfactual_explanation: TracerResult
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "prediction": self.prediction, "cf_prediction": self.cf_prediction,
@@ -63,7 +63,7 @@ def contrastive(model: nnx.Module, gan: CounterfactualGAN, x, label: int, index:
       model: the classifier (``nnx.Module``, logits of ONE input); gan: a trained
         :class:`CounterfactualGAN`; x: ONE input (``gan.input_shape`` or flattened); label: its
         true class; index, x_train: as for :func:`~jcausal.tracer.counterfactuals`.
-      layers: TRACER layer filter; explain_kwargs: passed to :func:`~jcausal.tracer.explain`
+      layers: TRACER layer filter; explain_kwargs: passed to :func:`~jcausal.tracer.trace`
         (``patch``, ``stride``, ``eps``, ``baseline_kind``, ``value`` ...).
 
     Raises:
@@ -77,8 +77,8 @@ def contrastive(model: nnx.Module, gan: CounterfactualGAN, x, label: int, index:
                          "(pass a misclassified input)")
     xs, cf = res.inputs[0], res.counterfactuals[0]
     lo = layer_outputs(model, xs, layers=layers)
-    ex_x = explain(lo, xs, target=int(res.predictions[0]), **explain_kwargs)
-    ex_cf = explain(lo, cf, target=int(res.cf_predictions[0]), **explain_kwargs)
+    ex_x = trace(lo, xs, target=int(res.predictions[0]), **explain_kwargs)
+    ex_cf = trace(lo, cf, target=int(res.cf_predictions[0]), **explain_kwargs)
     return Contrastive(xs, cf, cf - xs, int(label), int(res.predictions[0]), int(res.cf_predictions[0]),
                        bool(res.valid[0]), float(res.dist_input[0]), float(res.dist_nn[0]), ex_x, ex_cf)
 

@@ -8,6 +8,7 @@ measures whether two layers respond to the interventions in the same way.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -21,10 +22,10 @@ from jcausal.tracer.cka import cka_matrix
 from jcausal.tracer.graph import CausalGraph, NodeContribution, causal_graph, node_contribution
 from jcausal.tracer.interventions import Interventions, make_interventions
 
-__all__ = ["Explanation", "explain"]
+__all__ = ["TracerResult", "trace"]
 
 
-class Explanation(NamedTuple):
+class TracerResult(NamedTuple):
     """The local analysis of one input.
 
     Fields:
@@ -65,10 +66,9 @@ def _check_finite_activations(acts) -> None:
                              "(check its weights and the input scale); TRACER needs finite activations")
 
 
-def explain(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | None = None,
-            stride: int | None = None, baseline_kind: str = "constant", value=0.0, index_sets=None,
-            eps: float = 0.05, kernel: str = "linear", target: int | None = None,
-            top: int | None = None, batch_size: int = 64, randomness_keys=None) -> Explanation:
+def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, eps: float = 0.05, kernel: str = "linear",
+          target: int | None = None, top: int | None = None, batch_size: int = 64, randomness_keys=None,
+          **interventions) -> TracerResult:
     """TRACER's local causal analysis of ONE input ``x``.
 
     Args:
@@ -76,8 +76,6 @@ def explain(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | No
         across inputs: it is traced once).
       x: the input.
       layers: layer filter (names / patterns / predicate).
-      patch, stride, baseline_kind, value, index_sets: the interventions
-        (:func:`jcausal.tracer.make_interventions`).
       eps: merge threshold in [0, 1).
       kernel: CKA kernel.
       target: class to explain (default: the predicted one).
@@ -85,9 +83,12 @@ def explain(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | No
       batch_size: inputs per compiled step.
       randomness_keys: optional pair of keys; the layers with internal randomness are then detected
         and stored in ``graph.exogenous`` (needs an ``nnx.Module``).
+      interventions: the keywords of :func:`jcausal.tracer.make_interventions` (``patch``,
+        ``stride``, ``baseline_kind``, ``value``, ``sigma``, ``index_sets``; default: each feature
+        alone, set to 0).
 
     Returns:
-      :class:`Explanation`.
+      :class:`TracerResult`.
 
     Raises:
       ValueError: ``eps`` outside [0, 1), a target out of range, NaN/inf in ``x`` or the baseline
@@ -99,8 +100,7 @@ def explain(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | No
         raise ValueError(f"eps must be in [0, 1), got {eps}")
     x = jnp.asarray(x)
     lo = model if isinstance(model, LayerOutputs) else layer_outputs(model, x, layers=layers)
-    iv = make_interventions(x, patch=patch, stride=stride, baseline_kind=baseline_kind, value=value,
-                            index_sets=index_sets)
+    iv = make_interventions(x, **interventions)
     batch = jnp.concatenate([x[None], iv.inputs])
     acts = activations(lo, batch, batch_size=batch_size)
     _check_finite_activations(acts)
@@ -119,4 +119,11 @@ def explain(model: nnx.Module | LayerOutputs, x, *, layers=None, patch: int | No
     contribs = tuple(
         node_contribution(g, acts.names[grp[-1]], acts.values[grp[-1]], delta_out, iv.mask, top=top)
         for g, grp in enumerate(graph.groups))
-    return Explanation(graph, contribs, probs[0], target, delta_out, iv)
+    return TracerResult(graph, contribs, probs[0], target, delta_out, iv)
+
+
+def explain(*args, **kwargs) -> TracerResult:
+    """Deprecated name of :func:`trace`."""
+    warnings.warn("jcausal.tracer.explain is deprecated: use jcausal.tracer.trace", DeprecationWarning,
+                  stacklevel=2)
+    return trace(*args, **kwargs)

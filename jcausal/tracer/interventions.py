@@ -5,13 +5,14 @@ For an input ``x`` in ``R^d`` and an index set ``I``, the intervened input is
 .. math::
     x'_i = b_i \text{ if } i \in I, \qquad x'_i = x_i \text{ otherwise},
 
-with a baseline ``b``: a constant, the data mean, a blurred copy of ``x``, or user values. Index sets
-are flat indices into ``x.reshape(-1)``; all sets of one family have the same size (single features:
-1; square patches: ``size * size * channels``), so they form one ``(K, m)`` int array and the ``K``
-intervened inputs are built in one ``vmap``. The sets travel with the inputs (:class:`Interventions`)
-so contributions can be mapped back to features.
+with intervention values ``b`` (the paper's baseline): a constant, the data mean, a blurred copy of
+``x``, or user values (:func:`intervention_values`; the ``baseline_kind`` argument picks one).
+Index sets are flat indices into ``x.reshape(-1)``; all sets of one family have the same size
+(single features: 1; square patches: ``size * size * channels``), so they form one ``(K, m)`` int
+array and the ``K`` intervened inputs are built in one ``vmap``. The sets travel with the inputs
+(:class:`Interventions`) so contributions can be mapped back to features.
 
-The paper gives the baseline a neutral role (like the Shapley reference point) but no value; our
+The paper gives these values a neutral role (like the Shapley reference point) but no value; our
 default is the constant 0 (black for MNIST, the absence of ink), and ``"mean"`` is offered for data
 whose 0 is not neutral (standardised tabular data, where the mean *is* 0 after scaling).
 """
@@ -28,18 +29,18 @@ from jcausal._src.checks import require_finite
 from jcausal._src.xla import jit
 
 __all__ = [
-    "BASELINES",
+    "INTERVENTION_KINDS",
     "Interventions",
-    "baseline",
     "blur",
     "feature_index_sets",
     "intervene",
+    "intervention_values",
     "make_interventions",
     "membership",
     "patch_index_sets",
 ]
 
-BASELINES = ("constant", "mean", "blur", "values")
+INTERVENTION_KINDS = ("constant", "mean", "blur", "values")
 
 
 class Interventions(NamedTuple):
@@ -121,13 +122,17 @@ def blur(x: jax.Array, sigma: float = 2.0) -> jax.Array:
     return out.reshape(x.shape)
 
 
-def baseline(x: jax.Array, kind: str = "constant", *, value=0.0, sigma: float = 2.0) -> jax.Array:
-    """The baseline ``b`` for ONE input ``x``, same shape.
+def intervention_values(x: jax.Array, kind: str = "constant", *, value=0.0,
+                        sigma: float = 2.0) -> jax.Array:
+    """The values ``b`` that interventions write into ONE input ``x``, same shape.
 
     Args:
       kind: ``"constant"`` (``b = value``, a scalar), ``"mean"`` (``value`` = the data mean, shape
         ``x.shape`` or scalar), ``"blur"`` (Gaussian blur of ``x`` with ``sigma`` pixels) or
         ``"values"`` (``value`` an array of ``x.shape``).
+
+    Returns:
+      ``b``, ``x.shape``.
     """
     x = jnp.asarray(x)
     if kind == "constant":
@@ -141,7 +146,7 @@ def baseline(x: jax.Array, kind: str = "constant", *, value=0.0, sigma: float = 
         return jnp.broadcast_to(v, x.shape)
     if kind == "blur":
         return blur(x, sigma)
-    raise ValueError(f"baseline kind must be one of {BASELINES}, got {kind!r}")
+    raise ValueError(f"baseline kind must be one of {INTERVENTION_KINDS}, got {kind!r}")
 
 
 def intervene(x: jax.Array, index_sets: jax.Array, b: jax.Array) -> jax.Array:
@@ -150,7 +155,7 @@ def intervene(x: jax.Array, index_sets: jax.Array, b: jax.Array) -> jax.Array:
     Args:
       x: the input, any shape (``d = x.size``).
       index_sets: ``(K, m)`` int flat indices.
-      b: the baseline, ``x.shape``.
+      b: the intervention values (:func:`intervention_values`), ``x.shape``.
 
     Returns:
       ``(K, *x.shape)`` with ``x'_k = x`` except ``x'_k[I_k] = b[I_k]``.
@@ -186,7 +191,7 @@ def make_interventions(x, *, patch: int | None = None, stride: int | None = None
         if stride is not None:
             raise ValueError("stride given without a patch size")
         sets = feature_index_sets(d)
-    b = baseline(x, baseline_kind, value=value, sigma=sigma)
+    b = intervention_values(x, baseline_kind, value=value, sigma=sigma)
     sets = jnp.asarray(sets)
     return Interventions(_intervene_jit(x, sets, b), sets, membership(sets, d))
 

@@ -92,13 +92,12 @@ def test_cvae_decoder_split_and_one_training_step_lowers_loss(tmp_path):
 
 @pytest.fixture(scope="session")
 def mnist_cvae(request):
-    from tests.conftest import SHARED_MNIST
+    from tests.conftest import require_mnist
 
-    if not any((SHARED_MNIST / f"t10k-images-idx3-ubyte{e}").is_file() for e in ("", ".gz")):
-        pytest.skip(f"MNIST IDX files not found in {SHARED_MNIST} (set JCAUSAL_DATA to their folder)")
+    mnist = require_mnist()
     from jcausal.data import load_mnist
 
-    data = load_mnist(SHARED_MNIST, val_fraction=0.2, seed=0, flatten=True)
+    data = load_mnist(mnist, val_fraction=0.2, seed=0, flatten=True)
     model = ConditionalVAE(784, latent=10, num_classes=10, hidden=(512, 256), beta=10.0, rngs=nnx.Rngs(0))
     train_cvae(model, data.x_train, data.y_train, key=jax.random.key(0), epochs=15, batch_size=128,
                learning_rate=1e-3, progress=False)

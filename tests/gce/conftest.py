@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import SHARED_MNIST
+from tests.conftest import require_mnist
 
 # Reduced from the paper's 8000 steps of N_alpha = 100, N_beta = 25 (hours on a 2-core CPU):
 # 300 cheap steps of D alone (VAE pretraining, sharp initial posteriors), then 400 steps of
@@ -24,14 +24,19 @@ MNIST_SETTINGS = dict(K=1, L=7, lam=0.05, steps=400, pretrain_steps=300, init_lo
 @pytest.fixture(scope="session")
 def gce_mnist():
     """``(data, classifier, explanation, seconds)`` for MNIST 3/8; skips without the IDX files."""
-    if not any((SHARED_MNIST / f"t10k-images-idx3-ubyte{e}").is_file() for e in ("", ".gz")):
-        pytest.skip(f"MNIST IDX files not found in {SHARED_MNIST} (set JCAUSAL_DATA to their folder)")
+    mnist = require_mnist()
     import jax
 
-    from jcausal.gce.mnist import explain_digits, fit_classifier, load_digits
+    from jcausal.experiments.gce_mnist import (
+        GCEMnistConfig,
+        explain_digits,
+        fit_classifier,
+        load_mnist_classes,
+    )
 
     t0 = time.perf_counter()
-    data = load_digits(SHARED_MNIST, (3, 8))
+    data = load_mnist_classes(mnist, (3, 8))
     clf = fit_classifier(data, key=jax.random.key(0), epochs=3, progress=False)
-    exp = explain_digits(data, clf, key=jax.random.key(1), progress=False, **MNIST_SETTINGS)
+    exp = explain_digits(data, clf, key=jax.random.key(1), config=GCEMnistConfig(**MNIST_SETTINGS),
+                         progress=False)
     return data, clf, exp, time.perf_counter() - t0

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 pytestmark = pytest.mark.slow
 
 
 def test_gce_step_quick(tmp_path):
-    spec = importlib.util.spec_from_file_location("gce_bench", REPO / "benchmarks" / "gce_step.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/gce_step.py")
     mod.main(["--quick", "--out", str(tmp_path)])
     r = json.loads((tmp_path / "gce_step_quick.json").read_text())
     assert r["rows"][0]["impl"] == "jcausal" and r["rows"][0]["seconds_per_step"] > 0

@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jcausal.gce import LinearGaussian, generative, information_flow, train
-from jcausal.models import load
+from jcausal.gce import ExplainerSettings, LinearGaussian, fit_explainer, generative, information_flow, train
+from jcausal.models import Loop, load
 from jcausal.models.vae import mlp_vae
+
+QUIET = Loop(progress=False)
+SMALL = ExplainerSettings(n_alpha=8, n_beta=4)
+TINY = ExplainerSettings(n_alpha=4, n_beta=4)
 
 
 def probit_params(a, x):
@@ -26,8 +30,9 @@ def test_proposition_3_linear_classifier(N):
     rng = np.random.default_rng(N)
     a = jnp.asarray(rng.normal(size=N) * 2.0, jnp.float32)
     model = LinearGaussian(N, 1, N - 1, gamma=0.05, unit_columns=True, rngs=nnx.Rngs(N))
-    res = train(model, probit_params, key=jax.random.key(0), K=1, L=N - 1, lam=0.1, steps=300,
-                classify_params=a, n_alpha=64, n_beta=16, learning_rate=0.05, progress=False)
+    res = fit_explainer(model, probit_params, key=jax.random.key(0), K=1, L=N - 1, lam=0.1, steps=300,
+                        classify_params=a, loop=QUIET,
+                        settings=ExplainerSettings(n_alpha=64, n_beta=16, learning_rate=0.05))
     assert res.nonfinite_step is None and res.steps == 300
     W = np.asarray(model.weights)
     an = np.asarray(a) / np.linalg.norm(np.asarray(a))
@@ -43,8 +48,8 @@ def test_classifier_is_frozen_and_params_are_arguments():
     a = jnp.asarray([1.5, -0.5], jnp.float32)
     a_before = np.asarray(a).copy()
     model = LinearGaussian(2, 1, 1, gamma=0.0, rngs=nnx.Rngs(0))
-    res = train(model, probit_params, key=jax.random.key(1), K=1, L=1, lam=0.1, steps=3,
-                classify_params=a, n_alpha=8, n_beta=4, progress=False)
+    res = fit_explainer(model, probit_params, key=jax.random.key(1), K=1, L=1, lam=0.1, steps=3,
+                        classify_params=a, settings=SMALL, loop=QUIET)
     np.testing.assert_array_equal(np.asarray(a), a_before)
     assert res.steps == 3 and len(res.history["C"]) == 3
 
@@ -59,8 +64,8 @@ def test_same_seed_same_result_and_checkpoint(tmp_path):
     for _ in range(2):
         vae = mlp_vae(3, 2, hidden=(8,), rngs=nnx.Rngs(0))
         ck = tmp_path / "vae.msgpack"
-        res = train(vae, clf, X, key=jax.random.key(3), K=1, L=1, lam=0.1, steps=3, batch_size=16,
-                    n_alpha=8, n_beta=4, checkpoint=ck, checkpoint_every=2, progress=False)
+        res = fit_explainer(vae, clf, X, key=jax.random.key(3), K=1, L=1, lam=0.1, steps=3,
+                            settings=SMALL._replace(batch_size=16), loop=Loop(ck, 2, progress=False))
         runs.append(res)
     np.testing.assert_array_equal(runs[0].history["loss"], runs[1].history["loss"])
     meta = json.loads((tmp_path / "vae.msgpack.json").read_text())
@@ -83,8 +88,9 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     model.W[...] = jnp.asarray([[1.0, 0.0], [0.0, 1.0]], jnp.float32)
     ck = tmp_path / "lg.msgpack"
     # C rewards a large |w_alpha|; lam = 0 and a big learning rate push it past the NaN threshold
-    res = train(model, clf, key=jax.random.key(0), K=1, L=1, lam=0.0, steps=200, n_alpha=16, n_beta=4,
-                learning_rate=20.0, checkpoint=ck, checkpoint_every=1000, progress=False)
+    res = fit_explainer(model, clf, key=jax.random.key(0), K=1, L=1, lam=0.0, steps=200,
+                        settings=ExplainerSettings(n_alpha=16, n_beta=4, learning_rate=20.0),
+                        loop=Loop(ck, 1000, progress=False))
     assert res.nonfinite_step is not None and res.steps < res.nonfinite_step
     assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(res.params))
     gen = generative(model)
@@ -101,20 +107,19 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 @pytest.mark.parametrize("kw, match", [
     (dict(lam=-0.1), "lam = -0.1"),
     (dict(K=0), "K = 0"),
-    (dict(n_alpha=0), "n_alpha = 0"),
-    (dict(n_beta=0), "n_beta = 0"),
+    (dict(settings=ExplainerSettings(n_alpha=0, n_beta=4)), "n_alpha = 0"),
+    (dict(settings=ExplainerSettings(n_alpha=4, n_beta=0)), "n_beta = 0"),
 ])
 def test_bad_input(kw, match):
-    args = dict(key=jax.random.key(0), K=1, L=1, lam=0.1, steps=1, n_alpha=4, n_beta=4,
-                progress=False) | kw
+    args = dict(key=jax.random.key(0), K=1, L=1, lam=0.1, steps=1, settings=TINY, loop=QUIET) | kw
     with pytest.raises(ValueError, match=match):
-        train(LinearGaussian(2, 1, 1, rngs=nnx.Rngs(0)), lambda x: jax.nn.softmax(x), **args)
+        fit_explainer(LinearGaussian(2, 1, 1, rngs=nnx.Rngs(0)), lambda x: jax.nn.softmax(x), **args)
 
 
 def test_logits_instead_of_probabilities_is_rejected():
     with pytest.raises(ValueError, match="sum to"):
-        train(LinearGaussian(2, 1, 1, rngs=nnx.Rngs(0)), lambda x: x * 3.0 + 1.0, key=jax.random.key(0),
-              K=1, L=1, lam=0.1, steps=1, n_alpha=4, n_beta=4, progress=False)
+        fit_explainer(LinearGaussian(2, 1, 1, rngs=nnx.Rngs(0)), lambda x: x * 3.0 + 1.0,
+                      key=jax.random.key(0), K=1, L=1, lam=0.1, steps=1, settings=TINY, loop=QUIET)
 
 
 def test_latent_size_other_than_k_plus_l_is_refused_before_any_step(tmp_path):
@@ -123,30 +128,44 @@ def test_latent_size_other_than_k_plus_l_is_refused_before_any_step(tmp_path):
     from jcausal.gce import Generative
 
     clf = jax.nn.softmax
-    kw = dict(key=jax.random.key(0), lam=0.1, steps=2, n_alpha=4, n_beta=4, progress=False)
+    kw = dict(key=jax.random.key(0), lam=0.1, steps=2, loop=QUIET)
     lg = LinearGaussian(4, 1, 2, rngs=nnx.Rngs(0))
     W0 = np.asarray(lg.W[...]).copy()
-    for extra in ({}, {"fidelity_only": True}):
+    for settings in (TINY, TINY._replace(fidelity_only=True)):
         with pytest.raises(ValueError, match=r"K \+ L = 2 \+ 2 = 4, but the generative map's latent has 3 "):
-            train(lg, clf, K=2, L=2, checkpoint=tmp_path / "lg.msgpack", **extra, **kw)
+            fit_explainer(lg, clf, K=2, L=2, settings=settings, **kw | dict(loop=Loop(tmp_path / "lg.msgpack",
+                                                                                       progress=False)))
     np.testing.assert_array_equal(np.asarray(lg.W[...]), W0)  # no step was taken
     assert not (tmp_path / "lg.msgpack").exists()
     X = jax.random.uniform(jax.random.key(1), (20, 3))
     vae = mlp_vae(3, 2, hidden=(8,), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"K \+ L = 1 \+ 2 = 3, but the generative map's latent has 2 "):
-        train(vae, lambda x: jax.nn.softmax(x[:2]), X, K=1, L=2, **kw)
+        fit_explainer(vae, lambda x: jax.nn.softmax(x[:2]), X, K=1, L=2, settings=TINY, **kw)
     # a map without an encoder: the decoder is probed on K + L zeros (shapes only)
     gen = generative(LinearGaussian(4, 1, 2, rngs=nnx.Rngs(0)))
     bare = Generative(gen.decode, gen.fidelity, None, gen.params, False)
     with pytest.raises(ValueError, match=r"decoder rejects a latent of K \+ L = 1 \+ 1 = 2 factors .*"
                                          r"dot_general"):
-        train(bare, clf, K=1, L=1, **kw)
-    assert train(lg, clf, K=1, L=2, **kw).steps == 2  # the right sizes train
+        fit_explainer(bare, clf, K=1, L=1, settings=TINY, **kw)
+    assert fit_explainer(lg, clf, K=1, L=2, settings=TINY, **kw).steps == 2  # the right sizes train
 
 
 def test_nonfinite_data_is_refused_with_counts():
     X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
     X[4, :2] = np.nan
     with pytest.raises(ValueError, match=r"^data holds NaN/inf: 2 non-finite entries in 1 of its 20 inputs"):
-        train(mlp_vae(3, 2, hidden=(8,), rngs=nnx.Rngs(0)), lambda x: jax.nn.softmax(x[:2]), X,
-              key=jax.random.key(0), K=1, L=1, lam=0.1, steps=1, n_alpha=4, n_beta=4, progress=False)
+        fit_explainer(mlp_vae(3, 2, hidden=(8,), rngs=nnx.Rngs(0)), lambda x: jax.nn.softmax(x[:2]), X,
+                      key=jax.random.key(0), K=1, L=1, lam=0.1, steps=1, settings=TINY, loop=QUIET)
+
+
+def test_train_is_a_deprecated_alias_of_fit_explainer():
+    """``jcausal.gce.train`` (the README's old name) warns and forwards its flat keywords."""
+    a = jnp.asarray([1.5, -0.5], jnp.float32)
+    model = LinearGaussian(2, 1, 1, gamma=0.0, rngs=nnx.Rngs(0))
+    with pytest.warns(DeprecationWarning, match="fit_explainer"):
+        res = train(model, probit_params, key=jax.random.key(1), K=1, L=1, lam=0.1, steps=3,
+                    classify_params=a, n_alpha=8, n_beta=4, log_every=2, progress=False)
+    new = fit_explainer(LinearGaussian(2, 1, 1, gamma=0.0, rngs=nnx.Rngs(0)), probit_params,
+                        key=jax.random.key(1), K=1, L=1, lam=0.1, steps=3, classify_params=a, settings=SMALL,
+                        loop=Loop(log_every=2, progress=False))
+    assert res.history == new.history and res.history["step"] == [2, 3]

@@ -2,19 +2,17 @@
 
 import pytest
 
-from tests.conftest import SHARED_MNIST
+from tests.conftest import require_mnist
 
 
 @pytest.fixture(scope="session")
 def mnist_alexnet():
     """``(model, (x_train, y_train, x_test, y_test))``: AlexNetSmall trained 2 epochs on 80% of the
     MNIST test set with ``jcausal.models.train`` (about a minute on 2 CPU cores)."""
-    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file() and not (
-            SHARED_MNIST / "t10k-images-idx3-ubyte").is_file():
-        pytest.skip(f"MNIST IDX files not found in {SHARED_MNIST} (set JCAUSAL_DATA to their folder)")
+    mnist = require_mnist()
     from tests.tracer._bench import bench
 
-    data = bench.load_data(SHARED_MNIST)
+    data = bench.load_data(mnist)
     return bench.train_alexnet(data[0], data[1], epochs=2), data
 
 
@@ -34,7 +32,7 @@ def breast_cancer_table():
     from flax import nnx
 
     from jcausal.data import train_test_split
-    from jcausal.models import MLP, train
+    from jcausal.models import MLP, Loop, train
     from jcausal.tracer import CounterfactualGAN, model_labels, nn_index, train_gan
     from jcausal.tracer.datasets import load_breast_cancer
 
@@ -49,7 +47,7 @@ def breast_cancer_table():
     gan = CounterfactualGAN(2, input_shape=(30,), kind="tabular", latent=8, channels=16, rngs=nnx.Rngs(0))
     t0 = time.perf_counter()
     train_gan(gan, x_train, y_train, key=jax.random.key(0), steps=1500, lam=0.9, index=index, batch_size=64,
-              progress=False)
+              loop=Loop(progress=False))
     seconds = time.perf_counter() - t0
     x = d.X[te][:100]
     pred, _ = model_labels(model, x)

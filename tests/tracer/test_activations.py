@@ -65,7 +65,7 @@ def test_layers_filter_errors():
 
 def test_no_recompile_for_new_inputs_and_exogenous_in_graph():
     from jcausal.tracer.activations import _batched
-    from jcausal.tracer.explain import explain
+    from jcausal.tracer.explain import trace
 
     m = MLP((4, 6, 3), dropout=0.5, rngs=nnx.Rngs(0))
     lo = layer_outputs(m, jnp.ones(4))
@@ -74,7 +74,7 @@ def test_no_recompile_for_new_inputs_and_exogenous_in_graph():
     activations(lo, jnp.zeros((5, 4)), batch_size=5)
     assert _batched._cache_size() == before
     keys = (jax.random.key(0), jax.random.key(1))
-    ex = explain(m, jnp.arange(1.0, 5.0, dtype=jnp.float32), randomness_keys=keys)
+    ex = trace(m, jnp.arange(1.0, 5.0, dtype=jnp.float32), randomness_keys=keys)
     assert ex.graph.exogenous == ("dropout",) and ex.graph.to_dict()["exogenous"] == ["dropout"]
 
 

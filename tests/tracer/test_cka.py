@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jcausal.tracer import cka, cka_accumulator, cka_from_grams, cka_matrix, feature_space_linear_cka, hsic
-from jcausal.tracer.cka import linear_gram, rbf_gram
+from jcausal.tracer import cka, cka_accumulator, cka_matrix
+from jcausal.tracer.cka import cka_from_grams, feature_space_linear_cka, hsic, linear_gram, rbf_gram
 
 
 def _data(seed=0, n=40, p=12, q=7):

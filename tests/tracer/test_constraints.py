@@ -12,20 +12,21 @@ import pytest
 from flax import nnx
 
 from jcausal.data import MinMaxScaler
+from jcausal.models import Loop
 from jcausal.tracer import (
     Constraints,
     CounterfactualGAN,
     Decoding,
+    GANObjective,
     counterfactuals,
-    gan_functions,
     generate,
-    generator_loss,
     make_constraints,
     pairwise_diversity,
     sparse_decode,
     train_gan,
 )
 from jcausal.tracer import constraints as C
+from jcausal.tracer.gan import gan_functions, generator_loss
 
 NAMES = ("age", "income", "debt", "rooms", "height", "weight")
 
@@ -130,8 +131,9 @@ def test_sparse_decode_minimal_on_linear_models_and_exact_elsewhere():
         x = x[x @ w + b < -0.1][:8]  # inputs of class 0, target class 1
         prop = np.clip(x + r.normal(0, 0.3, size=x.shape), 0, 1).astype(np.float32)
         cons = make_constraints(d, immutable=[0], ranges={1: (0.1, 0.9)})
-        dec = sparse_decode(model, x, prop, np.ones(len(x), int), cons, input_shape=(d,), scales=(1.0, 2.0),
-                            repair_steps=0, domain=(np.zeros(d), np.ones(d)))
+        dec = sparse_decode(model, x, prop, np.ones(len(x), int), cons, input_shape=(d,),
+                            decoding=Decoding(scales=(1.0, 2.0), repair_steps=0),
+                            domain=(np.zeros(d), np.ones(d)))
         for i in range(len(x)):
             lo = np.maximum(cons.low, np.minimum(0.0, x[i]))
             hi = np.minimum(cons.high, np.maximum(1.0, x[i]))
@@ -162,7 +164,7 @@ def test_sparse_decode_repair_and_unreachable_and_recompile_guard():
     # only feature 1 may move, and w_1 * 1 - 2 < 0 at its best: unreachable, the search ends
     stuck = make_constraints(4, immutable=[0])
     dec2 = sparse_decode(model, x, useless, [1, 1], stuck, input_shape=(4,), domain=(np.zeros(4), np.ones(4)),
-                         repair_steps=50)
+                         decoding=Decoding(repair_steps=50))
     assert not dec2.valid.any() and not dec2.repaired.any()
     np.testing.assert_array_equal(dec2.counterfactuals[:, 0], x[:, 0])
     size = C._decode._cache_size()
@@ -210,7 +212,8 @@ def test_generator_loss_l1_and_projection_reference():
     assert float(d_proj) == pytest.approx(d_ref, rel=1e-5)
     assert float(d0) != pytest.approx(d_ref, rel=1e-3)  # the projection mattered
     with pytest.raises(ValueError, match="l1"):
-        train_gan(gan, x, y, key=jax.random.key(0), steps=1, l1=-1.0, progress=False)
+        train_gan(gan, x, y, key=jax.random.key(0), steps=1, objective=GANObjective(l1=-1.0),
+                  loop=Loop(progress=False))
 
 
 def test_generate_noise():
@@ -227,7 +230,8 @@ def test_generate_noise():
 def toy_gan():
     x, y = _toy(n=128)
     gan = CounterfactualGAN(2, input_shape=(6,), kind="tabular", latent=4, hidden=(16,), rngs=nnx.Rngs(0))
-    res = train_gan(gan, x, y, key=jax.random.key(0), steps=200, lam=0.9, immutable=[5], progress=False)
+    res = train_gan(gan, x, y, key=jax.random.key(0), steps=200, lam=0.9,
+                    objective=GANObjective(immutable=[5]), loop=Loop(log_every=10, progress=False))
     # class 1 iff feature 1 > feature 0 (the toy's two classes differ in features 0 and 1)
     model = Linear(np.array([-4.0, 4.0, 0, 0, 0, 0], np.float32), 0.0)
     return x, y, gan, res.index, model

@@ -8,22 +8,23 @@ import optax
 import pytest
 from flax import nnx
 
-from jcausal.models import MLP, load, train
+from jcausal.models import MLP, Loop, load, train
 from jcausal.tracer import (
     CounterfactualGAN,
-    brute_force_nearest,
-    build_steps,
+    GANObjective,
     contrastive,
     counterfactuals,
     feature_changes,
-    gan_functions,
     generate,
-    generator_loss,
     model_labels,
     nearest,
     nn_index,
     train_gan,
 )
+from jcausal.tracer.gan import build_steps, gan_functions, generator_loss
+from jcausal.tracer.neighbours import brute_force_nearest
+
+QUIET = Loop(log_every=10, progress=False)  # train_gan's default loop, without the progress bar
 
 
 def test_nearest_equals_brute_force():
@@ -86,8 +87,8 @@ def test_one_generator_step_lowers_loss():
 def test_train_save_load_identical_and_bad_input(tmp_path):
     x, y = _toy()
     gan = CounterfactualGAN(3, input_shape=(6,), kind="tabular", latent=4, hidden=(16,), rngs=nnx.Rngs(0))
-    res = train_gan(gan, x, y, key=jax.random.key(0), steps=30, checkpoint=tmp_path / "gan.msgpack",
-                    checkpoint_every=20, progress=False)
+    res = train_gan(gan, x, y, key=jax.random.key(0), steps=30,
+                    loop=Loop(tmp_path / "gan.msgpack", checkpoint_every=20, log_every=10, progress=False))
     assert res.steps == 30 and res.nonfinite_step is None and res.checkpoint.is_file()
     assert len(res.history["g_loss"]) == 3
     t = (y + 1) % 3
@@ -98,14 +99,14 @@ def test_train_save_load_identical_and_bad_input(tmp_path):
     np.testing.assert_array_equal(generate(other, x, t), a)
     # the same seed trains the same GAN
     gan2 = CounterfactualGAN(3, input_shape=(6,), kind="tabular", latent=4, hidden=(16,), rngs=nnx.Rngs(0))
-    train_gan(gan2, x, y, key=jax.random.key(0), steps=30, progress=False)
+    train_gan(gan2, x, y, key=jax.random.key(0), steps=30, loop=QUIET)
     np.testing.assert_array_equal(generate(gan2, x, t), a)
     with pytest.raises(ValueError, match="shape"):
         generate(gan, x[:, :5], t)
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         generate(gan, x[:2], [0, 3])
     with pytest.raises(ValueError, match="lambda"):
-        train_gan(gan, x, y, key=jax.random.key(0), steps=1, lam=1.5, progress=False)
+        train_gan(gan, x, y, key=jax.random.key(0), steps=1, lam=1.5, loop=QUIET)
 
 
 def test_nonfinite_loss_keeps_last_good_checkpoint(tmp_path):
@@ -114,7 +115,7 @@ def test_nonfinite_loss_keeps_last_good_checkpoint(tmp_path):
     # an infinite learning rate: the first discriminator update is non-finite, so the generator loss
     # of step 1 is NaN; training stops and keeps (and checkpoints) the initial parameters
     res = train_gan(gan, x, y, key=jax.random.key(0), steps=50, learning_rate=np.inf,
-                    checkpoint=tmp_path / "g.msgpack", progress=False)
+                    loop=QUIET._replace(checkpoint=tmp_path / "g.msgpack"))
     assert res.nonfinite_step == 1 and res.steps == 0 and res.checkpoint.is_file()
     fresh = CounterfactualGAN(3, input_shape=(6,), kind="tabular", latent=4, hidden=(16,), rngs=nnx.Rngs(0))
     np.testing.assert_array_equal(generate(gan, x, (y + 1) % 3), generate(fresh, x, (y + 1) % 3))
@@ -136,7 +137,7 @@ def tabular():
     train(clf, d.X[tr], d.y[tr], key=jax.random.key(0), epochs=100, learning_rate=3e-3, progress=False)
     gan = CounterfactualGAN(2, input_shape=(30,), kind="tabular", latent=8, rngs=nnx.Rngs(0))
     y_model, _ = model_labels(clf, d.X[tr])
-    res = train_gan(gan, d.X[tr], y_model, key=jax.random.key(1), steps=1500, lam=0.9, progress=False)
+    res = train_gan(gan, d.X[tr], y_model, key=jax.random.key(1), steps=1500, lam=0.9, loop=QUIET)
     return d, tr, te, clf, gan, res.index
 
 
@@ -203,8 +204,8 @@ def test_image_gan_shapes_and_wrong_shape():
     x = rng.random((16, 28, 28, 1)).astype(np.float32)
     y = np.arange(16) % 4
     gan = CounterfactualGAN(4, latent=4, channels=4, rngs=nnx.Rngs(0))
-    res = train_gan(gan, x, y, key=jax.random.key(0), steps=2, batch_size=8, distance="squared",
-                    progress=False, log_every=1)
+    res = train_gan(gan, x, y, key=jax.random.key(0), steps=2, batch_size=8,
+                    objective=GANObjective(distance="squared"), loop=Loop(log_every=1, progress=False))
     assert res.steps == 2 and np.all(np.isfinite(res.history["g_loss"]))
     g = generate(gan, x[:3, :, :, 0], [1, 2, 3])  # (n, 28, 28) accepted for one channel
     assert g.shape == (3, 28, 28, 1) and 0 <= g.min() and g.max() <= 1

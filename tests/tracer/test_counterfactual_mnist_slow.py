@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jcausal.tracer import CounterfactualGAN, contrastive, counterfactuals, model_labels, nn_index, train_gan
+from jcausal.models import Loop
+from jcausal.tracer import (
+    CounterfactualGAN,
+    GANObjective,
+    contrastive,
+    counterfactuals,
+    model_labels,
+    nn_index,
+    train_gan,
+)
 
 STEPS, LAM, BATCH, CHANNELS, MIN_CONFIDENCE = 3000, 0.9, 32, 16, 0.99
 
@@ -28,7 +37,8 @@ def test_mnist_counterfactuals_validity_and_contrastive(mnist_alexnet, tmp_path)
     gan = CounterfactualGAN(10, latent=16, channels=CHANNELS, rngs=nnx.Rngs(0))
     t0 = time.perf_counter()
     res = train_gan(gan, x_tr, y_model, key=jax.random.key(0), steps=STEPS, lam=LAM, batch_size=BATCH,
-                    distance="squared", index=index, checkpoint=tmp_path / "gan.msgpack", progress=False)
+                    index=index, objective=GANObjective(distance="squared"),
+                    loop=Loop(checkpoint=tmp_path / "gan.msgpack", progress=False))
     t_train = time.perf_counter() - t0
     assert res.nonfinite_step is None and res.steps == STEPS
     pred, _ = model_labels(model, x_te[:200])

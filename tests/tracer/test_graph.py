@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jcausal.tracer.explain import explain
+from jcausal.tracer.explain import trace
 from jcausal.tracer.graph import causal_graph, layer_groups, merge_cka, node_contribution
 
 
@@ -59,7 +59,7 @@ class Blocks(nnx.Module):
 def test_blocks_give_expected_groups_and_links():
     m = Blocks(nnx.Rngs(0))
     x = jnp.asarray(np.random.default_rng(0).normal(size=6), jnp.float32)
-    ex = explain(m, x, layers=["a*", "b*", "c"], baseline_kind="constant", value=3.0, eps=0.05)
+    ex = trace(m, x, layers=["a*", "b*", "c"], baseline_kind="constant", value=3.0, eps=0.05)
     g = ex.graph
     assert g.layer_names == ("a1", "a2", "a3", "b1", "b2", "b3", "c")
     assert g.node_names() == [["a1", "a2", "a3"], ["b1", "b2", "b3"], ["c"]]
@@ -81,7 +81,7 @@ def test_identity_layers_one_group():
                 x = layer(x)
             return self.head(x)
 
-    ex = explain(Ids(), jnp.arange(1.0, 6.0, dtype=jnp.float32), eps=0.0)
+    ex = trace(Ids(), jnp.arange(1.0, 6.0, dtype=jnp.float32), eps=0.0)
     assert ex.graph.num_nodes == 1 and ex.graph.links == ()
     assert ex.graph.node_names() == [["layers.0", "layers.1", "layers.2", "layers.3", "head"]]
 
@@ -137,27 +137,27 @@ def test_nonfinite_input_and_baseline_are_refused():
     """An all-NaN input returned a graph; a NaN baseline value too."""
     m = Blocks(nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"^the input x holds NaN/inf: 6 non-finite entries of 6"):
-        explain(m, jnp.full((6,), jnp.nan, jnp.float32))
+        trace(m, jnp.full((6,), jnp.nan, jnp.float32))
     x = jnp.asarray(np.random.default_rng(0).normal(size=6), jnp.float32)
     x_inf = x.at[2].set(jnp.inf)
     with pytest.raises(ValueError, match=r"^the input x holds NaN/inf: 1 non-finite entry of 6"):
-        explain(m, x_inf)
+        trace(m, x_inf)
     with pytest.raises(ValueError, match=r"^the baseline value \(baseline_kind='constant'\) holds NaN/inf"):
-        explain(m, x, value=float("nan"))
+        trace(m, x, value=float("nan"))
     with pytest.raises(ValueError, match=r"^the baseline value \(baseline_kind='values'\) holds NaN/inf: "
                                          r"1 non-finite entry of 6"):
-        explain(m, x, baseline_kind="values", value=np.where(np.arange(6) == 4, np.inf, 0.0))
+        trace(m, x, baseline_kind="values", value=np.where(np.arange(6) == 4, np.inf, 0.0))
 
 
 def test_nonfinite_activations_name_the_first_layer_and_where():
     m = LogNet()
     pos = jnp.asarray([1.0, 2.0, 3.0, 4.0], jnp.float32)
     with pytest.raises(ValueError, match=r"^layer 'b' is NaN/inf under 4 of the 4 interventions"):
-        explain(m, pos, value=-1.0)  # log of the negative baseline
+        trace(m, pos, value=-1.0)  # log of the negative baseline
     neg = pos.at[0].set(-1.0)
     with pytest.raises(ValueError, match=r"^layer 'b' is NaN/inf at the input x and under 3 of the 4 "):
-        explain(m, neg, value=1.0)  # only the intervention on feature 0 removes the negative entry
-    ex = explain(m, pos, value=0.5)  # finite everywhere: the same model is explained
+        trace(m, neg, value=1.0)  # only the intervention on feature 0 removes the negative entry
+    ex = trace(m, pos, value=0.5)  # finite everywhere: the same model is explained
     assert np.all(np.isfinite(ex.graph.cka)) and ex.graph.layer_names == ("a", "b", "head")
 
 
@@ -217,3 +217,17 @@ def test_global_view_and_faithfulness_refuse_nonfinite_inputs():
     assert np.all(np.isfinite(np.asarray(curves)))
     with pytest.raises(ValueError, match=r"^counterfactual holds NaN/inf: 1 non-finite entry of 3"):
         feature_changes(np.zeros(3), np.array([0.0, np.nan, 1.0]))
+
+
+def test_old_name_explain_warns_and_gives_the_same_analysis():
+    from jcausal.tracer import explain
+
+    m = nnx.Sequential(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), nnx.tanh, nnx.Linear(3, 2, rngs=nnx.Rngs(1)))
+    x = jnp.arange(1.0, 5.0, dtype=jnp.float32)
+    with pytest.warns(DeprecationWarning, match="jcausal.tracer.trace"):
+        old = explain(m, x, baseline_kind="mean", value=0.5)
+    new = trace(m, x, baseline_kind="mean", value=0.5)
+    assert old.graph.node_names() == new.graph.node_names()
+    np.testing.assert_array_equal(old.delta_out, new.delta_out)
+    with pytest.raises(TypeError):
+        trace(m, x, no_such_setting=1)

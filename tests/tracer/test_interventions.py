@@ -1,14 +1,14 @@
-"""Interventions: index sets, baselines, batched intervened inputs (checked element by element)."""
+"""Interventions: index sets, intervention values, batched intervened inputs (checked element by element)."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jcausal.tracer.interventions import (
-    baseline,
     blur,
     feature_index_sets,
     intervene,
+    intervention_values,
     make_interventions,
     patch_index_sets,
 )
@@ -58,7 +58,7 @@ def test_baselines_mean_values_blur():
     g /= g.sum()
     np.testing.assert_allclose(b[4:11, 4:11], np.outer(g, g), atol=1e-6)
     vals = jnp.full((6, 6), 9.0, jnp.float32)
-    out = intervene(x, jnp.asarray([[0, 7]]), baseline(x, "values", value=vals))
+    out = intervene(x, jnp.asarray([[0, 7]]), intervention_values(x, "values", value=vals))
     assert float(out[0, 0, 0]) == 9.0 and float(out[0, 1, 1]) == 9.0 and float(out[0, 0, 1]) == float(x[0, 1])
 
 

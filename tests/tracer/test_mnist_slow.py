@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from jcausal.tracer import explain, global_view, layer_outputs
+from jcausal.tracer import global_view, layer_outputs, trace
 
 
 @pytest.mark.slow
@@ -16,7 +16,7 @@ def test_local_analysis_signed_contributions(mnist_alexnet):
     lo = layer_outputs(model, x_te[0], layers=["convs.*", "fcs.*"])
     assert len(lo.names) == 8  # the paper's eight activation outputs
     t0 = time.perf_counter()
-    ex = explain(lo, x_te[3], patch=4, stride=2)
+    ex = trace(lo, x_te[3], patch=4, stride=2)
     print(f"\nlocal analysis of one digit (incl. compile): {time.perf_counter() - t0:.2f} s")
     assert ex.graph.num_nodes >= 2
     assert [i for g in ex.graph.groups for i in g] == list(range(8))  # a partition in order

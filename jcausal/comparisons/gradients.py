@@ -1,4 +1,4 @@
-"""Gradient-based attribution baselines: gradient saliency and Integrated Gradients.
+"""Gradient-based comparison methods: gradient saliency and Integrated Gradients.
 
 Integrated Gradients (Sundararajan et al., 2017), as compared in the ACE paper (section 5.2):
 
@@ -29,7 +29,7 @@ def quadrature(steps: int, rule: str = "trapezoid", dtype=jnp.float32):
     sums with ``steps`` intervals, or the ``trapezoid`` rule (``steps + 1`` nodes).
 
     Examples:
-      >>> from jcausal.baselines import quadrature
+      >>> from jcausal.comparisons import quadrature
       >>> t, w = quadrature(2)                                # trapezoid: 3 nodes on [0, 1]
       >>> t.tolist(), w.tolist()
       ([0.0, 0.5, 1.0], [0.25, 0.5, 0.25])
@@ -63,7 +63,7 @@ def gradient_saliency(f: Callable, x: jax.Array, *, params=None) -> jax.Array:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from jcausal.baselines import gradient_saliency
+      >>> from jcausal.comparisons import gradient_saliency
       >>> gradient_saliency(lambda x: jnp.sum(x ** 2), jnp.array([1.0, -2.0])).tolist()   # 2 x
       [[2.0, -4.0]]
     """
@@ -74,7 +74,7 @@ def gradient_saliency(f: Callable, x: jax.Array, *, params=None) -> jax.Array:
 def integrated_gradients(
     f: Callable,
     x: jax.Array,
-    baseline: jax.Array | None = None,
+    reference_input: jax.Array | None = None,
     *,
     params=None,
     steps: int = 64,
@@ -86,7 +86,7 @@ def integrated_gradients(
     Args:
       f: ``f(x)`` (or ``f(params, x)`` with ``params``) -> ``(m,)`` or scalar.
       x: the input, any shape.
-      baseline: reference input ``x'`` (default zeros).
+      reference_input: the reference input ``x'``, ``x.shape`` (default zeros).
       steps: quadrature intervals; ``rule``: ``left``, ``right``, ``midpoint`` or ``trapezoid``.
       batch_size: quadrature nodes evaluated at once (``None``: all; bounds memory).
 
@@ -96,33 +96,33 @@ def integrated_gradients(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from jcausal.baselines import integrated_gradients
+      >>> from jcausal.comparisons import integrated_gradients
       >>> f = lambda x: jnp.sum(x ** 2)                       # IG from 0 is exactly x_i^2
       >>> integrated_gradients(f, jnp.array([1.0, -2.0]), steps=8).tolist()
       [[1.0, 4.0]]
     """
     f, params = unwrap_model(f, params, split=False)  # a jcausal.wrap model: its apply and params
     x = jnp.asarray(x)
-    baseline = jnp.zeros_like(x) if baseline is None else jnp.asarray(baseline, x.dtype)
-    if baseline.shape != x.shape:
-        raise ValueError(f"baseline shape {baseline.shape} != input shape {x.shape}")
+    ref = jnp.zeros_like(x) if reference_input is None else jnp.asarray(reference_input, x.dtype)
+    if ref.shape != x.shape:
+        raise ValueError(f"reference_input shape {ref.shape} != input shape {x.shape}")
     t, w = quadrature(steps, rule, x.dtype)
-    delta = x - baseline
+    delta = x - ref
 
     def weighted_jac(tw):
         ti, wi = tw
-        return wi * _jacobian(f, params, baseline + ti * delta)
+        return wi * _jacobian(f, params, ref + ti * delta)
 
     jacs = jax.lax.map(weighted_jac, (t, w), batch_size=batch_size or t.shape[0])
     return jnp.sum(jacs, axis=0) * delta[None]
 
 
-def completeness_gap(f: Callable, x, attributions, baseline=None, *, params=None) -> jax.Array:
+def completeness_gap(f: Callable, x, attributions, reference_input=None, *, params=None) -> jax.Array:
     """``sum_i IG_i - (f(x) - f(x'))`` per output, shape ``(m,)``; ~0 for a good quadrature.
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from jcausal.baselines import completeness_gap, integrated_gradients
+      >>> from jcausal.comparisons import completeness_gap, integrated_gradients
       >>> f = lambda x: jnp.tanh(x[:1] * x[1:])
       >>> x = jnp.array([1.0, 2.0])
       >>> abs(float(completeness_gap(f, x, integrated_gradients(f, x, steps=256))[0])) < 1e-3
@@ -130,10 +130,10 @@ def completeness_gap(f: Callable, x, attributions, baseline=None, *, params=None
     """
     f, params = unwrap_model(f, params, split=False)  # a jcausal.wrap model: its apply and params
     x = jnp.asarray(x)
-    baseline = jnp.zeros_like(x) if baseline is None else jnp.asarray(baseline, x.dtype)
+    ref = jnp.zeros_like(x) if reference_input is None else jnp.asarray(reference_input, x.dtype)
 
     def g(z):
         return jnp.atleast_1d(f(z) if params is None else f(params, z))
 
     total = jnp.sum(attributions.reshape(attributions.shape[0], -1), axis=1)
-    return total - (g(x) - g(baseline))
+    return total - (g(x) - g(ref))

@@ -1,10 +1,11 @@
-"""The GCE paper's MNIST experiment (section 5, appendix E.1) as library functions.
+"""The GCE paper's MNIST experiment (section 5, appendix E.1).
 
 Train (or load) the Table 1 CNN on a subset of digit classes, train the Table 2 VAE explainer on
 ``C + lambda D`` with the CNN frozen, and evaluate: per-factor information flow (Figure 5a),
 accuracy when each factor is resampled (Figure 5b) and latent sweeps (Figure 3). Used by the
-``jcausal gce mnist`` command and the slow test; the paper's settings are the defaults except the
-number of steps (8000 steps of N_alpha = 100, N_beta = 25 take hours on a 2-core CPU).
+``jcausal gce mnist`` command, the GCE notebook, the step benchmark and the slow test; the paper's
+settings are the defaults of :class:`GCEMnistConfig` except the number of steps, which the command
+lowers (the paper's 8000 steps take hours on a small CPU).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from jcausal.data import load_mnist
 from jcausal.gce.evaluate import AccuracyDrop, Sweep, latent_sweeps, resample_accuracy
 from jcausal.gce.models import Generative, conv_vae, generative
 from jcausal.gce.objectives import factor_flows
-from jcausal.gce.train import TrainResult, train
-from jcausal.models import GCECNN, accuracy, functional, load, save
+from jcausal.gce.train import ExplainerSettings, fit_explainer
+from jcausal.models import GCECNN, FitResult, Loop, accuracy, functional, load, save
 from jcausal.models import train as train_model
 from jcausal.models.checkpoint import CheckpointMismatchError
 
-__all__ = ["Classifier", "Explanation", "load_digits", "fit_classifier", "classifier_probs",
-           "explain_digits", "summary"]
+__all__ = ["Classifier", "DigitExplanation", "GCEMnistConfig", "load_mnist_classes", "fit_classifier",
+           "classifier_probs", "explain_digits", "summary"]
 
 
 class Classifier(NamedTuple):
@@ -40,12 +41,12 @@ class Classifier(NamedTuple):
     val_accuracy: float
 
 
-class Explanation(NamedTuple):
+class DigitExplanation(NamedTuple):
     """Everything the MNIST experiment produces (arrays are numpy)."""
 
     generative: Generative
     params: nnx.State
-    fit: TrainResult
+    fit: FitResult
     flows: np.ndarray  # (K + L,) nats
     accuracy: AccuracyDrop
     sweep: Sweep
@@ -53,7 +54,44 @@ class Explanation(NamedTuple):
     L: int
 
 
-def load_digits(data_dir: str | os.PathLike | None, classes=(3, 8), *, seed: int = 0,
+class GCEMnistConfig(NamedTuple):
+    """Settings of the explainer and its evaluation (the paper's, except ``steps`` where noted).
+
+    Fields:
+      K, L, lam, steps, batch_size, n_alpha, n_beta, learning_rate: the objective and its
+        optimisation (paper: 1, 7, 0.05, 8000, 64, 100, 25, 5e-4).
+      n_flow: ``(n_outer, n_inner)`` samples of each per-factor flow.
+      n_sweep: validation images swept.
+      pretrain_steps: steps of ``D`` alone before the joint objective (0 in the paper). ``D``
+        steps are cheap, and a VAE that already uses its latents lets ``C`` act at once.
+      init_log_var: initial bias of the encoder's log-variance head (see
+        :class:`jcausal.models.vae.ConvEncoder`).
+      likelihood: the VAE's ``log p(x | z)`` (:func:`jcausal.models.vae.log_likelihood`):
+        ``"sse"`` as in the authors' code, or ``"bernoulli"``, which in short runs left the plateau
+        where the decoder ignores ``z`` sooner and for more keys.
+      chunk: latents decoded and classified per batch in each step (the same objective; see
+        :func:`jcausal.gce.build_step`).
+      checkpoint_every: steps between checkpoints of the explainer.
+    """
+
+    K: int = 1
+    L: int = 7
+    lam: float = 0.05
+    steps: int = 8000
+    batch_size: int = 64
+    n_alpha: int = 100
+    n_beta: int = 25
+    learning_rate: float = 5e-4
+    n_flow: tuple[int, int] = (100, 50)
+    n_sweep: int = 4
+    pretrain_steps: int = 0
+    init_log_var: float = 0.0
+    likelihood: str = "sse"
+    chunk: int | None = 250
+    checkpoint_every: int = 500
+
+
+def load_mnist_classes(data_dir: str | os.PathLike | None, classes=(3, 8), *, seed: int = 0,
                 val_fraction: float = 0.2):
     """MNIST images of ``classes`` as ``(n, 28, 28, 1)`` float32 in [0, 1], labels ``0..M-1``,
     split into train/validation (see :func:`jcausal.data.load_mnist`)."""
@@ -94,60 +132,49 @@ def fit_classifier(data, *, key: jax.Array, epochs: int = 3, checkpoint: str | P
     return Classifier(apply, params, accuracy(apply, params, data.x_val, data.y_val))
 
 
-def explain_digits(data, classifier: Classifier, *, key: jax.Array, K: int = 1, L: int = 7,
-                   lam: float = 0.05, steps: int = 8000, batch_size: int = 64, n_alpha: int = 100,
-                   n_beta: int = 25, learning_rate: float = 5e-4, n_flow: tuple[int, int] = (100, 50),
-                   n_sweep: int = 4, pretrain_steps: int = 0, init_log_var: float = 0.0,
-                   likelihood: str = "sse", chunk: int | None = 250,
-                   checkpoint: str | Path | None = None, checkpoint_every: int = 500,
-                   progress: bool = True) -> Explanation:
+def explain_digits(data, classifier: Classifier, *, key: jax.Array,
+                   config: GCEMnistConfig | None = None, checkpoint: str | Path | None = None,
+                   progress: bool = True) -> DigitExplanation:
     """Train the Table 2 VAE explainer of ``classifier`` and evaluate it on the validation set.
 
     Args:
-      data: from :func:`load_digits`; classifier: from :func:`fit_classifier`.
+      data: from :func:`load_mnist_classes`; classifier: from :func:`fit_classifier`.
       key: PRNG key (initialisation, training, evaluation).
-      K, L, lam, steps, batch_size, n_alpha, n_beta, learning_rate: the objective and its
-        optimisation (paper: 1, 7, 0.05, 8000, 64, 100, 25, 5e-4).
-      n_flow: ``(n_outer, n_inner)`` samples of each per-factor flow.
-      n_sweep: validation images swept.
-      pretrain_steps: steps of ``D`` alone before the joint objective (0 in the paper). ``D``
-        steps are cheap, and a VAE that already uses its latents lets ``C`` act at once.
-      init_log_var: initial bias of the encoder's log-variance head (see
-        :class:`jcausal.models.vae.ConvEncoder`).
-      likelihood: the VAE's ``log p(x | z)`` (:func:`jcausal.models.vae.log_likelihood`):
-        ``"sse"`` as in the authors' code, or ``"bernoulli"``. Measured on MNIST 3/8 (300 steps
-        of ``D`` alone at learning rate 1e-3, then 250 joint steps, keys 1-3): with ``"sse"`` the
-        decoder ignored ``z`` (``D`` near -100, re-encoded accuracy 0.48) for a key-dependent
-        number of steps, and ``C`` stayed 0 throughout with keys 2 and 3; with ``"bernoulli"``
-        every key trained (re-encoded accuracy 0.95-0.96, alpha 0.46-0.56 nats).
-      chunk: latents decoded and classified per batch in each step (the same objective; 250 was
-        the fastest measured, see :func:`jcausal.gce.build_step`).
-      checkpoint, checkpoint_every, progress: see :func:`jcausal.gce.train`.
+      config: the settings (default: ``GCEMnistConfig()``, the paper's).
+      checkpoint, progress: see :func:`jcausal.gce.fit_explainer` (``checkpoint_every`` is in ``config``).
+
+    Returns:
+      :class:`DigitExplanation` of the ``config.K + config.L`` latent factors.
     """
+    c = GCEMnistConfig() if config is None else config
+    K, L = c.K, c.L
     k_init, k_fit, k_flow, k_acc = jax.random.split(key, 4)
     vae = conv_vae(K + L, rngs=nnx.Rngs(int(jax.random.randint(k_init, (), 0, 2**30))),
-                   init_log_var=init_log_var, likelihood=likelihood)
+                   init_log_var=c.init_log_var, likelihood=c.likelihood)
     classify = classifier_probs(classifier.apply)
-    if pretrain_steps:
-        train(vae, classify, data.x_train, key=jax.random.fold_in(k_fit, 1), K=K, L=L, lam=1.0,
-              steps=pretrain_steps, batch_size=batch_size, learning_rate=learning_rate,
-              fidelity_only=True, progress=progress)
-    fit = train(vae, classify, data.x_train, key=k_fit, K=K, L=L, lam=lam, steps=steps,
-                classify_params=classifier.params, batch_size=batch_size, n_alpha=n_alpha,
-                n_beta=n_beta, learning_rate=learning_rate, chunk=chunk, checkpoint=checkpoint,
-                checkpoint_every=checkpoint_every, progress=progress)
+    if c.pretrain_steps:
+        fit_explainer(vae, classify, data.x_train, key=jax.random.fold_in(k_fit, 1), K=K, L=L, lam=1.0,
+                      steps=c.pretrain_steps, loop=Loop(progress=progress),
+                      settings=ExplainerSettings(batch_size=c.batch_size, learning_rate=c.learning_rate,
+                                                 fidelity_only=True))
+    settings = ExplainerSettings(batch_size=c.batch_size, n_alpha=c.n_alpha, n_beta=c.n_beta,
+                                 learning_rate=c.learning_rate, chunk=c.chunk)
+    fit = fit_explainer(vae, classify, data.x_train, key=k_fit, K=K, L=L, lam=c.lam, steps=c.steps,
+                        classify_params=classifier.params, settings=settings,
+                        loop=Loop(checkpoint=checkpoint, checkpoint_every=c.checkpoint_every,
+                                  progress=progress))
     gen = generative(vae)
     params = (fit.params, classifier.params)
-    flows = factor_flows(gen.decode, classify, k_flow, K=K, L=L, n_outer=n_flow[0], n_inner=n_flow[1],
+    flows = factor_flows(gen.decode, classify, k_flow, K=K, L=L, n_outer=c.n_flow[0], n_inner=c.n_flow[1],
                          params=params)
     acc = resample_accuracy(gen.encode, gen.decode, classify, k_acc, data.x_val, data.y_val,
                             params=params)
-    sweep = latent_sweeps(gen.encode, gen.decode, classify, data.x_val[:n_sweep], params=params)
+    sweep = latent_sweeps(gen.encode, gen.decode, classify, data.x_val[:c.n_sweep], params=params)
     to_np = lambda t: jax.tree.map(np.asarray, t)  # noqa: E731
-    return Explanation(gen, fit.params, fit, np.asarray(flows), to_np(acc), to_np(sweep), K, L)
+    return DigitExplanation(gen, fit.params, fit, np.asarray(flows), to_np(acc), to_np(sweep), K, L)
 
 
-def summary(exp: Explanation, classifier: Classifier) -> dict:
+def summary(exp: DigitExplanation, classifier: Classifier) -> dict:
     """A JSON-ready summary: flows, accuracies, training curve ends, settings."""
     acc = exp.accuracy
     names = [f"alpha{i + 1}" for i in range(exp.K)] + [f"beta{i + 1}" for i in range(exp.L)]
