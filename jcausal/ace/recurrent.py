@@ -29,6 +29,7 @@ from jcausal.ace.interventional import interventional_expectation, taylor_expect
 from jcausal.ace.stats import InputStats, input_stats
 
 __all__ = [
+    "FeedbackBatches",
     "FeedbackResult",
     "LagTau",
     "sequence_stats",
@@ -159,6 +160,21 @@ def _teacher_forced(step, params, carry, xs):
     return jax.lax.scan(lambda c, x: step(params, c, x), carry, xs)
 
 
+class FeedbackBatches(NamedTuple):
+    """How much :func:`feedback_expectation` runs at once (memory, not results).
+
+    Fields:
+      alphas: intervention values processed at once.
+      sequences: sequences rolled out at once (the moments are accumulated chunk by chunk, so
+        memory does not grow with ``n``).
+      directions: directions in flight per point (``None``: all; see Phase I).
+    """
+
+    alphas: int = 8
+    sequences: int = 1024
+    directions: int | None = None
+
+
 def feedback_expectation(
     step: Callable,
     init_carry,
@@ -171,9 +187,7 @@ def feedback_expectation(
     lengths=None,
     horizon: int | None = None,
     output_time: int | None = None,
-    batch_size: int = 8,
-    sequence_batch_size: int = 1024,
-    direction_batch_size: int | None = None,
+    batches: FeedbackBatches | None = None,
 ) -> FeedbackResult:
     """Algorithm 2 of the ACE paper: interventional expectations through output-to-input feedback.
 
@@ -191,9 +205,7 @@ def feedback_expectation(
       t_hat, feature: where to intervene.
       horizon: length of the rollouts (default ``T``); ``output_time``: which output ``y^t``
         (default ``horizon - 1``).
-      batch_size: alphas processed at once; ``sequence_batch_size``: sequences rolled out at once
-        (the moments are accumulated chunk by chunk, so memory does not grow with ``n``);
-        ``direction_batch_size``: see Phase I.
+      batches: :class:`FeedbackBatches`, how much runs at once (default ``FeedbackBatches()``).
 
     Raises:
       ValueError: ``t_hat``/``feature``/``output_time`` out of range, too few long-enough sequences.
@@ -221,7 +233,9 @@ def feedback_expectation(
         raise ValueError(f"output_time = {t_out} outside [0, {horizon})")
     keep = _usable(X, lengths, t_hat + 1, f"t_hat = {t_hat}")
     data = X[keep, : t_hat + 1]
-    sbs = max(1, min(int(sequence_batch_size), keep.size))
+    batches = FeedbackBatches() if batches is None else batches
+    batch_size, direction_batch_size = int(batches.alphas), batches.directions
+    sbs = max(1, min(int(batches.sequences), keep.size))
     pad = -keep.size % sbs  # fixed chunk shapes: pad the last chunk, mask it out of the moments
     data = jnp.concatenate([data, jnp.repeat(data[:1], pad, axis=0)])
     mask = jnp.arange(data.shape[0]) < keep.size

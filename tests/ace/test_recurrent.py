@@ -4,7 +4,13 @@ import pytest
 from flax import nnx
 
 from jcausal.ace import input_stats, interventional_expectation
-from jcausal.ace.recurrent import feedback_expectation, lag_tau, sequence_stats, unrolled_expectation
+from jcausal.ace.recurrent import (
+    FeedbackBatches,
+    feedback_expectation,
+    lag_tau,
+    sequence_stats,
+    unrolled_expectation,
+)
 from jcausal.models import SequenceClassifier, functional
 
 PHI, SIGMA = 0.7, 0.5
@@ -113,8 +119,10 @@ def test_feedback_chunking_changes_nothing():
         return carry, jnp.tanh(p * x) + 0.1 * x**2
 
     kw = dict(t_hat=2, feature=0, params=phi, output_time=5)
-    one = feedback_expectation(step, jnp.zeros((1,)), X, [-1.0, 0.3], sequence_batch_size=1000, **kw)
-    many = feedback_expectation(step, jnp.zeros((1,)), X, [-1.0, 0.3], sequence_batch_size=64, **kw)
+    one = feedback_expectation(step, jnp.zeros((1,)), X, [-1.0, 0.3], batches=FeedbackBatches(sequences=1000),
+                               **kw)
+    many = feedback_expectation(step, jnp.zeros((1,)), X, [-1.0, 0.3], batches=FeedbackBatches(sequences=64),
+                                **kw)
     np.testing.assert_allclose(many.mean, one.mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(many.cov, one.cov, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(many.expectations, one.expectations, rtol=1e-4, atol=1e-6)
