@@ -14,6 +14,7 @@ from jcausal.data.synthetic import SequenceData, make_isotropic_gaussian, make_s
 from jcausal.data.tabular import (
     MinMaxScaler,
     TabularData,
+    load_breast_cancer,
     load_digits,
     load_iris,
     train_test_split,
@@ -25,6 +26,7 @@ __all__ = [
     "MinMaxScaler",
     "SequenceData",
     "TabularData",
+    "load_breast_cancer",
     "load_digits",
     "load_fashion_mnist",
     "load_iris",

@@ -6,7 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["MinMaxScaler", "TabularData", "load_iris", "load_digits", "train_test_split"]
+__all__ = ["MinMaxScaler", "TabularData", "load_iris", "load_digits", "load_breast_cancer",
+           "train_test_split"]
 
 
 class MinMaxScaler(NamedTuple):
@@ -107,6 +108,27 @@ def load_digits(*, scale: bool = True) -> TabularData:
         tuple(str(t) for t in raw.target_names),
         scaler,
     )
+
+
+def load_breast_cancer(*, scale: bool = True) -> TabularData:
+    """Wisconsin diagnostic breast cancer (569 x 30; classes ``malignant``, ``benign``), the offline
+    tabular stand-in for TRACER's CIC-IDS 2017; with ``scale`` every feature is min-max scaled to
+    [0, 1] (``scaler.inverse_transform`` maps back).
+
+    Examples:
+      >>> from jcausal.data import load_breast_cancer
+      >>> d = load_breast_cancer()
+      >>> d.X.shape, d.target_names
+      ((569, 30), ('malignant', 'benign'))
+    """
+    from sklearn.datasets import load_breast_cancer as _load
+
+    raw = _load()
+    X = np.asarray(raw.data, np.float64)
+    scaler = MinMaxScaler.fit(X) if scale else None
+    X = scaler.transform(X) if scale else X.astype(np.float32)
+    return TabularData(X, np.asarray(raw.target, np.int32), tuple(raw.feature_names),
+                       tuple(str(t) for t in raw.target_names), scaler)
 
 
 def train_test_split(n: int, *, test_size: int | float, seed: int = 0):

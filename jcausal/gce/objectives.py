@@ -163,8 +163,8 @@ def _grid_probs(decode, classify, key, dim: int, outer_mask: np.ndarray, n_outer
     keys = jax.random.split(k_noise, n)
     run = jax.vmap(lambda zz, kk: clf(dec(zz, kk))) if noisy else jax.vmap(lambda zz, kk: clf(dec(zz)))
     size = n if chunk is None else max(1, min(int(chunk), n))
-    # fixed-size pieces, unrolled in the trace: small batches stay in cache (measured ~25x faster
-    # for the GCE CNN + VAE at 2500 latents), and XLA:CPU runs convolutions inside loops slowly
+    # fixed-size pieces, unrolled in the trace: small batches stay in cache, and XLA:CPU runs
+    # convolutions inside loops slowly
     p = jnp.concatenate([run(z[i:i + size], keys[i:i + size]) for i in range(0, n, size)], axis=0)
     return p.reshape(n_outer, n_inner, -1)
 
@@ -324,8 +324,8 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
     Each factor is measured with :func:`mutual_information` (``n_outer`` draws of ``z_j`` times
     ``n_inner`` draws of the other ``K + L - 1`` factors); a factor the classifier ignores gives
     ``~0`` (plus the ``O(1 / n_inner)`` upward bias). Factors are computed one compiled call each,
-    decoding at most ``chunk`` latents at once, so memory stays bounded (measured: all 8 factors
-    of the MNIST explainer at 100 x 50 in one program needed over 20 GB).
+    decoding at most ``chunk`` latents at once, so memory stays bounded (every factor of an MNIST
+    explainer in one program would need tens of GB).
 
     Returns:
       ``(K + L,)`` nats, causal factors first.

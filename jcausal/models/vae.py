@@ -202,8 +202,8 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -
     if out_h < 1 or out_w < 1:
         raise ValueError(f"padding {p} leaves no output: ({h}, {w}) inputs, kernel {k}, stride {s}")
     # Phase row q of the uncropped output covers rows s q .. s q + s - 1; only the phase rows that
-    # meet the kept rows [p, p + out) are computed (padding m - 1 and cropping p computed 1.56x the
-    # needed work in the Table 2 decoder's first layer and 1.65x in its second).
+    # meet the kept rows [p, p + out) are computed (padding m - 1 and cropping p would compute
+    # rows that are cropped away).
     crops, pads, nq = [], [], []
     for size, out in ((h, out_h), (w, out_w)):
         q0, q1 = p // s, (p + out - 1) // s
