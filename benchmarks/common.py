@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from jcausal._src.io import atomic_write_bytes
+from jcausal.ace import Execution, make_estimator
+from jcausal.ace.estimators import default_method
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,3 +81,12 @@ def trained_mlp(sizes, activation, data, epochs, seed=0):
     train(model, data.x_train, data.y_train, key=jax.random.key(seed), epochs=epochs, batch_size=128,
           learning_rate=1e-3, progress=False)
     return functional(model)
+
+
+def phase1_objects(method=None, **kw) -> dict:
+    """Flat benchmark settings as the driver takes them: the estimator's on the estimator, batch
+    sizes on the :class:`jcausal.ace.Execution`."""
+    run = Execution(**{k: kw.pop(k) for k in ("batch_size", "max_memory") if k in kw})
+    data = kw.pop("data", None)
+    est = make_estimator(method or default_method(data is not None), **kw)
+    return {"method": est, "data": data, "run": run}

@@ -29,25 +29,16 @@ from benchmarks.common import (
     RESULTS,
     cast,
     machine,
+    phase1_objects,
     require_mnist,
     timed,
     trained_mlp,
     write_json,
 )
-from jcausal.ace import Execution, input_stats, interventional_expectation, make_estimator
-from jcausal.ace.estimators import default_method
+from jcausal.ace import input_stats, interventional_expectation
 from jcausal.ace.interventional import compiled
 from jcausal.data import load_iris, load_mnist
 from jcausal.models import GCECNN, MLP, functional, train
-
-
-def phase1_objects(method=None, **kw) -> dict:
-    """Flat benchmark settings as the driver takes them: the estimator's on the estimator, batch
-    sizes on the :class:`jcausal.ace.Execution`."""
-    run = Execution(**{k: kw.pop(k) for k in ("batch_size", "max_memory") if k in kw})
-    data = kw.pop("data", None)
-    est = make_estimator(method or default_method(data is not None), **kw)
-    return {"method": est, "data": data, "run": run}
 
 MNIST_MLP = (784, 256, 128, 64, 32, 10)
 
