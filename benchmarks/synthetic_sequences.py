@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.common import RESULTS, machine, write_json
-from jcausal.ace import explain
+from jcausal.ace import Execution, explain
 from jcausal.ace.recurrent import lag_tau, sequence_stats
 from jcausal.comparisons import integrated_gradients
 from jcausal.data import make_sequences
@@ -81,7 +81,7 @@ def saliency(apply, params, train_data, key, n_show, num_alphas, max_order):
     keep = np.asarray(train_data.lengths) >= L
     rows = np.asarray(train_data.x)[keep, :L]
     res = explain(prob, stats=stats, params=params, num_alphas=num_alphas, max_order=max_order,
-                  method="monte_carlo", data=rows, batch_size=8)
+                  method="monte_carlo", data=rows, run=Execution(batch_size=8))
     taylor = explain(prob, stats=stats, params=params, num_alphas=num_alphas, max_order=max_order)
     te = make_sequences(key, 50 * n_show)
     X = np.asarray(te.x)[np.asarray(te.lengths) == L][:n_show, :L]
