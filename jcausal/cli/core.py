@@ -95,6 +95,11 @@ positive_float = _at_least(float, 0, strict=True)
 nonneg_float = _at_least(float, 0)
 
 
+def finite_float(text: str) -> float:
+    """Any finite number."""
+    return _number(float, text)
+
+
 def seed_int(text: str) -> int:
     """A seed every generator takes (JAX keys, NumPy, Flax ``Rngs``)."""
     v = _number(int, text)

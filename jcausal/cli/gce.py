@@ -9,12 +9,14 @@ figures and a JSON summary).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from jcausal.cli.core import (
     CLIError,
     TrainingFailed,
     command,
+    finite_float,
     nonneg_float,
     nonneg_int,
     positive_float,
@@ -80,8 +82,44 @@ def _linear(args, folder, _) -> int:
     return 0
 
 
+# the options that --paper switches to the authors' settings (GCEMnistConfig.paper):
+# (flag, type or choices, default, --paper's value, help)
+MNIST_OPTIONS = [
+    ("--steps", positive_int, 500, 8000, "joint steps of C + lambda D"),
+    ("--pretrain-steps", nonneg_int, 300, 0, "steps of D alone first"),
+    ("--sampler", ["stratified", "mc"], "stratified", "mc",
+     "estimator of C: stratified (Latin hypercube) or mc, the paper's Algorithm 2"),
+    ("--n-alpha", positive_int, 25, 100, "N_alpha, alpha draws per estimate of C"),
+    ("--n-beta", positive_int, 25, 25, "N_beta, beta draws per alpha"),
+    ("--lr", positive_float, 1e-3, 5e-4, "Adam learning rate"),
+    ("--likelihood", ["bernoulli", "sse"], "bernoulli", "sse",
+     "the VAE's log p(x | z) (sse: the authors' code)"),
+    ("--init-log-var", finite_float, -4.0, 0.0, "initial bias of the encoder's log-variance head"),
+]
+_PRESET = ("steps", "n_alpha", "n_beta", "lr", "likelihood", "sampler", "pretrain_steps", "init_log_var")
+
+
+def _mnist_config(args):
+    """The run's :class:`GCEMnistConfig`: the defaults (or ``--paper``'s), then every option given."""
+    from jcausal.experiments.gce_mnist import GCEMnistConfig
+
+    base = GCEMnistConfig.paper() if args.paper else GCEMnistConfig()
+    given = {("learning_rate" if k == "lr" else k): getattr(args, k) for k in _PRESET
+             if getattr(args, k) is not None}
+    return base._replace(K=args.K, L=args.L, lam=args.lam, batch_size=args.batch_size,
+                         checkpoint_every=args.checkpoint_every, **given)
+
+
 def _mnist_check(args):
     from jcausal.experiments.gce_mnist import load_mnist_classes
+    from jcausal.gce.objectives import check_sampler
+
+    config = _mnist_config(args)
+    try:
+        check_sampler(config.sampler, config.n_alpha, config.n_beta, inner_dims=config.L)
+    except ValueError as err:
+        raise CLIError(str(err).replace("sampler=", "--sampler ").replace("n_alpha", "--n-alpha")
+                       .replace("n_beta", "--n-beta")) from None
 
     classes = list(args.classes)
     if len(classes) < 2 or len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
@@ -97,9 +135,15 @@ def _mnist(args, folder, data) -> int:
     import jax
     import numpy as np
 
-    from jcausal.experiments.gce_mnist import GCEMnistConfig, explain_digits, fit_classifier, summary
+    from jcausal.experiments.gce_mnist import explain_digits, fit_classifier, summary
     from jcausal.models.checkpoint import metadata_differences, read_metadata
-    from jcausal.plot.gce import plot_accuracy_drop, plot_factor_flow, plot_sweeps, plot_training
+    from jcausal.plot.gce import (
+        plot_accuracy_drop,
+        plot_factor_flow,
+        plot_fine_sweep,
+        plot_sweeps,
+        plot_training,
+    )
 
     out = Path(args.out)
     record = {"classes": list(args.classes), "seed": args.seed, "epochs": args.classifier_epochs}
@@ -115,16 +159,14 @@ def _mnist(args, folder, data) -> int:
                          progress=not args.quiet, metadata=record)
     if not args.quiet:
         print(f"classifier validation accuracy {clf.val_accuracy:.4f}")
-    config = GCEMnistConfig(K=args.K, L=args.L, lam=args.lam, steps=args.steps, batch_size=args.batch_size,
-                            n_alpha=args.n_alpha, n_beta=args.n_beta, learning_rate=args.lr,
-                            likelihood=args.likelihood, checkpoint_every=args.checkpoint_every)
+    config = _mnist_config(args)
     exp = explain_digits(data, clf, key=k_exp, config=config, checkpoint=out / "explainer.msgpack",
                          progress=not args.quiet)
     require_trained(exp.fit.steps, exp.fit.nonfinite_step, what="jcausal gce mnist",
                     kept=str(out / "explainer.msgpack"))
     s = summary(exp, clf)
-    s.update(classes=list(args.classes), lam=args.lam, n_alpha=args.n_alpha, n_beta=args.n_beta,
-             batch_size=args.batch_size, learning_rate=args.lr, likelihood=args.likelihood, seed=args.seed)
+    s.update(classes=list(args.classes), seed=args.seed, preset="paper" if args.paper else "default",
+             config={k: v for k, v in config._asdict().items()})
     names = [str(c) for c in args.classes]
     acc = exp.accuracy
     figs = {"flow.png": plot_factor_flow(exp.flows, exp.K),
@@ -134,9 +176,19 @@ def _mnist(args, folder, data) -> int:
     for i in range(np.asarray(exp.sweep.images).shape[0]):
         figs[f"sweeps_{i}.png"] = plot_sweeps(exp.sweep.images, exp.sweep.probs, exp.sweep.offsets, exp.K,
                                               sample=i, class_names=names)
+    fine = exp.fine
+    figs["fine_sweep.png"] = plot_fine_sweep(fine.images, fine.probs, fine.offsets, factor=fine.factor,
+                                             K=exp.K, class_names=names)
     publish(folder, "summary", figs, s)
+    if exp.plateau is not None:
+        p = exp.plateau
+        print(f"warning: C stayed below {p.C_max:.2g} nats from step {p.since} to the end: the decoder "
+              "ignores z (the plateau), so the factors explain nothing. "
+              + ("Drop --paper (the defaults pretrain D and use a Bernoulli likelihood), or "
+                 if args.paper else "") + "raise --pretrain-steps or --steps, or lower --lam",
+              file=sys.stderr)
     print(json.dumps({k: s[k] for k in ("flow_nats", "accuracy", "steps", "nonfinite_step")}, indent=1))
-    print(f"-> {out}/summary.json, flow.png, accuracy.png, sweeps_*.png, training.png")
+    print(f"-> {out}/summary.json, flow.png, accuracy.png, sweeps_*.png, fine_sweep.png, training.png")
     return 0
 
 
@@ -175,17 +227,17 @@ def register(sub) -> None:
                  run=_mnist, check=_mnist_check, out="jcausal-out/gce-mnist")
     mn.add_argument("--classes", type=int, nargs="+", default=[3, 8], help="digits (default: 3 8)")
     mn.add_argument("--data", default=None, help="folder of the MNIST IDX files (default: $JCAUSAL_DATA)")
+    mn.add_argument("--paper", action="store_true",
+                    help="the authors' settings: 8000 steps of plain Monte Carlo at N_alpha = 100, "
+                         "N_beta = 25, Adam 5e-4, SSE likelihood, no pretraining (hours on a small CPU); "
+                         "options given still override them")
     mn.add_argument("--K", type=positive_int, default=1, help="causal factors (default: %(default)s)")
     mn.add_argument("--L", type=nonneg_int, default=7, help="noncausal factors (default: %(default)s)")
     mn.add_argument("--lam", type=nonneg_float, default=0.05, help="lambda (default: %(default)s)")
-    mn.add_argument("--steps", type=positive_int, default=800,
-                    help="explainer steps (default: %(default)s; the paper uses 8000)")
-    mn.add_argument("--n-alpha", type=positive_int, default=100, help="N_alpha (default: %(default)s)")
-    mn.add_argument("--n-beta", type=positive_int, default=25, help="N_beta (default: %(default)s)")
+    # the help's defaults are GCEMnistConfig()'s (a test keeps them equal; no import of jax here)
+    for flag, kind, default, paper, text in MNIST_OPTIONS:
+        extra = {"choices": kind} if isinstance(kind, list) else {"type": kind}
+        mn.add_argument(flag, default=None, help=f"{text} (default: {default}; --paper: {paper})", **extra)
     mn.add_argument("--batch-size", type=positive_int, default=64, help="VAE batch (default: %(default)s)")
-    mn.add_argument("--lr", type=positive_float, default=5e-4, help="Adam learning rate" + DEFAULT)
-    mn.add_argument("--likelihood", choices=["sse", "bernoulli"], default="sse",
-                    help="the VAE's log p(x | z): sse as in the authors' code, or bernoulli (trains "
-                         "out of the plateau where the decoder ignores z sooner; default: %(default)s)")
     mn.add_argument("--classifier-epochs", type=positive_int, default=3, help="CNN epochs" + DEFAULT)
     mn.add_argument("--checkpoint-every", type=positive_int, default=200, help="steps (default: %(default)s)")

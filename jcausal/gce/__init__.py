@@ -7,20 +7,33 @@ selection (:mod:`.select`) and evaluation (:mod:`.evaluate`). Helpers such as ``
 ``jcausal.experiments.gce_mnist``.
 """
 
-from jcausal.gce.evaluate import AccuracyDrop, Sweep, latent_sweeps, resample_accuracy
+from jcausal.gce.evaluate import AccuracyDrop, FineSweep, Sweep, fine_sweeps, latent_sweeps, resample_accuracy
 from jcausal.gce.models import Generative, LinearGaussian, conv_vae, generative, mlp_vae
-from jcausal.gce.objectives import VARIANTS, check_models, factor_flows, information_flow, mutual_information
+from jcausal.gce.objectives import (
+    SAMPLERS,
+    VARIANTS,
+    check_models,
+    factor_flows,
+    information_flow,
+    mutual_information,
+)
 from jcausal.gce.select import SelectionPath, make_measure, select_parameters
 from jcausal.gce.train import (
     ExplainerSettings,
+    Plateau,
+    PlateauWarning,
     StepInfo,
     build_step,
+    find_plateau,
     fit_explainer,
     train,  # noqa: F401 - deprecated name of fit_explainer
 )
 
 __all__ = [
     "AccuracyDrop",
+    "FineSweep",
+    "fine_sweeps",
+    "SAMPLERS",
     "SelectionPath",
     "Sweep",
     "latent_sweeps",
@@ -29,6 +42,9 @@ __all__ = [
     "select_parameters",
     "VARIANTS",
     "ExplainerSettings",
+    "Plateau",
+    "PlateauWarning",
+    "find_plateau",
     "StepInfo",
     "build_step",
     "fit_explainer",

@@ -26,6 +26,7 @@ from jcausal._src.calling import trace_model, unwrap_model
 from jcausal._src.xla import jit
 
 __all__ = [
+    "SAMPLERS",
     "VARIANTS",
     "information_flow",
     "mutual_information",
@@ -35,6 +36,44 @@ __all__ = [
 ]
 
 VARIANTS = ("joint", "independent", "joint_conditional", "independent_conditional")
+SAMPLERS = ("stratified", "mc")
+"""Latent samplers of the estimators: ``"stratified"`` (the default; a Latin hypercube in every
+sample set: one draw per equal-probability stratum of ``N(0, 1)`` in each coordinate, strata
+paired at random across coordinates, and fresh noncausal draws for every causal draw) and
+``"mc"`` (plain Monte Carlo, the paper's Algorithm 2). See ``docs/gce_estimator.rst``."""
+
+
+def check_sampler(sampler: str, n_outer: int, n_inner: int, *, inner_dims: int = 1,
+                  names=("n_alpha", "n_beta")) -> None:
+    """Refuse an unknown sampler, or sizes too small for it: stratifying needs at least 2 draws
+    (of the measured factors, and of the others when there are any)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler = {sampler!r}: choose one of {SAMPLERS} ('stratified': Latin "
+                         "hypercube draws, the default; 'mc': plain Monte Carlo, the paper's Algorithm 2)")
+    if sampler == "stratified":
+        small = [f"{n} = {v}" for n, v, dims in ((names[0], n_outer, 1), (names[1], n_inner, inner_dims))
+                 if dims > 0 and v < 2]
+        if small:
+            raise ValueError(f"sampler='stratified' needs at least 2 draws to stratify, got "
+                             f"{', '.join(small)}: raise it, or pass sampler='mc' for single draws")
+
+
+def normal_draws(key: jax.Array, shape: tuple[int, ...], sampler: str = "mc") -> jax.Array:
+    """``N(0, 1)`` draws of ``shape = (*batch, n, d)``: ``n`` points in ``d`` coordinates per batch
+    element, plain Monte Carlo or (``"stratified"``) a Latin hypercube: in every coordinate each
+    of the ``n`` equal-probability strata of ``N(0, 1)`` holds exactly one point (uniform within its
+    stratum, mapped by the normal quantile), the strata paired across coordinates by independent
+    random permutations. Every point is marginally ``N(0, I_d)``, so any average over the points
+    keeps plain Monte Carlo's expectation; for ``d = 1`` it is exact stratification."""
+    if sampler == "mc":
+        return jax.random.normal(key, shape)
+    *batch, n, d = shape
+    k_perm, k_u = jax.random.split(key)
+    # a random permutation of the strata 0..n-1 in every (batch, coordinate): argsort of uniforms
+    strata = jnp.argsort(jax.random.uniform(k_perm, shape), axis=-2).astype(jnp.float32)
+    u = (strata + jax.random.uniform(k_u, shape)) / n
+    eps = float(np.finfo(np.float32).eps)
+    return jax.scipy.special.ndtri(jnp.clip(u, eps, 1.0 - eps))
 
 
 def entropy(p: jax.Array, axis: int = -1) -> jax.Array:
@@ -148,15 +187,39 @@ def check_models(decode: Callable, classify: Callable, dim: int, *, params=None,
     return int(p.size)
 
 
+def grid_latents(key: jax.Array, dim: int, outer_mask, n_outer: int, n_inner: int, sampler: str = "mc",
+                 per_outer: bool = True) -> jax.Array:
+    """``(n_outer, n_inner, dim)`` latents ``z_ij``: the coordinates in ``outer_mask`` from outer
+    draw ``i``, the others from inner draw ``j`` (all ``N(0, I)``).
+
+    Plain Monte Carlo (``"mc"``) shares the inner draws across outer draws (Algorithm 2).
+    ``"stratified"`` draws a Latin hypercube (:func:`normal_draws`) of the outer coordinates and,
+    with ``per_outer``, a fresh Latin hypercube of the inner ones for every outer draw, so the
+    ``n_outer`` conditional means have independent errors; without it (the conditional
+    estimators, which average over outer draws at a fixed inner draw) one inner hypercube is
+    shared.
+    """
+    mask = np.asarray(outer_mask, bool)
+    k_out, k_in = jax.random.split(key)
+    if sampler == "mc":
+        z_out = jax.random.normal(k_out, (n_outer, dim))
+        z_in = jax.random.normal(k_in, (n_inner, dim))[None]
+    else:
+        outer = normal_draws(k_out, (n_outer, int(mask.sum())), sampler)
+        z_out = jnp.zeros((n_outer, dim)).at[:, mask].set(outer)
+        inner = normal_draws(k_in, ((n_outer,) if per_outer else ()) + (n_inner, int((~mask).sum())), sampler)
+        z_in = jnp.zeros(inner.shape[:-1] + (dim,)).at[..., ~mask].set(inner)
+        z_in = z_in if per_outer else z_in[None]
+    z = jnp.where(jnp.asarray(mask)[None, None, :], z_out[:, None, :], z_in)
+    return jnp.broadcast_to(z, (n_outer, n_inner, dim))
+
+
 def _grid_probs(decode, classify, key, dim: int, outer_mask: np.ndarray, n_outer: int, n_inner: int,
-                dparams, cparams, noisy: bool, chunk: int | None = None) -> jax.Array:
-    """``P[i, j] = p(y | decode(z_ij))``, ``(n_outer, n_inner, M)``: ``z_ij`` takes the masked
-    coordinates from outer draw ``i`` and the others from inner draw ``j`` (all ``N(0, I)``)."""
-    k_out, k_in, k_noise = jax.random.split(key, 3)
-    z_out = jax.random.normal(k_out, (n_outer, dim))
-    z_in = jax.random.normal(k_in, (n_inner, dim))
-    mask = jnp.asarray(outer_mask)
-    z = jnp.where(mask[None, None, :], z_out[:, None, :], z_in[None, :, :]).reshape(-1, dim)
+                dparams, cparams, noisy: bool, chunk: int | None = None, sampler: str = "mc",
+                per_outer: bool = True) -> jax.Array:
+    """``P[i, j] = p(y | decode(z_ij))``, ``(n_outer, n_inner, M)`` (latents: :func:`grid_latents`)."""
+    k_grid, k_noise = jax.random.split(key)
+    z = grid_latents(k_grid, dim, outer_mask, n_outer, n_inner, sampler, per_outer).reshape(-1, dim)
     dec = caller(decode, dparams, noisy)
     clf = caller(classify, cparams)
     n = n_outer * n_inner
@@ -183,7 +246,8 @@ def _conditional(P: jax.Array) -> jax.Array:
 
 def mutual_information(decode: Callable, classify: Callable, key: jax.Array, *, dim: int, factors,
                        n_outer: int, n_inner: int, conditional: bool = False, params=None,
-                       noisy: bool = False, chunk: int | None = None, check: bool = True) -> jax.Array:
+                       noisy: bool = False, chunk: int | None = None, check: bool = True,
+                       sampler: str = "stratified") -> jax.Array:
     """``I(z_S; Y)`` (or ``I(z_S; Y | z_rest)``) for any set ``S`` of latent coordinates.
 
     The building block of every estimator here (appendix D with ``N_x = 1``): ``n_outer`` draws
@@ -206,30 +270,34 @@ def mutual_information(decode: Callable, classify: Callable, key: jax.Array, *, 
         of fixed-size batches; ``None``: one batch). Same result, far less cache traffic.
       check: raise if the models gave NaN/inf probabilities on some latents of the grid (skipped
         automatically under tracing; the count comes from the same computation).
+      sampler: one of :data:`SAMPLERS` (see :func:`grid_latents`).
 
     Returns:
       Scalar estimate in nats (float dtype of the classifier output).
 
     Raises:
-      ValueError: (``check``) NaN/inf class probabilities on some latents (the message says how
-        many of the ``n_outer * n_inner``).
+      ValueError: an unknown sampler or sizes it cannot use; (``check``) NaN/inf class
+        probabilities on some latents (the message says how many of the ``n_outer * n_inner``).
     """
+    factors = sorted(set(int(f) for f in factors))
+    check_sampler(sampler, n_outer, n_inner, inner_dims=dim - len(factors), names=("n_outer", "n_inner"))
     est, bad = _mutual_information(decode, classify, key, dim=dim, factors=factors, n_outer=n_outer,
                                    n_inner=n_inner, conditional=conditional, params=params,
-                                   noisy=noisy, chunk=chunk)
+                                   noisy=noisy, chunk=chunk, sampler=sampler)
     if check and not _is_traced(params, key):
         _require_finite_grid(est, int(bad), n_outer * n_inner, "mutual_information")
     return est
 
 
 def _mutual_information(decode, classify, key, *, dim, factors, n_outer, n_inner, conditional=False,
-                        params=None, noisy=False, chunk=None):
+                        params=None, noisy=False, chunk=None, sampler="mc"):
     """``(estimate, bad)``: :func:`mutual_information` and the number of latents of its grid whose
     class probabilities are not all finite (an int32 scalar; unused outputs cost nothing under jit)."""
     mask = np.zeros(dim, bool)
     mask[list(factors)] = True
     dparams, cparams = split_params(params)
-    P = _grid_probs(decode, classify, key, dim, mask, n_outer, n_inner, dparams, cparams, noisy, chunk)
+    P = _grid_probs(decode, classify, key, dim, mask, n_outer, n_inner, dparams, cparams, noisy, chunk,
+                    sampler=sampler, per_outer=not conditional)
     bad = jnp.sum(~jnp.all(jnp.isfinite(P), axis=-1))
     return (_conditional(P) if conditional else _unconditional(P)), bad
 
@@ -249,7 +317,8 @@ def _require_finite_grid(est, bad: int, total: int, who: str, detail: str = "") 
 
 def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K: int, L: int,
                      n_alpha: int, n_beta: int, params=None, variant: str = "joint",
-                     noisy: bool = False, check: bool = True, chunk: int | None = None) -> jax.Array:
+                     noisy: bool = False, check: bool = True, chunk: int | None = None,
+                     sampler: str = "stratified") -> jax.Array:
     """The causal influence ``C`` of the ``K`` causal factors ``alpha`` on the classifier output.
 
     GCE paper eqn (2) and Algorithm 2 (appendix D), with the variants of appendix A:
@@ -263,7 +332,14 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
     In the paper's DAG information flow equals mutual information (Propositions 2 and 6). The
     estimate uses ``n_alpha * n_beta`` decodes (times ``K`` for the independent variants), all in
     one ``vmap``-ed batch; it is biased upwards by ``O(1 / n_beta)`` (the plug-in entropy of
-    ``p(y | alpha)``).
+    ``p(y | alpha)``), less with the stratified sampler, whose conditional means vary less.
+
+    Samplers (:data:`SAMPLERS`): ``"stratified"`` (default) draws alpha as a Latin hypercube (one
+    draw per equal-probability stratum of ``N(0, 1)``: exact stratification for ``K = 1``, each
+    coordinate stratified separately for ``K > 1``, where the gain shrinks as ``K`` grows) and
+    a fresh Latin hypercube of beta for every alpha; ``"mc"`` is Algorithm 2's plain Monte Carlo.
+    Measured on the probit linear-Gaussian map (``docs/gce_estimator.rst``): stratified at
+    25 x 25 has a lower RMSE than plain Monte Carlo at 100 x 25, with a quarter of the decodes.
 
     Args:
       decode: ``decode(z) -> x`` for ONE latent ``z`` of shape ``(K + L,)`` (causal factors first),
@@ -281,17 +357,21 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
       check: probe the models once at ``z = 0``, and refuse NaN/inf probabilities anywhere on the
         grid (both skipped automatically under tracing).
       chunk: latents per decode/classify batch (see :func:`mutual_information`).
+      sampler: ``"stratified"`` (default) or ``"mc"`` (see above).
 
     Returns:
       Scalar, nats.
 
     Raises:
-      ValueError: ``K < 1``, ``L < 0``, ``n_alpha`` or ``n_beta < 1``, an unknown variant, (on
+      ValueError: ``K < 1``, ``L < 0``, ``n_alpha`` or ``n_beta < 1``, an unknown variant or
+        sampler, fewer than 2 draws under ``"stratified"`` (of alpha, or of beta when ``L > 0``), (on
         the probe) a classifier that rejects the decoder's output or returns invalid probabilities,
         or (``check``, not under tracing) NaN/inf probabilities on some latents of the grid (the
         message says how many).
     """
     check_sizes(K, L, n_alpha, n_beta)
+    check_sampler(sampler, n_alpha, n_beta,
+                  inner_dims=L + (K - 1 if variant == "independent_conditional" else 0))
     (decode, dp), (classify, cp) = (unwrap_model(g, p, split=False) for g, p in zip((decode, classify),
                                                                                     split_params(params)))
     params = None if dp is None and cp is None else (dp, cp)  # jcausal.wrap models carry their params
@@ -302,7 +382,7 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
     if check:
         check_models(decode, classify, dim, params=params, noisy=noisy)
     kw = dict(dim=dim, n_outer=n_alpha, n_inner=n_beta, params=params, noisy=noisy,
-              conditional=variant.endswith("conditional"), chunk=chunk)
+              conditional=variant.endswith("conditional"), chunk=chunk, sampler=sampler)
     if variant in ("joint", "joint_conditional"):
         est, bad = _mutual_information(decode, classify, key, factors=range(K), **kw)
         grids = 1
@@ -318,14 +398,15 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
 
 def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int, L: int,
                  n_outer: int = 100, n_inner: int = 100, params=None, noisy: bool = False,
-                 check: bool = True, chunk: int | None = 2048) -> jax.Array:
+                 check: bool = True, chunk: int | None = 2048, sampler: str = "stratified") -> jax.Array:
     """The information flow ``I(z_j; Y)`` from every single latent factor (GCE Figure 5a).
 
     Each factor is measured with :func:`mutual_information` (``n_outer`` draws of ``z_j`` times
     ``n_inner`` draws of the other ``K + L - 1`` factors); a factor the classifier ignores gives
     ``~0`` (plus the ``O(1 / n_inner)`` upward bias). Factors are computed one compiled call each,
     decoding at most ``chunk`` latents at once, so memory stays bounded (every factor of an MNIST
-    explainer in one program would need tens of GB).
+    explainer in one program would need tens of GB). ``sampler``: as in :func:`information_flow`
+    (``"stratified"`` stratifies ``z_j``, one coordinate: exact stratification).
 
     Returns:
       ``(K + L,)`` nats, causal factors first.
@@ -336,12 +417,13 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
     """
     check_sizes(K, L, n_outer, n_inner, names=("n_outer", "n_inner"))
     dim = K + L
+    check_sampler(sampler, n_outer, n_inner, inner_dims=dim - 1, names=("n_outer", "n_inner"))
     check = check and not _is_traced(params, key)
     if check:
         check_models(decode, classify, dim, params=params, noisy=noisy)
     keys = jax.random.split(key, dim)
     _, decode, classify, params = bind_models(decode, classify, params, dim=dim, noisy=noisy)
-    parts = [_one_flow(decode, classify, keys[j], params, dim, j, n_outer, n_inner, noisy, chunk)
+    parts = [_one_flow(decode, classify, keys[j], params, dim, j, n_outer, n_inner, noisy, chunk, sampler)
              for j in range(dim)]
     flows = jnp.stack([p[0] for p in parts])
     if check:
@@ -352,7 +434,7 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
     return flows
 
 
-@partial(jit, static_argnums=(0, 1, 4, 5, 6, 7, 8, 9))
-def _one_flow(decode, classify, key, params, dim, j, n_outer, n_inner, noisy, chunk):
+@partial(jit, static_argnums=(0, 1, 4, 5, 6, 7, 8, 9, 10))
+def _one_flow(decode, classify, key, params, dim, j, n_outer, n_inner, noisy, chunk, sampler):
     return _mutual_information(decode, classify, key, dim=dim, factors=[j], n_outer=n_outer,
-                               n_inner=n_inner, params=params, noisy=noisy, chunk=chunk)
+                               n_inner=n_inner, params=params, noisy=noisy, chunk=chunk, sampler=sampler)

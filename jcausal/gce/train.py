@@ -26,10 +26,11 @@ from jcausal._src.fit import FitResult, Loop, fit
 from jcausal._src.io import atomic_write_bytes
 from jcausal._src.xla import jit
 from jcausal.gce.models import Generative, LinearGaussian, generative
-from jcausal.gce.objectives import VARIANTS, check_models, check_sizes, information_flow
+from jcausal.gce.objectives import VARIANTS, check_models, check_sampler, check_sizes, information_flow
 from jcausal.models.checkpoint import save
 
-__all__ = ["ExplainerSettings", "StepInfo", "build_step", "fit_explainer", "train"]
+__all__ = ["ExplainerSettings", "Plateau", "PlateauWarning", "StepInfo", "build_step", "find_plateau",
+           "fit_explainer", "train"]
 
 
 class StepInfo(NamedTuple):
@@ -52,6 +53,8 @@ class ExplainerSettings(NamedTuple):
       variant: causal objective, one of :data:`~jcausal.gce.VARIANTS`.
       fidelity_only: maximise ``D`` only (Algorithm 1 step 1; ``K = 0`` allowed).
       chunk: latents decoded and classified per batch (see :func:`build_step`; ``None``: all).
+      sampler: latent sampler of the estimate of ``C``, ``"stratified"`` (Latin hypercube, the
+        default) or ``"mc"`` (the paper's Algorithm 2); see :func:`~jcausal.gce.information_flow`.
     """
 
     batch_size: int = 64
@@ -62,6 +65,43 @@ class ExplainerSettings(NamedTuple):
     variant: str = "joint"
     fidelity_only: bool = False
     chunk: int | None = None
+    sampler: str = "stratified"
+
+
+class PlateauWarning(UserWarning):
+    """Training ended with ``C`` near 0: the generative map carries no information to the
+    classifier (often a VAE whose decoder ignores ``z``)."""
+
+
+class Plateau(NamedTuple):
+    """Where ``C`` stayed near 0: from ``since`` (step) to the end, at most ``C_max`` nats, while
+    ``D`` went from ``D_start`` to ``D_end``."""
+
+    since: int
+    C_max: float
+    D_start: float
+    D_end: float
+
+
+def find_plateau(history: dict, *, c_tol: float = 0.01, window: float = 0.25) -> Plateau | None:
+    """The plateau of a :func:`fit_explainer` history: ``C`` below ``c_tol`` nats over its last
+    ``window`` fraction of records (at least 2), or ``None`` when ``C`` rose above it there.
+
+    On this plateau the causal term has no gradient to follow (a decoder that ignores ``z`` makes
+    every latent useless to the classifier), so more steps of the same run rarely leave it;
+    what measurably helps is pretraining ``D`` alone and a Bernoulli likelihood
+    (``docs/gce_estimator.rst``).
+    """
+    C, D, steps = (np.asarray(history.get(k, []), float) for k in ("C", "D", "step"))
+    n = C.size
+    if n < 2 or D.size != n:
+        return None
+    tail = max(2, int(np.ceil(window * n)))
+    c_max = float(np.nanmax(C[-tail:])) if np.any(np.isfinite(C[-tail:])) else float("nan")
+    if not c_max < c_tol:
+        return None
+    since = int(steps[-tail]) if steps.size == n else n - tail
+    return Plateau(since, c_max, float(D[-tail]), float(D[-1]))
 
 
 TrainResult = FitResult  # the old name of this module's result (use jcausal.models.FitResult)
@@ -69,7 +109,8 @@ TrainResult = FitResult  # the old name of this module's result (use jcausal.mod
 
 def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTransformation, *, K: int,
                L: int, n_alpha: int, n_beta: int, variant: str = "joint", fidelity_only: bool = False,
-               classify_has_params: bool = True, chunk: int | None = None) -> Callable:
+               classify_has_params: bool = True, chunk: int | None = None,
+               sampler: str = "stratified") -> Callable:
     """One jitted optimisation step of ``-(C + lam D)``.
 
     Returns ``step(params, opt_state, clf_params, data, idx, lam, key) -> (params, opt_state,
@@ -79,8 +120,13 @@ def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTra
     alone (Algorithm 1, step 1; ``K`` may be 0). ``chunk``: decode and classify at most this
     many of the ``n_alpha * n_beta`` latents per batch (the same objective; see
     :func:`~jcausal.gce.information_flow`): smaller working sets stay in cache, while compile
-    time grows with the chunk count (timings: ``benchmarks/gce_step.py``).
+    time grows with the chunk count (timings: ``benchmarks/gce_step.py``). ``sampler``: the
+    latent sampler of ``C`` (``"stratified"`` or ``"mc"``, see
+    :func:`~jcausal.gce.information_flow`).
     """
+    if not fidelity_only:
+        check_sampler(sampler, n_alpha, n_beta,
+                      inner_dims=L + (K - 1 if variant == "independent_conditional" else 0))
     def objective(params, clf_params, batch, lam, key):
         k_c, k_d = jax.random.split(key)
         D = gen.fidelity(params, batch, k_d)
@@ -90,7 +136,7 @@ def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTra
         cp = jax.lax.stop_gradient(clf_params) if classify_has_params else None
         C = information_flow(gen.decode, classify, k_c, K=K, L=L, n_alpha=n_alpha, n_beta=n_beta,
                              params=(params, cp), variant=variant,
-                             noisy=gen.noisy, check=False, chunk=chunk)
+                             noisy=gen.noisy, check=False, chunk=chunk, sampler=sampler)
         loss = -(C + lam * D)
         return loss, StepInfo(loss, C, D)
 
@@ -150,6 +196,16 @@ def _check_request(K: int, L: int, lam: float, steps: int, settings: ExplainerSe
             raise ValueError(f"K = {K}, L = {L}: need K, L >= 0 and K + L >= 1")
     else:
         check_sizes(K, L, settings.n_alpha, settings.n_beta)
+        inner = L + (K - 1 if settings.variant == "independent_conditional" else 0)
+        check_sampler(settings.sampler, settings.n_alpha, settings.n_beta, inner_dims=inner)
+        if settings.sampler == "stratified" and K > 2 and settings.variant in ("joint", "joint_conditional"):
+            warnings.warn(
+                f"sampler='stratified' with K = {K}: alpha is a Latin hypercube (each of the {K} "
+                "coordinates stratified on its own, not the joint), so its error is nearer plain Monte "
+                "Carlo's than for K <= 2; it stays unbiased. Raise n_alpha (measured on the linear-"
+                "Gaussian map at K = 4: 25 x 25 stratified has a larger error than 100 x 25 plain Monte "
+                "Carlo), or use variant='independent', whose single factors are stratified exactly",
+                UserWarning, stacklevel=3)
 
 
 def _training_rows(gen: Generative, data, batch_size: int):
@@ -222,7 +278,8 @@ def fit_explainer(model: nnx.Module | Generative, classify: Callable, data=None,
     tx = settings.optimizer or optax.adam(settings.learning_rate)
     step = build_step(gen, classify, tx, K=K, L=L, n_alpha=settings.n_alpha, n_beta=settings.n_beta,
                       variant=settings.variant, fidelity_only=settings.fidelity_only,
-                      classify_has_params=classify_params is not None, chunk=settings.chunk)
+                      classify_has_params=classify_params is not None, chunk=settings.chunk,
+                      sampler=settings.sampler)
     with jax.numpy_dtype_promotion("standard"):
         opt_state = tx.init(gen.params)
     lam_arr = jnp.asarray(lam, jnp.float32)
@@ -234,6 +291,14 @@ def fit_explainer(model: nnx.Module | Generative, classify: Callable, data=None,
     res = fit(fit_step, (gen.params, opt_state), data, key=key, steps=steps, batch_size=bs, loop=loop,
               save=lambda path, state, meta: _save_checkpoint(path, state[0], meta), desc=f"gce K={K} L={L}")
     params = res.state[0]
+    found = None if settings.fidelity_only else find_plateau(res.history)
+    if found is not None and res.steps >= 20:
+        warnings.warn(
+            f"C stayed below {found.C_max:.2g} nats from step {found.since} to the end "
+            f"(D {found.D_start:.4g} -> {found.D_end:.4g}): the map carries no information to the "
+            "classifier (a VAE decoder that ignores z sits on this plateau). Pretrain D alone first "
+            "(settings.fidelity_only), use a Bernoulli likelihood for [0, 1] data, or lower lam",
+            PlateauWarning, stacklevel=2)
     if isinstance(model, nnx.Module):
         nnx.update(model, params)
     return res._replace(state=params)

@@ -16,6 +16,7 @@ from jcausal.plot.gce import (
     factor_names,
     plot_accuracy_drop,
     plot_factor_flow,
+    plot_fine_sweep,
     plot_linear_explanation,
     plot_selection,
     plot_sweeps,
@@ -30,7 +31,8 @@ __all__ = [
     "plot_causal_regressors", "plot_saliency", "plot_sequence_saliency", "plot_lag_tau",
     "plot_class_ace", "plot_latent_ace_rows", "plot_traversals", "plot_latent_ranking",
     # GCE
-    "factor_names", "plot_factor_flow", "plot_accuracy_drop", "plot_sweeps", "plot_selection",
+    "factor_names", "plot_factor_flow", "plot_accuracy_drop", "plot_sweeps", "plot_fine_sweep",
+    "plot_selection",
     "plot_training", "plot_linear_explanation",
     # TRACER
     "plot_cka", "plot_causal_graph", "plot_contributions", "plot_coverage", "plot_counterfactuals",

@@ -50,3 +50,41 @@ def test_gce_mnist_on_synthetic_idx(tmp_path):
     for name in ("flow.png", "accuracy.png", "sweeps_0.png", "training.png", "classifier.msgpack",
                  "explainer.msgpack"):
         assert (out / name).stat().st_size > 0
+
+
+def test_mnist_help_states_the_configs_defaults():
+    from jcausal.cli.gce import MNIST_OPTIONS
+    from jcausal.experiments.gce_mnist import GCEMnistConfig
+
+    d, p = GCEMnistConfig(), GCEMnistConfig.paper()
+    field = {"--lr": "learning_rate"}
+    for flag, _, default, paper, _ in MNIST_OPTIONS:
+        name = field.get(flag, flag[2:].replace("-", "_"))
+        assert getattr(d, name) == default and getattr(p, name) == paper, flag
+    assert (p.steps, p.n_alpha, p.n_beta, p.learning_rate, p.sampler, p.likelihood) == \
+        (8000, 100, 25, 5e-4, "mc", "sse")
+
+
+def test_mnist_config_takes_the_preset_then_the_options():
+    import argparse
+
+    from jcausal.cli.gce import _mnist_config
+
+    base = dict(K=1, L=7, lam=0.05, batch_size=64, checkpoint_every=200, steps=None, n_alpha=None,
+                n_beta=None, lr=None, likelihood=None, sampler=None, pretrain_steps=None, init_log_var=None)
+    c = _mnist_config(argparse.Namespace(paper=True, **base | dict(steps=40)))
+    assert (c.steps, c.sampler, c.n_alpha, c.likelihood, c.pretrain_steps) == (40, "mc", 100, "sse", 0)
+    c = _mnist_config(argparse.Namespace(paper=False, **base | dict(sampler="mc")))
+    assert (c.sampler, c.n_alpha, c.likelihood, c.pretrain_steps) == ("mc", 25, "bernoulli", 300)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--n-alpha", "1"], "needs at least 2 draws to stratify, got --n-alpha = 1"),
+    (["--sampler", "sobol"], "invalid choice: 'sobol'"),
+    (["--init-log-var", "nan"], "must be a finite number"),
+])
+def test_mnist_bad_sampler_options_are_refused_before_any_work(tmp_path, capsys, args, match):
+    out = tmp_path / "o"
+    assert main(["gce", "mnist", "--data", str(tmp_path), "--out", str(out), "--quiet", *args]) == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "o" / "classifier.msgpack").exists()

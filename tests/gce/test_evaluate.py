@@ -87,3 +87,27 @@ def test_nonfinite_inputs_are_refused():
         resample_accuracy(encode, decode, classify, jax.random.key(1), X, y)
     with pytest.raises(ValueError, match=msg):
         latent_sweeps(encode, decode, classify, X)
+
+
+def test_fine_sweeps_zoom_into_the_decision_change():
+    from jcausal.gce import fine_sweeps
+    from jcausal.plot.gce import plot_fine_sweep
+
+    X = jnp.array([[-0.8, 0.3, 0.0], [1.3, -1.0, 2.0], [0.1, 0.0, 0.0]])
+    fs = fine_sweeps(encode, decode, classify, X, n_fine=9, half_width=0.4)
+    offs = np.asarray(fs.offsets)
+    assert fs.images.shape == (3, 9, 3) and fs.probs.shape == (3, 9, 2) and offs.shape == (3, 9)
+    # the decision flips where x_0 + offset = 0: each window is centred there, to the coarse
+    # grid's half spacing (61 offsets over [-3, 3]: 0.05)
+    np.testing.assert_allclose(offs.mean(axis=1), -np.asarray(X[:, 0]), atol=0.05 + 1e-6)
+    np.testing.assert_allclose(np.diff(offs, axis=1), 0.1, atol=1e-6)
+    p1 = np.asarray(fs.probs)[..., 1]
+    assert np.all(p1[:, 0] < 0.5) and np.all(p1[:, -1] > 0.5)  # both classes within every window
+    # only factor 0 moves; the others stay at the latent mean
+    np.testing.assert_allclose(np.asarray(fs.images)[:, :, 1:], np.repeat(np.asarray(X)[:, None, 1:], 9, 1))
+    fig = plot_fine_sweep(np.ones((3, 9, 4, 4)), fs.probs, fs.offsets, class_names=["neg", "pos"])
+    assert len(fig.axes) == 27
+    with pytest.raises(ValueError, match="factor = 3: the latent has 3 factors"):
+        fine_sweeps(encode, decode, classify, X, factor=3)
+    with pytest.raises(ValueError, match="n_fine >= 2"):
+        fine_sweeps(encode, decode, classify, X, n_fine=1)

@@ -109,6 +109,8 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     (dict(K=0), "K = 0"),
     (dict(settings=ExplainerSettings(n_alpha=0, n_beta=4)), "n_alpha = 0"),
     (dict(settings=ExplainerSettings(n_alpha=4, n_beta=0)), "n_beta = 0"),
+    (dict(settings=ExplainerSettings(n_alpha=4, n_beta=4, sampler="qmc")), "sampler = 'qmc': choose one"),
+    (dict(settings=ExplainerSettings(n_alpha=1, n_beta=4)), "2 draws to stratify, got n_alpha = 1"),
 ])
 def test_bad_input(kw, match):
     args = dict(key=jax.random.key(0), K=1, L=1, lam=0.1, steps=1, settings=TINY, loop=QUIET) | kw
@@ -169,3 +171,24 @@ def test_train_is_a_deprecated_alias_of_fit_explainer():
                         key=jax.random.key(1), K=1, L=1, lam=0.1, steps=3, classify_params=a, settings=SMALL,
                         loop=Loop(log_every=2, progress=False))
     assert res.history == new.history and res.history["step"] == [2, 3]
+
+
+def test_plateau_is_found_and_warned_about():
+    from jcausal.gce import PlateauWarning, find_plateau
+
+    flat = {"step": list(range(1, 41)), "C": [0.3] * 20 + [1e-4] * 20, "D": [-100.0] * 40}
+    p = find_plateau(flat)
+    assert p is not None and p.since == 31 and p.C_max == pytest.approx(1e-4)
+    assert find_plateau({"step": [1, 2, 3, 4], "C": [0.0, 0.0, 0.0, 0.2], "D": [0.0] * 4}) is None
+    assert find_plateau({"step": [1], "C": [0.0], "D": [0.0]}) is None
+    # a classifier that ignores its input: C is exactly 0 at every step
+    with pytest.warns(PlateauWarning, match="C stayed below"):
+        fit_explainer(LinearGaussian(2, 1, 1, rngs=nnx.Rngs(0)), lambda x: jnp.full(2, 0.5) + 0 * x[0],
+                      key=jax.random.key(0), K=1, L=1, lam=0.1, steps=24, settings=TINY, loop=QUIET)
+
+
+def test_stratifying_many_causal_factors_says_what_it_does():
+    model = LinearGaussian(4, 3, 1, rngs=nnx.Rngs(0))
+    with pytest.warns(UserWarning, match="K = 3: alpha is a Latin hypercube"):
+        fit_explainer(model, lambda x: jax.nn.softmax(x[:2]), key=jax.random.key(0), K=3, L=1, lam=0.1,
+                      steps=1, settings=TINY, loop=QUIET)

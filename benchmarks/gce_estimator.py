@@ -1,0 +1,178 @@
+"""Error of the GCE information-flow estimator at a trained MNIST 3/8 explainer (C about 0.5 nats).
+
+    python -m benchmarks.gce_estimator [--quick] [--data DIR] [--out benchmarks/results] [--reps 16]
+
+Trains the explainer once (the slow test's recipe: 300 steps of D alone, then 400 of C + 0.05 D;
+about two minutes; cached in ``benchmarks/.cache/``, which git ignores), then, for every
+``(sampler, N_alpha, N_beta)`` in the list, ``reps`` independent estimates of ``C`` and of its
+gradient in the explainer's parameters, against a reference: the mean of ``--ref-reps``
+stratified estimates at ``--ref`` (a large sample; its own standard error is reported).
+
+Reports the RMSE of ``C`` (nats) and the relative RMSE of the gradient
+(``sqrt(E |g - g_ref|^2) / |g_ref|``), and the decodes per estimate. Writes
+``gce_estimator[_quick].json`` and ``.png``. ``benchmarks.gce_step`` uses :func:`trained_explainer`
+and :func:`errors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from benchmarks.common import DEFAULT_DATA, REPO, RESULTS, machine, write_json
+from jcausal._src.xla import jit
+from jcausal.experiments.gce_mnist import (
+    GCEMnistConfig,
+    classifier_probs,
+    explain_digits,
+    fit_classifier,
+    load_mnist_classes,
+)
+from jcausal.gce import conv_vae, generative, information_flow
+from jcausal.models import load, save
+
+CACHE = REPO / "benchmarks" / ".cache"
+K, L = 1, 7
+# the slow test's recipe (tests/gce/conftest.py): C about 0.5 nats after 400 joint steps
+RECIPE = dict(K=K, L=L, lam=0.05, steps=400, pretrain_steps=300, init_log_var=-4.0, n_alpha=16, n_beta=8,
+              likelihood="bernoulli", batch_size=64, learning_rate=1e-3, n_flow=(16, 4), sampler="mc")
+CONFIGS = [("mc", 100, 25), ("mc", 25, 25), ("stratified", 100, 25), ("stratified", 50, 25),
+           ("stratified", 25, 25), ("stratified", 25, 10), ("stratified", 16, 16), ("stratified", 16, 8),
+           ("stratified", 10, 10)]
+
+
+def trained_explainer(data_dir: Path, *, progress: bool = False):
+    """``(data, classifier, gen, params)``: the MNIST 3/8 classifier and a trained explainer's
+    parameters (loaded from ``benchmarks/.cache`` when present)."""
+    data = load_mnist_classes(data_dir, (3, 8))
+    CACHE.mkdir(exist_ok=True)
+    clf = fit_classifier(data, key=jax.random.key(0), epochs=3, checkpoint=CACHE / "gce_classifier.msgpack",
+                         progress=progress)
+    vae = conv_vae(K + L, rngs=nnx.Rngs(0), init_log_var=-4.0, likelihood="bernoulli")
+    path = CACHE / "gce_explainer.msgpack"
+    if path.is_file():
+        load(path, vae)
+    else:
+        exp = explain_digits(data, clf, key=jax.random.key(1), config=GCEMnistConfig(**RECIPE),
+                             progress=progress)
+        nnx.update(vae, exp.params)
+        save(path, vae)
+    gen = generative(vae)
+    return data, clf, gen, gen.params
+
+
+def _estimators(gen, classify, sampler, na, nb, chunk=250):
+    def C(p, cp, k):
+        return information_flow(gen.decode, classify, k, K=K, L=L, n_alpha=na, n_beta=nb, params=(p, cp),
+                                sampler=sampler, check=False, chunk=chunk)
+
+    return jit(C), jit(jax.grad(C))
+
+
+def _flat(g):
+    return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(g)])
+
+
+def reference(gen, classify, params, cparams, *, size=(400, 50), reps=4, key=10_000):
+    """Mean of ``reps`` stratified estimates at ``size``: ``(C, C_se, grad, grad_rel_se)``."""
+    fC, fg = _estimators(gen, classify, "stratified", *size)
+    Cs, gs = [], []
+    for r in range(reps):
+        k = jax.random.key(key + r)
+        Cs.append(float(fC(params, cparams, k)))
+        gs.append(_flat(fg(params, cparams, k)))
+    Cs, gs = np.asarray(Cs), np.stack(gs)
+    g = gs.mean(0)
+    g_se = np.sqrt(np.sum(gs.var(0, ddof=1)) / reps) / np.linalg.norm(g)
+    return float(Cs.mean()), float(Cs.std(ddof=1) / np.sqrt(reps)), g, float(g_se)
+
+
+def errors(gen, classify, params, cparams, ref, configs, *, reps=16, key=0, log=print):
+    """Rows ``{sampler, n_alpha, n_beta, decodes, C_mean, C_rmse, C_bias, grad_rel_rmse, seconds}``."""
+    C_ref, _, g_ref, _ = ref
+    rows = []
+    for sampler, na, nb in configs:
+        fC, fg = _estimators(gen, classify, sampler, na, nb)
+        Cs, errs = [], []
+        t0 = time.perf_counter()
+        for r in range(reps):
+            k = jax.random.key(key + 7919 * r)
+            Cs.append(float(fC(params, cparams, k)))
+            errs.append(np.sum((_flat(fg(params, cparams, k)) - g_ref) ** 2))
+        Cs = np.asarray(Cs)
+        row = {"sampler": sampler, "n_alpha": na, "n_beta": nb, "decodes": na * nb, "reps": reps,
+               "C_mean": float(Cs.mean()), "C_bias": float(Cs.mean() - C_ref),
+               "C_rmse": float(np.sqrt(np.mean((Cs - C_ref) ** 2))),
+               "grad_rel_rmse": float(np.sqrt(np.mean(errs)) / np.linalg.norm(g_ref)),
+               "seconds": time.perf_counter() - t0}
+        rows.append(row)
+        log(f"{sampler:>10} {na:3d} x {nb:3d} ({na * nb:5d} decodes): C RMSE {row['C_rmse']:.4f} "
+            f"(bias {row['C_bias']:+.4f}), grad rel RMSE {row['grad_rel_rmse']:.3f}")
+    return rows
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few configs and repeats (smoke run)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--reps", type=int, default=16)
+    ap.add_argument("--ref", type=int, nargs=2, default=(400, 50))
+    ap.add_argument("--ref-reps", type=int, default=4)
+    args = ap.parse_args(argv)
+    if not any((args.data / f"t10k-images-idx3-ubyte{e}").is_file() for e in ("", ".gz")):
+        raise SystemExit(f"MNIST IDX files not found in {args.data}: pass --data DIR")
+    _, clf, gen, params = trained_explainer(args.data)
+    classify = classifier_probs(clf.apply)
+    size, ref_reps = ((50, 10), 2) if args.quick else (tuple(args.ref), args.ref_reps)
+    ref = reference(gen, classify, params, clf.params, size=size, reps=ref_reps)
+    print(f"reference C {ref[0]:.4f} +- {ref[1]:.4f} nats ({size[0]} x {size[1]} stratified x {ref_reps}); "
+          f"gradient relative SE {ref[3]:.3f}", flush=True)
+    configs = CONFIGS[:1] + CONFIGS[4:5] if args.quick else CONFIGS
+    rows = errors(gen, classify, params, clf.params, ref, configs, reps=2 if args.quick else args.reps)
+    result = {"quick": args.quick, "machine": machine(), "K": K, "L": L,
+              "reference": {"n_alpha": size[0], "n_beta": size[1], "reps": ref_reps, "C": ref[0],
+                            "C_se": ref[1], "grad_rel_se": ref[3]},
+              "classifier_val_accuracy": float(clf.val_accuracy), "rows": rows}
+    stem = "gce_estimator_quick" if args.quick else "gce_estimator"
+    write_json(args.out / f"{stem}.json", result)
+    figure(rows, args.out / f"{stem}.png", title=f"MNIST 3/8 explainer, C = {ref[0]:.2f} nats")
+    return result
+
+
+def figure(rows, path: Path, *, title: str = "") -> None:
+    """RMSE of C and of its gradient against decodes per estimate, one marker per sampler."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from jcausal._src.io import atomic_write_bytes
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    for sampler, marker in (("mc", "s"), ("stratified", "o")):
+        rs = [r for r in rows if r["sampler"] == sampler]
+        for ax, key in zip(axes, ("C_rmse", "grad_rel_rmse")):
+            ax.loglog([r["decodes"] for r in rs], [r[key] for r in rs], marker, label=sampler)
+            for r in rs:
+                ax.annotate(f"{r['n_alpha']}x{r['n_beta']}", (r["decodes"], r[key]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+    axes[0].set_ylabel("RMSE of C (nats)")
+    axes[1].set_ylabel("relative RMSE of grad C")
+    for ax in axes:
+        ax.set_xlabel("decodes per estimate")
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+if __name__ == "__main__":
+    main()
