@@ -1,15 +1,20 @@
-"""One GCE training step, jcausal (JAX) vs PyTorch, on identical weights and data.
+"""One GCE training step and its estimator error: jcausal (JAX) vs PyTorch, identical weights and data.
 
     python -m benchmarks.gce_step [--quick] [--data DIR] [--out benchmarks/results] [--repeats 3]
 
-The paper's MNIST 3/8 setting: Table 1 CNN (frozen; trained one epoch on the 3/8 digits of the
-MNIST test files when present), Table 2 VAE with K = 1, L = 7, lambda = 0.05, N_alpha = 100,
-N_beta = 25, batch 64, Adam 5e-4. For each implementation: median seconds per step after warm-up
-(compile time reported separately), and the objective ``-(C + lam D)``, ``C`` and ``D`` at the
-initial weights, averaged over ``repeats`` independent Monte Carlo draws (mean and standard
-error), so speed is compared at the same objective value. Peers (``benchmarks/peers/gce_torch.py``):
-the authors' loop over alpha draws, and all latents as one batch. Also where jcausal's step
-spends its time (data term, causal term, forward only).
+The paper's MNIST 3/8 setting: Table 1 CNN (frozen), Table 2 VAE with K = 1, L = 7,
+lambda = 0.05, batch 64, Adam 5e-4, at a trained explainer (C about 0.57 nats; see
+``benchmarks/gce_estimator.py``, which trains and caches it). Four rows, as issue 24 asks:
+
+- (a) ``jcausal``: the default estimator (stratified, ``ExplainerSettings()``'s sizes);
+- (b) ``jcausal_mc``: the paper's Algorithm 2 at N_alpha = 100, N_beta = 25;
+- (c) ``torch_authors``: the authors' loop over alpha draws in PyTorch, at 100 x 25;
+- (d) ``torch_authors_stratified``: that loop with jcausal's stratified draws at (a)'s sizes;
+
+plus ``torch_batched`` (all 2500 latents as one PyTorch batch). For each: median seconds per
+step after warm-up, and the RMSE of ``C`` against a large-sample reference (``--rmse-reps``
+estimates each; for the jcausal rows also the relative RMSE of the gradient of ``C``). Also
+where jcausal's step spends its time and XLA:CPU's peak convolution rate.
 
 Writes ``gce_step[_quick].json`` and ``gce_step[_quick].png``.
 """
@@ -28,13 +33,14 @@ import optax
 from flax import nnx
 
 from benchmarks.common import DEFAULT_DATA, RESULTS, machine, write_json
+from benchmarks.gce_estimator import CACHE, K, L, errors, reference, trained_explainer
 from jcausal._src.xla import jit
-from jcausal.experiments.gce_mnist import classifier_probs, fit_classifier, load_mnist_classes
-from jcausal.gce import build_step, conv_vae, generative, information_flow
-from jcausal.models import GCECNN, functional
+from jcausal.experiments.gce_mnist import classifier_probs
+from jcausal.gce import ExplainerSettings, build_step, information_flow
 
 # latents per decode/classify batch in jcausal's step (explain_digits' default; the same objective)
 CHUNK = 250
+LAM, BATCH, LR = 0.05, 64, 5e-4
 
 
 def _median_time(fn, repeats):
@@ -69,144 +75,140 @@ def _peaks(repeats: int) -> dict:
     return out
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small N_alpha, N_beta and repeats (smoke run)")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--n-alpha", type=int, default=100)
-    ap.add_argument("--n-beta", type=int, default=25)
-    ap.add_argument("--n-eval", type=int, default=8, help="Monte Carlo draws of the objective")
-    ap.add_argument("--no-torch", action="store_true")
-    args = ap.parse_args(argv)
-    na, nb = (10, 5) if args.quick else (args.n_alpha, args.n_beta)
-    K, L, lam, bs, lr = 1, 7, 0.05, 64, 5e-4
-    reps = 1 if args.quick else args.repeats
-    n_eval = 4 if args.quick else args.n_eval
-
-    have_mnist = any((args.data / f"t10k-images-idx3-ubyte{e}").is_file() for e in ("", ".gz"))
-    if have_mnist:
-        data = load_mnist_classes(args.data, (3, 8))
-        clf = fit_classifier(data, key=jax.random.key(0), epochs=1, progress=False)
-        apply, cparams, clf_acc = clf.apply, clf.params, clf.val_accuracy
-        X = np.asarray(data.x_train[:bs])
-    else:
-        apply, cparams = functional(GCECNN(2, rngs=nnx.Rngs(0)))
-        clf_acc = None
-        X = np.asarray(jax.random.uniform(jax.random.key(0), (bs, 28, 28, 1)))
-    classify = classifier_probs(apply)
-    vae = conv_vae(K + L, rngs=nnx.Rngs(1))
-    gen = generative(vae)
-    params0 = gen.params
-    result = {"quick": args.quick, "machine": machine(), "settings": {
-        "K": K, "L": L, "lam": lam, "batch": bs, "n_alpha": na, "n_beta": nb, "learning_rate": lr,
-        "repeats": reps, "chunk": CHUNK, "classifier_val_accuracy": clf_acc, "mnist": have_mnist}, "rows": []}
-
-    # --- jcausal -------------------------------------------------------------------------------
-    tx = optax.adam(lr)
-    step = build_step(gen, classify, tx, K=K, L=L, n_alpha=na, n_beta=nb, chunk=CHUNK)
-    data_j, idx, lam_j = jnp.asarray(X), jnp.arange(bs), jnp.asarray(lam, jnp.float32)
+def _jcausal_row(name, gen, classify, params0, cparams, X, sampler, na, nb, reps):
+    """Seconds per step (median of ``reps`` after a warm-up) of the compiled training step."""
+    tx = optax.adam(LR)
+    step = build_step(gen, classify, tx, K=K, L=L, n_alpha=na, n_beta=nb, chunk=CHUNK, sampler=sampler)
+    data_j, idx, lam_j = jnp.asarray(X), jnp.arange(X.shape[0]), jnp.asarray(LAM, jnp.float32)
     with jax.numpy_dtype_promotion("standard"):
         opt = tx.init(params0)
-    state = {"p": params0, "o": opt, "t": 0}
-    # compiled once, ahead of time: timed here, and its arithmetic as XLA counts it (the same
-    # networks: the peers do the same work)
     t0 = time.perf_counter()
     compiled = step.lower(params0, opt, cparams, data_j, idx, lam_j, jax.random.key(0)).compile()
     compile_seconds = time.perf_counter() - t0
+    state = {"p": params0, "o": opt, "t": 0}
 
-    def jstep():
+    def one():
         state["t"] += 1
-        p, o, info = compiled(state["p"], state["o"], cparams, data_j, idx, lam_j, jax.random.key(state["t"]))
+        p, o, _ = compiled(state["p"], state["o"], cparams, data_j, idx, lam_j, jax.random.key(state["t"]))
         jax.block_until_ready(p)
         state["p"], state["o"] = p, o
-        return info
 
-    jstep()  # warm-up
-    med, runs = _median_time(jstep, reps)
+    one()  # warm-up
+    med, runs = _median_time(one, reps)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    step_flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-    result["step_gflop"] = step_flops / 1e9
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    print(f"{name}: {med:.3f} s/step (compile {compile_seconds:.1f} s)", flush=True)
+    return {"impl": name, "sampler": sampler, "n_alpha": na, "n_beta": nb, "decodes": na * nb,
+            "seconds_per_step": med, "runs": runs, "compile_seconds": compile_seconds,
+            "step_gflop": flops / 1e9}
+
+
+def _torch_rows(result, gen, classify, params, cparams, X, settings, reps, rmse_reps, C_ref):
+    try:
+        import torch
+
+        from benchmarks.peers.gce_torch import Peer
+    except ImportError as err:
+        result["torch_error"] = str(err)
+        print(f"PyTorch peer skipped: {err}")
+        return
+    torch.manual_seed(0)
+    cp_np, vp_np = nnx.to_pure_dict(cparams), nnx.to_pure_dict(params)
+    xt = torch.from_numpy(np.ascontiguousarray(X.transpose(0, 3, 1, 2)))
+    peer = Peer(cp_np, vp_np, K=K, L=L, lam=LAM, n_alpha=4, n_beta=2, lr=LR)
+    z = np.array(jax.random.normal(jax.random.key(5), (8, K + L)))
+    with torch.no_grad():
+        xd_t = peer.vae.decode(torch.from_numpy(z)).numpy().transpose(0, 2, 3, 1)
+        p_t = peer.clf(xt[:8]).numpy()
+    xd_j = np.asarray(jax.vmap(lambda zz: gen.decode(params, zz))(jnp.asarray(z)))
+    p_j = np.asarray(jax.vmap(lambda x: classify(cparams, x))(jnp.asarray(X[:8])))
+    result["torch_vs_jax_max_abs"] = {"decoder": float(np.abs(xd_t - xd_j).max()),
+                                      "classifier": float(np.abs(p_t - p_j).max())}
+    result["torch_threads"] = torch.get_num_threads()
+    for name, strategy, sampler, na, nb in settings:
+        peer = Peer(cp_np, vp_np, K=K, L=L, lam=LAM, n_alpha=na, n_beta=nb, lr=LR, strategy=strategy,
+                    sampler=sampler)
+        Cs = np.asarray([peer.flow() for _ in range(rmse_reps)])  # at the trained weights, before any step
+        peer.step(xt)  # warm-up
+        med, runs = _median_time(lambda peer=peer: peer.step(xt), reps)
+        row = {"impl": name, "sampler": sampler, "n_alpha": na, "n_beta": nb, "decodes": na * nb,
+               "seconds_per_step": med, "runs": runs, "C_mean": float(Cs.mean()),
+               "C_rmse": float(np.sqrt(np.mean((Cs - C_ref) ** 2))), "rmse_reps": rmse_reps}
+        result["rows"].append(row)
+        print(f"{name}: {med:.3f} s/step, C RMSE {row['C_rmse']:.4f}", flush=True)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="a barely trained explainer, few repeats (smoke run)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--cache", type=Path, default=CACHE, help="where the trained explainer is kept")
+    ap.add_argument("--repeats", type=int, default=3, help="timed steps per row")
+    ap.add_argument("--rmse-reps", type=int, default=16, help="estimates of C per row for its RMSE")
+    ap.add_argument("--no-torch", action="store_true")
+    args = ap.parse_args(argv)
+    d = ExplainerSettings()
+    paper = (100, 25)
+    reps, rmse_reps = (1, 2) if args.quick else (args.repeats, args.rmse_reps)
+    data, clf, gen, params = trained_explainer(args.data, cache=args.cache, quick=args.quick)
+    classify = classifier_probs(clf.apply)
+    cparams = clf.params
+    X = np.asarray(data.x_train[:BATCH])
+    ref_size, ref_reps = ((50, 10), 2) if args.quick else ((400, 50), 4)
+    ref = reference(gen, classify, params, cparams, size=ref_size, reps=ref_reps)
+    result = {"quick": args.quick, "machine": machine(), "settings": {
+        "K": K, "L": L, "lam": LAM, "batch": BATCH, "learning_rate": LR, "repeats": reps,
+        "rmse_reps": rmse_reps,
+        "chunk": CHUNK, "classifier_val_accuracy": float(clf.val_accuracy), "default_sampler": d.sampler,
+        "default_n_alpha": d.n_alpha, "default_n_beta": d.n_beta},
+        "reference": {"C": ref[0], "C_se": ref[1], "grad_rel_se": ref[3], "n_alpha": ref_size[0],
+                      "n_beta": ref_size[1], "reps": ref_reps}, "rows": []}
+    print(f"trained explainer: C = {ref[0]:.4f} +- {ref[1]:.4f} nats (reference)", flush=True)
+
+    # --- jcausal: (a) the default, (b) the paper's Algorithm 2 ----------------------------------
+    for name, sampler, (na, nb) in (("jcausal", d.sampler, (d.n_alpha, d.n_beta)),
+                                    ("jcausal_mc", "mc", paper)):
+        row = _jcausal_row(name, gen, classify, params, cparams, X, sampler, na, nb, reps)
+        row.update({k: v for k, v in errors(gen, classify, params, cparams, ref, [(sampler, na, nb)],
+                                            reps=rmse_reps)[0].items() if k.startswith(("C_", "grad_"))})
+        result["rows"].append(row)
+
+    # where (b)'s time goes: data term alone, causal term alone, forward only
+    data_j = jnp.asarray(X)
+
+    def C_of(p, k):
+        return information_flow(gen.decode, classify, k, K=K, L=L, n_alpha=paper[0], n_beta=paper[1],
+                                params=(p, cparams), check=False, chunk=CHUNK, sampler="mc")
+
+    breakdown = {}
+    for name, f in (("grad_D_batch", jit(jax.grad(lambda p, k: gen.fidelity(p, data_j, k)))),
+                    ("grad_C", jit(jax.grad(C_of))), ("forward_C", jit(C_of))):
+        jax.block_until_ready(f(params, jax.random.key(0)))
+        breakdown[name], _ = _median_time(lambda f=f: jax.block_until_ready(f(params, jax.random.key(1))),
+                                          reps)
+    result["jcausal_mc_breakdown_seconds"] = breakdown
     result["xla_cpu_peak_gflop_per_second"] = _peaks(reps)
 
-    def parts(p, key):
-        k_c, k_d = jax.random.split(key)
-        C = information_flow(gen.decode, classify, k_c, K=K, L=L, n_alpha=na, n_beta=nb,
-                             params=(p, cparams), check=False, chunk=CHUNK)
-        D = gen.fidelity(p, data_j, k_d)
-        return -(C + lam * D), C, D
-
-    ev = jit(parts)
-    vals = [jax.tree.map(float, ev(params0, jax.random.key(1000 + r))) for r in range(n_eval)]
-    row = {"impl": "jcausal", "seconds_per_step": med, "runs": runs, "compile_seconds": compile_seconds,
-           "gflop_per_second": step_flops / 1e9 / med}
-    for j, name in enumerate(("objective", "C", "D")):
-        row[name], row[name + "_se"] = _mean_se([v[j] for v in vals])
-    result["rows"].append(row)
-    print(f"jcausal: {med:.3f} s/step (compile {row['compile_seconds']:.1f} s), objective "
-          f"{row['objective']:.4f} +- {row['objective_se']:.4f}", flush=True)
-
-    # where the time goes: data term alone, causal term alone, forward only
-    gd = jit(jax.grad(lambda p, k: gen.fidelity(p, data_j, k)))
-    gc = jit(jax.grad(lambda p, k: parts(p, k)[1]))
-    fc = jit(lambda p, k: parts(p, k)[1])
-    breakdown = {}
-    for name, f in (("grad_D_batch", gd), ("grad_C", gc), ("forward_C", fc)):
-        jax.block_until_ready(f(params0, jax.random.key(0)))
-        breakdown[name], _ = _median_time(lambda f=f: jax.block_until_ready(f(params0, jax.random.key(1))),
-                                          reps)
-    result["jcausal_breakdown_seconds"] = breakdown
-    print("  breakdown", {k: round(v, 3) for k, v in breakdown.items()}, flush=True)
-
-    # --- PyTorch peers -------------------------------------------------------------------------
+    # --- PyTorch: (c) the authors' loop at 100 x 25, (d) it with (a)'s sampler and sizes -------------
     if not args.no_torch:
-        try:
-            import torch
-
-            from benchmarks.peers.gce_torch import Peer
-        except ImportError as err:
-            result["torch_error"] = str(err)
-            print(f"PyTorch peer skipped: {err}")
-        else:
-            torch.manual_seed(0)
-            cp_np = nnx.to_pure_dict(cparams)
-            vp_np = nnx.to_pure_dict(params0)
-            xt = torch.from_numpy(np.ascontiguousarray(X.transpose(0, 3, 1, 2)))
-            # the converted networks compute the same functions
-            peer = Peer(cp_np, vp_np, K=K, L=L, lam=lam, n_alpha=na, n_beta=nb, lr=lr)
-            z = np.array(jax.random.normal(jax.random.key(5), (8, K + L)))
-            with torch.no_grad():
-                xd_t = peer.vae.decode(torch.from_numpy(z)).numpy().transpose(0, 2, 3, 1)
-                p_t = peer.clf(xt[:8]).numpy()
-            xd_j = np.asarray(jax.vmap(lambda zz: gen.decode(params0, zz))(jnp.asarray(z)))
-            p_j = np.asarray(jax.vmap(lambda x: classify(cparams, x))(data_j[:8]))
-            mu_j = np.asarray(jax.vmap(lambda x: gen.encode(params0, x)[0])(data_j[:8]))
-            with torch.no_grad():
-                mu_t = peer.vae.encode(xt[:8])[0].numpy()
-            result["torch_vs_jax_max_abs"] = {"decoder": float(np.abs(xd_t - xd_j).max()),
-                                              "encoder_mean": float(np.abs(mu_t - mu_j).max()),
-                                              "classifier": float(np.abs(p_t - p_j).max())}
-            result["torch_threads"] = torch.get_num_threads()
-            for strategy in ("authors", "batched"):
-                peer = Peer(cp_np, vp_np, K=K, L=L, lam=lam, n_alpha=na, n_beta=nb, lr=lr,
-                            strategy=strategy)
-                vals = [peer.evaluate(xt) for _ in range(n_eval)]
-                peer.step(xt)  # warm-up
-                med_t, runs_t = _median_time(lambda peer=peer: peer.step(xt), reps)
-                row = {"impl": f"torch_{strategy}", "seconds_per_step": med_t, "runs": runs_t,
-                       "gflop_per_second": step_flops / 1e9 / med_t}
-                for j, name in enumerate(("objective", "C", "D")):
-                    row[name], row[name + "_se"] = _mean_se([v[j] for v in vals])
-                result["rows"].append(row)
-                print(f"torch ({strategy}): {med_t:.3f} s/step, objective {row['objective']:.4f} +- "
-                      f"{row['objective_se']:.4f}", flush=True)
-    jrow = result["rows"][0]
-    for row in result["rows"][1:]:
-        row["jcausal_speedup"] = row["seconds_per_step"] / jrow["seconds_per_step"]
-        diff = row["objective"] - jrow["objective"]
-        row["objective_diff_in_se"] = diff / float(np.hypot(row["objective_se"], jrow["objective_se"]))
+        _torch_rows(result, gen, classify, params, cparams, X,
+                    [("torch_authors", "authors", "mc", *paper),
+                     ("torch_authors_stratified", "authors", d.sampler, d.n_alpha, d.n_beta),
+                     ("torch_batched", "batched", "mc", *paper)], reps, rmse_reps, ref[0])
+    rows = {r["impl"]: r for r in result["rows"]}
+    a = rows["jcausal"]
+    for r in result["rows"]:
+        r["seconds_vs_jcausal_default"] = r["seconds_per_step"] / a["seconds_per_step"]
+    if "torch_authors" in rows:
+        c, dd = rows["torch_authors"], rows["torch_authors_stratified"]
+        result["targets"] = {
+            "a_speedup_over_c": c["seconds_per_step"] / a["seconds_per_step"],
+            "a_rmse_over_c_rmse": a["C_rmse"] / c["C_rmse"],
+            "a_speedup_over_d_same_algorithm": dd["seconds_per_step"] / a["seconds_per_step"]}
+        print("targets", {k: round(v, 3) for k, v in result["targets"].items()})
     stem = "gce_step_quick" if args.quick else "gce_step"
     write_json(args.out / f"{stem}.json", result)
     _figure(result, args.out / f"{stem}.png")
@@ -221,18 +223,18 @@ def _figure(result, path: Path) -> None:
     from jcausal._src.io import atomic_write_bytes
 
     rows = result["rows"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    names = [r["impl"] for r in rows]
-    colors = ["tab:green"] + ["tab:gray"] * (len(rows) - 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    names = [f"{r['impl']}\n{r['sampler']} {r['n_alpha']}x{r['n_beta']}" for r in rows]
+    colors = ["tab:green" if r["impl"].startswith("jcausal") else "tab:gray" for r in rows]
     axes[0].bar(names, [r["seconds_per_step"] for r in rows], color=colors)
     axes[0].set_ylabel("seconds per step (median)")
     s = result["settings"]
-    axes[0].set_title(f"GCE step, N_alpha={s['n_alpha']}, N_beta={s['n_beta']}, batch {s['batch']}")
-    axes[1].errorbar(names, [r["objective"] for r in rows], yerr=[2 * r["objective_se"] for r in rows],
-                     fmt="o", capsize=4)
-    axes[1].set_ylabel("-(C + λD) at the initial weights (±2 SE)")
+    axes[0].set_title(f"GCE step, MNIST 3/8, batch {s['batch']}")
+    axes[1].bar(names, [r["C_rmse"] for r in rows], color=colors)
+    axes[1].set_ylabel("RMSE of C (nats)")
+    axes[1].set_title(f"at a trained explainer, C = {result['reference']['C']:.2f} nats")
     for ax in axes:
-        ax.tick_params(axis="x", rotation=20)
+        ax.tick_params(axis="x", rotation=30, labelsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -9,6 +9,10 @@ frameworks start from identical weights, and the objective ``-(C + lam D)`` with
 - :func:`causal_effect_batched` -- the strongest straightforward PyTorch: all
   ``N_alpha * N_beta`` latents as one batch.
 
+Both take ``sampler="mc"`` (plain Monte Carlo) or ``"stratified"``: the Latin hypercube draws of
+``jcausal.gce.information_flow`` (alpha one draw per stratum, a fresh beta hypercube per alpha),
+so speed can be compared at equal algorithm.
+
 Needs the ``bench`` extra (``torch``).
 """
 
@@ -113,22 +117,34 @@ def _entropy(p):
     return -torch.sum(p * torch.log(p.clamp_min(1e-38)), dim=-1)
 
 
-def causal_effect_authors(vae, clf, K, L, n_alpha, n_beta):
+def normal_draws(shape, sampler="mc"):
+    """``N(0, 1)`` draws ``(*batch, n, d)``: plain, or a Latin hypercube over the ``n`` points of
+    every batch element (as ``jcausal.gce.objectives.normal_draws``)."""
+    if sampler == "mc":
+        return torch.randn(*shape)
+    n = shape[-2]
+    strata = torch.argsort(torch.rand(*shape), dim=-2).to(torch.float32)
+    u = ((strata + torch.rand(*shape)) / n).clamp(1.2e-7, 1 - 1.2e-7)
+    return torch.special.ndtri(u)
+
+
+def causal_effect_authors(vae, clf, K, L, n_alpha, n_beta, sampler="mc"):
     """``C`` as in the authors' ``joint_uncond``: a loop over alpha draws, batches of ``n_beta``."""
     I, q = 0.0, 0.0
-    for _ in range(n_alpha):
-        alpha = torch.randn(1, K).expand(n_beta, K)
-        beta = torch.randn(n_beta, L)
+    alphas = normal_draws((n_alpha, K), sampler)
+    for i in range(n_alpha):
+        alpha = alphas[i:i + 1].expand(n_beta, K)
+        beta = normal_draws((n_beta, L), sampler)
         p = clf(vae.decode(torch.cat([alpha, beta], 1))).mean(0)  # p(y | alpha_i)
         I = I - _entropy(p) / n_alpha
         q = q + p / n_alpha
     return I + _entropy(q)
 
 
-def causal_effect_batched(vae, clf, K, L, n_alpha, n_beta):
+def causal_effect_batched(vae, clf, K, L, n_alpha, n_beta, sampler="mc"):
     """``C`` with all ``n_alpha * n_beta`` latents decoded and classified as one batch."""
-    alpha = torch.randn(n_alpha, 1, K).expand(n_alpha, n_beta, K)
-    beta = torch.randn(n_alpha, n_beta, L)
+    alpha = normal_draws((n_alpha, K), sampler)[:, None, :].expand(n_alpha, n_beta, K)
+    beta = normal_draws((n_alpha, n_beta, L), sampler)
     z = torch.cat([alpha, beta], -1).reshape(-1, K + L)
     p = clf(vae.decode(z)).reshape(n_alpha, n_beta, -1).mean(1)
     return _entropy(p.mean(0)) - _entropy(p).mean()
@@ -137,19 +153,20 @@ def causal_effect_batched(vae, clf, K, L, n_alpha, n_beta):
 class Peer:
     """One optimizer step of ``-(C + lam D)`` on a batch, the classifier frozen."""
 
-    def __init__(self, clf_params, vae_params, *, K, L, lam, n_alpha, n_beta, lr=5e-4, strategy="authors"):
+    def __init__(self, clf_params, vae_params, *, K, L, lam, n_alpha, n_beta, lr=5e-4, strategy="authors",
+                 sampler="mc"):
         self.clf = TorchCNN(clf_params).eval()
         for p in self.clf.parameters():
             p.requires_grad_(False)
         self.vae = TorchVAE(vae_params, K + L)
-        self.K, self.L, self.lam, self.na, self.nb = K, L, lam, n_alpha, n_beta
+        self.K, self.L, self.lam, self.na, self.nb, self.sampler = K, L, lam, n_alpha, n_beta, sampler
         self.effect = {"authors": causal_effect_authors, "batched": causal_effect_batched}[strategy]
         self.opt = torch.optim.Adam(self.vae.parameters(), lr=lr)
 
     def objective(self, x):
         xhat, mu, logvar = self.vae(x)
         nll = vae_ll_loss(x, xhat, mu, logvar)
-        C = self.effect(self.vae, self.clf, self.K, self.L, self.na, self.nb)
+        C = self.effect(self.vae, self.clf, self.K, self.L, self.na, self.nb, self.sampler)
         return -C + self.lam * nll, C, -nll
 
     def step(self, x):
@@ -163,3 +180,8 @@ class Peer:
     def evaluate(self, x):
         loss, C, D = self.objective(x)
         return float(loss), float(C), float(D)
+
+    @torch.no_grad()
+    def flow(self):
+        """One estimate of ``C`` alone (no data term)."""
+        return float(self.effect(self.vae, self.clf, self.K, self.L, self.na, self.nb, self.sampler))

@@ -19,11 +19,14 @@ def test_the_package_imports_nothing():
     assert out.stdout.strip() == "[]"
 
 
-def test_gce_mnist_defaults_are_the_papers():
-    c = GCEMnistConfig()
+def test_gce_mnist_paper_settings_are_one_call_away():
+    c = GCEMnistConfig.paper()
     assert (c.K, c.L, c.lam, c.steps, c.batch_size, c.n_alpha, c.n_beta, c.learning_rate) == \
         (1, 7, 0.05, 8000, 64, 100, 25, 5e-4)
-    assert c.pretrain_steps == 0 and c.likelihood == "sse"
+    assert c.pretrain_steps == 0 and c.likelihood == "sse" and c.sampler == "mc" and c.init_log_var == 0.0
+    assert GCEMnistConfig.paper(steps=10).steps == 10
+    d = GCEMnistConfig()  # the defaults differ only where measured to answer sooner
+    assert (d.K, d.L, d.lam, d.batch_size) == (c.K, c.L, c.lam, c.batch_size) and d.sampler == "stratified"
 
 
 def test_compressed_alexnet_keeps_the_last_layer_of_each_group_and_its_width():

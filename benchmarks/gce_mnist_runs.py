@@ -1,0 +1,135 @@
+"""Default runs of ``jcausal gce mnist``, timed end to end and checked against the paper's finding.
+
+    python -m benchmarks.gce_mnist_runs seeds [--seeds 0 1 2] [--data DIR] [--out benchmarks/results]
+    python -m benchmarks.gce_mnist_runs 149 [--seed 0] [--data DIR] [--out benchmarks/results]
+
+``seeds``: ``jcausal gce mnist`` with no options (MNIST 3/8, K = 1, L = 7) for each seed, each a
+fresh process in a fresh folder (classifier training included in the time). ``149``: the paper's
+second explainer (appendix E.1, Figures 13-14), ``--classes 1 4 9 --K 2 --L 2 --lam 0.1``.
+
+A run answers when (issue 24, item 3) every alpha's information flow is at least 5x every beta's,
+resampling each alpha lowers the classifier's accuracy by at least 20 points from the re-encoded
+accuracy, and resampling any beta by at most 5; and it took at most 15 minutes. Writes
+``gce_mnist_seeds.json`` / ``gce_mnist_149.json`` with every run's summary and verdict, a figure
+of flows and accuracy drops, and copies of each run's figures under ``gce_mnist_<mode>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import DEFAULT_DATA, RESULTS, machine, require_mnist, write_json
+
+MODES = {"seeds": ["--classes", "3", "8"],
+         "149": ["--classes", "1", "4", "9", "--K", "2", "--L", "2", "--lam", "0.1"]}
+BUDGET_SECONDS = 15 * 60
+
+
+def verdict(summary: dict, seconds: float) -> dict:
+    """Item 3's numbers for one run's ``summary.json``."""
+    K = summary["K"]
+    flows = np.asarray(list(summary["flow_nats"].values()))
+    acc = summary["accuracy"]
+    re = acc["reencoded"]
+    drops = re - np.asarray(list(acc["resampled"].values()))
+    ratio = float(flows[:K].min() / max(flows[K:].max(), 1e-12)) if flows.size > K else float("inf")
+    out = {"min_alpha_over_max_beta_flow": ratio, "alpha_drops": drops[:K].tolist(),
+           "max_beta_drop": float(drops[K:].max()) if drops.size > K else 0.0, "seconds": seconds}
+    out["answers"] = bool(ratio >= 5 and min(out["alpha_drops"]) >= 0.20 and out["max_beta_drop"] <= 0.05)
+    out["within_15_minutes"] = seconds <= BUDGET_SECONDS
+    return out
+
+
+def run_once(args: list[str], data: Path, keep: Path) -> dict:
+    """One ``jcausal gce mnist`` process in a fresh folder; its summary, verdict and figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        cmd = [sys.executable, "-m", "jcausal", "gce", "mnist", "--data", str(data), "--out", str(out),
+               "--quiet", *args]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            return {"args": args, "returncode": proc.returncode, "stderr": proc.stderr[-2000:],
+                    "seconds": seconds}
+        summary = json.loads((out / "summary.json").read_text())
+        keep.mkdir(parents=True, exist_ok=True)
+        for name in ("flow.png", "accuracy.png", "fine_sweep.png", "sweeps_0.png", "training.png"):
+            shutil.copyfile(out / name, keep / name)
+        summary.pop("files", None)
+        return {"args": args, "returncode": 0, "summary": summary, "verdict": verdict(summary, seconds),
+                "stderr": proc.stderr[-2000:]}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=sorted(MODES))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more options for every run")
+    args = ap.parse_args(argv)
+    require_mnist(args.data)
+    runs = []
+    for seed in args.seeds:
+        run = run_once([*MODES[args.mode], "--seed", str(seed), *args.extra], args.data,
+                       args.out / f"gce_mnist_{args.mode}" / f"seed{seed}")
+        runs.append(run)
+        v = run.get("verdict")
+        print(f"seed {seed}: " + (json.dumps(v) if v else f"failed ({run['returncode']}): {run['stderr']}"),
+              flush=True)
+    ok = [r.get("verdict", {}).get("answers", False) and r["verdict"]["within_15_minutes"] for r in runs]
+    result = {"mode": args.mode, "args": MODES[args.mode] + args.extra, "machine": machine(), "runs": runs,
+              "answered": f"{sum(ok)}/{len(ok)}"}
+    write_json(args.out / f"gce_mnist_{args.mode}.json", result)
+    figure(result, args.out / f"gce_mnist_{args.mode}.png")
+    print(f"answered {result['answered']}")
+    return result
+
+
+def figure(result: dict, path: Path) -> None:
+    """Per run: information flow per factor, and the accuracy drop when each factor is resampled."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from jcausal._src.io import atomic_write_bytes
+
+    runs = [r for r in result["runs"] if "summary" in r]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    width = 0.8 / max(len(runs), 1)
+    for i, r in enumerate(runs):
+        s = r["summary"]
+        names = list(s["flow_nats"])
+        x = np.arange(len(names)) + i * width
+        seed, minutes = s["seed"], r["verdict"]["seconds"] / 60
+        axes[0].bar(x, list(s["flow_nats"].values()), width, label=f"seed {seed} ({minutes:.1f} min)")
+        re = s["accuracy"]["reencoded"]
+        axes[1].bar(x, [100 * (re - v) for v in s["accuracy"]["resampled"].values()], width,
+                    label=f"seed {seed}")
+        for ax in axes:
+            ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
+    axes[0].set_ylabel("information flow (nats)")
+    axes[1].axhline(20, color="tab:red", lw=0.8, ls="--")
+    axes[1].axhline(5, color="tab:blue", lw=0.8, ls="--")
+    axes[1].set_ylabel("accuracy drop when resampled (points)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"jcausal gce mnist {' '.join(result['args'])}: answered {result['answered']}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+if __name__ == "__main__":
+    main()
