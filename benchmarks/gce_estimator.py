@@ -42,7 +42,8 @@ K, L = 1, 7
 RECIPE = dict(K=K, L=L, lam=0.05, steps=400, pretrain_steps=300, init_log_var=-4.0, n_alpha=16, n_beta=8,
               likelihood="bernoulli", batch_size=64, learning_rate=1e-3, n_flow=(16, 4), sampler="mc")
 CONFIGS = [("mc", 100, 25), ("mc", 25, 25), ("stratified", 100, 25), ("stratified", 50, 25),
-           ("stratified", 25, 25), ("stratified", 25, 10), ("stratified", 16, 16), ("stratified", 16, 8),
+           ("stratified", 25, 25), ("stratified", 25, 16), ("stratified", 32, 8), ("stratified", 25, 10),
+           ("stratified", 20, 12), ("stratified", 16, 16), ("stratified", 20, 10), ("stratified", 16, 8),
            ("stratified", 10, 10)]
 
 
@@ -127,7 +128,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="few configs and repeats (smoke run)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--reps", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=48)
     ap.add_argument("--ref", type=int, nargs=2, default=(400, 50))
     ap.add_argument("--ref-reps", type=int, default=4)
     args = ap.parse_args(argv)

@@ -338,8 +338,9 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
     draw per equal-probability stratum of ``N(0, 1)``: exact stratification for ``K = 1``, each
     coordinate stratified separately for ``K > 1``, where the gain shrinks as ``K`` grows) and
     a fresh Latin hypercube of beta for every alpha; ``"mc"`` is Algorithm 2's plain Monte Carlo.
-    Measured on the probit linear-Gaussian map (``docs/gce_estimator.rst``): stratified at
-    25 x 25 has a lower RMSE than plain Monte Carlo at 100 x 25, with a quarter of the decodes.
+    Measured (``docs/gce_estimator.rst``): on linear-Gaussian maps with ``K <= 2``, stratified at
+    25 x 25 has a lower RMSE than plain Monte Carlo at 100 x 25; on a trained MNIST explainer,
+    stratified at 25 x 10 has a lower error of ``C`` and of its gradient than 100 x 25 plain.
 
     Args:
       decode: ``decode(z) -> x`` for ONE latent ``z`` of shape ``(K + L,)`` (causal factors first),
