@@ -73,7 +73,7 @@ def trained_explainer(data_dir: Path, *, cache: Path = CACHE, quick: bool = Fals
 def _estimators(gen, classify, sampler, na, nb, chunk=250):
     def C(p, cp, k):
         return information_flow(gen.decode, classify, k, K=K, L=L, n_alpha=na, n_beta=nb, params=(p, cp),
-                                sampler=sampler, check=False, chunk=chunk)
+                                sampler=sampler, chunk=chunk)
 
     return jit(C), jit(jax.grad(C))
 

@@ -181,7 +181,7 @@ def main(argv=None) -> dict:
 
     def C_of(p, k):
         return information_flow(gen.decode, classify, k, K=K, L=L, n_alpha=paper[0], n_beta=paper[1],
-                                params=(p, cparams), check=False, chunk=CHUNK, sampler="mc")
+                                params=(p, cparams), chunk=CHUNK, sampler="mc")
 
     breakdown = {}
     for name, f in (("grad_D_batch", jit(jax.grad(lambda p, k: gen.fidelity(p, data_j, k)))),

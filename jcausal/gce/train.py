@@ -142,7 +142,7 @@ def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTra
         cp = jax.lax.stop_gradient(clf_params) if classify_has_params else None
         C = information_flow(gen.decode, classify, k_c, K=K, L=L, n_alpha=n_alpha, n_beta=n_beta,
                              params=(params, cp), variant=variant,
-                             noisy=gen.noisy, check=False, chunk=chunk, sampler=sampler)
+                             noisy=gen.noisy, chunk=chunk, sampler=sampler)
         loss = -(C + lam * D)
         return loss, StepInfo(loss, C, D)
 

@@ -50,7 +50,7 @@ def test_joint_flow_matches_probit_closed_form_and_reports_small_n_bias():
 
     def est(n_alpha, n_beta):
         return lambda k: information_flow(gen.decode, clf, k, K=K, L=L, n_alpha=n_alpha, n_beta=n_beta,
-                                          params=(gen.params, None), noisy=True, check=False)
+                                          params=(gen.params, None), noisy=True)
 
     R = 16
     big = repeated(est(400, 400), jax.random.key(0), R)
@@ -83,7 +83,7 @@ def test_variants_match_quadrature_and_obey_proposition_4():
     for v in VARIANTS:
         def fn(k, v=v):
             return information_flow(linear_decode, clf, k, K=K, L=L, n_alpha=n, n_beta=n,
-                                                     params=(Wj, None), variant=v, check=False)
+                                                     params=(Wj, None), variant=v)
         est[v] = repeated(fn, jax.random.key(7), R)  # same keys: paired differences
     tol_bias = 1 / (2 * n)
     for v in VARIANTS:
@@ -123,7 +123,7 @@ def test_gradient_in_generator_params_is_finite_and_matches_finite_differences()
     @jax.jit
     def C(W):
         return information_flow(linear_decode, clf, jax.random.key(0), K=1, L=1, n_alpha=64, n_beta=16,
-                                params=(W, None), check=False)
+                                params=(W, None))
 
     g = jax.grad(C)(W0)
     assert np.all(np.isfinite(np.asarray(g)))
@@ -139,7 +139,7 @@ def test_saturated_probabilities_give_finite_gradients():
         return jnp.stack([1.0 - p1, p1])
 
     g = jax.jit(jax.grad(lambda W: information_flow(linear_decode, clf, jax.random.key(1), K=1, L=1,
-                                                    n_alpha=32, n_beta=8, params=(W, None), check=False)))(
+                                                    n_alpha=32, n_beta=8, params=(W, None))))(
         jnp.eye(2, dtype=jnp.float32))
     assert np.all(np.isfinite(np.asarray(g)))
 
@@ -213,8 +213,7 @@ def test_nonfinite_probabilities_away_from_the_probe_are_refused():
         information_flow(lambda z: z, _nan_for_large_x0, key, K=1, L=1, n_alpha=64, n_beta=8)
     bad = int(str(info.value).split(" on ")[1].split(" of ")[0])
     assert 0 < bad < 64 * 8 and bad % 8 == 0, bad
-    # check=False and traced calls return the estimate (NaN) as before, without a host check
-    assert np.isnan(float(information_flow(lambda z: z, _nan_away_from_zero, key, check=False, **kw)))
+    # traced calls return the estimate (NaN) as before, without a host check
     traced = jax.jit(lambda k: information_flow(lambda z: z, _nan_away_from_zero, k, **kw))(key)
     assert np.isnan(float(traced))
     ok = information_flow(lambda z: z, jax.nn.softmax, key, **kw)

@@ -49,7 +49,7 @@ def estimates(a, W, K, L, link, sampler, n_alpha, n_beta, key=0, keys=KEYS, grad
 
     def C(W, k):
         return information_flow(lambda W, z: W @ z, classify, k, K=K, L=L, n_alpha=n_alpha, n_beta=n_beta,
-                                params=(W, jnp.asarray(a, jnp.float32)), sampler=sampler, check=False)
+                                params=(W, jnp.asarray(a, jnp.float32)), sampler=sampler)
 
     f = jax.grad(C) if grad else C
     run = jax.jit(jax.vmap(f, in_axes=(None, 0)))
