@@ -74,6 +74,7 @@ nitpick_ignore = [
     ("py:mod", "objectives"), ("py:mod", "train"),            # jcausal/gce/__init__.py (relative names)
     ("py:mod", "select"), ("py:mod", "evaluate"),
     ("py:data", "VARIANTS"), ("py:data", "jcausal.gce.VARIANTS"),   # jcausal/gce
+    ("py:data", "SAMPLERS"), ("py:func", "grid_latents"),     # jcausal/gce/objectives.py
     ("py:data", "KERNELS"),                                   # jcausal/tracer/cka.py gram
     ("py:class", "jcausal.tracer.gan._Steps"),                # jcausal/tracer/gan.py
     ("py:meth", "CausalGraph.signature"), ("py:meth", "signature"),   # jcausal/tracer/graph.py
