@@ -70,10 +70,10 @@ def normal_draws(key: jax.Array, shape: tuple[int, ...], sampler: str = "mc") ->
     *batch, n, d = shape
     k_perm, k_u = jax.random.split(key)
     # a random permutation of the strata 0..n-1 in every (batch, coordinate): argsort of uniforms
-    strata = jnp.argsort(jax.random.uniform(k_perm, shape), axis=-2).astype(jnp.float32)
-    u = (strata + jax.random.uniform(k_u, shape)) / n
-    eps = float(np.finfo(np.float32).eps)
-    return jax.scipy.special.ndtri(jnp.clip(u, eps, 1.0 - eps))
+    jitter = jax.random.uniform(k_u, shape)
+    strata = jnp.argsort(jax.random.uniform(k_perm, shape), axis=-2).astype(jitter.dtype)
+    eps = float(jnp.finfo(jitter.dtype).eps)
+    return jax.scipy.special.ndtri(jnp.clip((strata + jitter) / n, eps, 1.0 - eps))
 
 
 def entropy(p: jax.Array, axis: int = -1) -> jax.Array:
