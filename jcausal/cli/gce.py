@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from jcausal.cli.core import (
@@ -136,6 +137,7 @@ def _mnist(args, folder, data) -> int:
     import numpy as np
 
     from jcausal.experiments.gce_mnist import explain_digits, fit_classifier, summary
+    from jcausal.gce import PlateauWarning
     from jcausal.models.checkpoint import metadata_differences, read_metadata
     from jcausal.plot.gce import (
         plot_accuracy_drop,
@@ -160,8 +162,10 @@ def _mnist(args, folder, data) -> int:
     if not args.quiet:
         print(f"classifier validation accuracy {clf.val_accuracy:.4f}")
     config = _mnist_config(args)
-    exp = explain_digits(data, clf, key=k_exp, config=config, checkpoint=out / "explainer.msgpack",
-                         progress=not args.quiet)
+    with warnings.catch_warnings():  # a plateau is reported below, with the command's options
+        warnings.simplefilter("ignore", PlateauWarning)
+        exp = explain_digits(data, clf, key=k_exp, config=config, checkpoint=out / "explainer.msgpack",
+                             progress=not args.quiet)
     require_trained(exp.fit.steps, exp.fit.nonfinite_step, what="jcausal gce mnist",
                     kept=str(out / "explainer.msgpack"))
     s = summary(exp, clf)

@@ -31,7 +31,7 @@ def test_gce_linear_bad_lambda(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_gce_mnist_on_synthetic_idx(tmp_path):
+def test_gce_mnist_on_synthetic_idx(tmp_path, capsys):
     from jcausal.data import write_idx
 
     rng = np.random.default_rng(0)
@@ -47,8 +47,11 @@ def test_gce_mnist_on_synthetic_idx(tmp_path):
                  "--out", str(out), "--quiet"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 3 and len(s["flow_nats"]) == 8
-    for name in ("flow.png", "accuracy.png", "sweeps_0.png", "training.png", "classifier.msgpack",
-                 "explainer.msgpack"):
+    assert s["config"]["sampler"] == "stratified" and s["preset"] == "default"
+    # 3 steps on noise: C stays near 0, which the summary and the warning report
+    assert s["plateau"] is not None and "the decoder ignores z" in capsys.readouterr().err
+    for name in ("flow.png", "accuracy.png", "sweeps_0.png", "fine_sweep.png", "training.png",
+                 "classifier.msgpack", "explainer.msgpack"):
         assert (out / name).stat().st_size > 0
 
 
