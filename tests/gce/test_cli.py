@@ -43,8 +43,8 @@ def test_gce_mnist_on_synthetic_idx(tmp_path, capsys):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
     out = tmp_path / "out"
     assert main(["gce", "mnist", "--classes", "3", "8", "--data", str(tmp_path), "--steps", "3",
-                 "--n-alpha", "3", "--n-beta", "2", "--batch-size", "8", "--classifier-epochs", "1",
-                 "--out", str(out), "--quiet"]) == 0
+                 "--n-alpha", "3", "--n-beta", "2", "--pretrain-steps", "2", "--batch-size", "8",
+                 "--classifier-epochs", "1", "--out", str(out), "--quiet"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 3 and len(s["flow_nats"]) == 8
     assert s["config"]["sampler"] == "stratified" and s["preset"] == "default"
