@@ -5,6 +5,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jcausal.experiments.gce_mnist import GCEMnistConfig
@@ -39,3 +40,15 @@ def test_compressed_alexnet_keeps_the_last_layer_of_each_group_and_its_width():
     assert comp(x).shape == full(x).shape == (10,)
     assert comp.fcs[0].in_features == full.fcs[0].in_features  # pooling moved, flattened width kept
     assert jax.tree.leaves(nnx.state(comp, nnx.Param))
+
+
+def test_fine_sweep_rows_that_cross_the_decision_come_first():
+    from jcausal.experiments.gce_mnist import _crossing
+    from jcausal.gce import FineSweep
+
+    p = np.zeros((4, 3, 2))
+    p[:, :, 0] = 1.0
+    p[1, 2] = p[3, 1:] = [0.0, 1.0]  # rows 1 and 3 change class inside their window
+    fs = FineSweep(np.arange(4)[:, None] * np.ones((4, 3)), p, np.zeros((4, 3)), 0)
+    out = _crossing(fs, 3)
+    assert out.images[:, 0].tolist() == [1, 3, 0] and out.probs.shape == (3, 3, 2)
