@@ -62,7 +62,7 @@ class GCEMnistConfig(NamedTuple):
 
     The defaults answer on MNIST 3/8 in minutes on a 2-core CPU (measured on three seeds:
     ``benchmarks/results/gce_mnist_seeds.json``): pretraining ``D`` alone, a Bernoulli likelihood,
-    a sharp initial posterior and the stratified estimator with a tenth of the paper's decodes.
+    a sharp initial posterior and the stratified estimator with a third of the paper's decodes.
     :meth:`paper` gives the authors' settings.
 
     Fields:
@@ -89,10 +89,10 @@ class GCEMnistConfig(NamedTuple):
     K: int = 1
     L: int = 7
     lam: float = 0.05
-    steps: int = 800
+    steps: int = 500
     batch_size: int = 64
-    n_alpha: int = 25
-    n_beta: int = 10
+    n_alpha: int = 40
+    n_beta: int = 20
     learning_rate: float = 1e-3
     n_flow: tuple[int, int] = (100, 50)
     n_sweep: int = 4

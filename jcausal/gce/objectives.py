@@ -192,24 +192,19 @@ def grid_latents(key: jax.Array, dim: int, outer_mask, n_outer: int, n_inner: in
     """``(n_outer, n_inner, dim)`` latents ``z_ij``: the coordinates in ``outer_mask`` from outer
     draw ``i``, the others from inner draw ``j`` (all ``N(0, I)``).
 
-    Plain Monte Carlo (``"mc"``) shares the inner draws across outer draws (Algorithm 2).
-    ``"stratified"`` draws a Latin hypercube (:func:`normal_draws`) of the outer coordinates and,
-    with ``per_outer``, a fresh Latin hypercube of the inner ones for every outer draw, so the
-    ``n_outer`` conditional means have independent errors; without it (the conditional
-    estimators, which average over outer draws at a fixed inner draw) one inner hypercube is
-    shared.
+    With ``per_outer`` every outer draw gets fresh inner draws, as in Algorithm 2 (the ``beta``
+    loop inside the ``alpha`` loop), so the ``n_outer`` conditional means have independent
+    errors; without it (the conditional estimators, which average over outer draws at a fixed
+    inner draw) one inner set is shared. ``"mc"`` draws plain ``N(0, I)`` points, ``"stratified"``
+    a Latin hypercube (:func:`normal_draws`) of the outer coordinates and of each inner set.
     """
     mask = np.asarray(outer_mask, bool)
     k_out, k_in = jax.random.split(key)
-    if sampler == "mc":
-        z_out = jax.random.normal(k_out, (n_outer, dim))
-        z_in = jax.random.normal(k_in, (n_inner, dim))[None]
-    else:
-        outer = normal_draws(k_out, (n_outer, int(mask.sum())), sampler)
-        z_out = jnp.zeros((n_outer, dim)).at[:, mask].set(outer)
-        inner = normal_draws(k_in, ((n_outer,) if per_outer else ()) + (n_inner, int((~mask).sum())), sampler)
-        z_in = jnp.zeros(inner.shape[:-1] + (dim,)).at[..., ~mask].set(inner)
-        z_in = z_in if per_outer else z_in[None]
+    outer = normal_draws(k_out, (n_outer, int(mask.sum())), sampler)
+    z_out = jnp.zeros((n_outer, dim), outer.dtype).at[:, mask].set(outer)
+    inner = normal_draws(k_in, ((n_outer,) if per_outer else ()) + (n_inner, int((~mask).sum())), sampler)
+    z_in = jnp.zeros(inner.shape[:-1] + (dim,), inner.dtype).at[..., ~mask].set(inner)
+    z_in = z_in if per_outer else z_in[None]
     z = jnp.where(jnp.asarray(mask)[None, None, :], z_out[:, None, :], z_in)
     return jnp.broadcast_to(z, (n_outer, n_inner, dim))
 
@@ -341,7 +336,8 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
     a fresh Latin hypercube of beta for every alpha; ``"mc"`` is Algorithm 2's plain Monte Carlo.
     Measured (``docs/gce_estimator.rst``): on linear-Gaussian maps with ``K <= 2``, stratified at
     25 x 25 has a lower RMSE than plain Monte Carlo at 100 x 25; on a trained MNIST explainer,
-    stratified at 25 x 10 has a lower error of ``C`` and of its gradient than 100 x 25 plain.
+    stratified at 40 x 20 has a 4x lower error of ``C`` and no larger an error of its gradient
+    than 100 x 25 plain, with a third of the decodes.
 
     Args:
       decode: ``decode(z) -> x`` for ONE latent ``z`` of shape ``(K + L,)`` (causal factors first),
