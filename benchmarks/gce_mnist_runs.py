@@ -105,7 +105,8 @@ def main(argv=None) -> dict:
                                       f"failed ({run['returncode']}): {run['stderr']}"), flush=True)
         result = {"mode": args.mode, "args": MODES[args.mode] + args.extra, "machine": machine(),
                   "runs": runs}
-    ok = [r.get("verdict", {}).get("answers", False) and r["verdict"]["within_15_minutes"] for r in runs]
+    ok = [r.get("verdict", {}).get("answers", False)
+          and (r["verdict"]["within_15_minutes"] or args.mode == "149") for r in runs]  # item 3 is timed
     result["answered"] = f"{sum(ok)}/{len(ok)}"
     write_json(path, result)
     figure(result, args.out / f"gce_mnist_{args.mode}.png")
