@@ -151,11 +151,9 @@ def main(argv=None) -> dict:
 
 def figure(rows, path: Path, *, title: str = "") -> None:
     """RMSE of C and of its gradient against decodes per estimate, one marker per sampler."""
-    import io
-
     import matplotlib.pyplot as plt
 
-    from jcausal._src.io import atomic_write_bytes
+    from jcausal._src.io import atomic_savefig
 
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
     for sampler, marker in (("mc", "s"), ("stratified", "o")):
@@ -172,10 +170,8 @@ def figure(rows, path: Path, *, title: str = "") -> None:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 if __name__ == "__main__":

@@ -116,11 +116,9 @@ def main(argv=None) -> dict:
 
 def figure(result: dict, path: Path) -> None:
     """Per run: information flow per factor, and the accuracy drop when each factor is resampled."""
-    import io
-
     import matplotlib.pyplot as plt
 
-    from jcausal._src.io import atomic_write_bytes
+    from jcausal._src.io import atomic_savefig
 
     runs = [r for r in result["runs"] if "summary" in r]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -143,10 +141,8 @@ def figure(result: dict, path: Path) -> None:
     axes[0].legend(fontsize=7)
     fig.suptitle(f"jcausal gce mnist {' '.join(result['args'])}: answered {result['answered']}")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 if __name__ == "__main__":

@@ -216,11 +216,9 @@ def main(argv=None) -> dict:
 
 
 def _figure(result, path: Path) -> None:
-    import io
-
     import matplotlib.pyplot as plt
 
-    from jcausal._src.io import atomic_write_bytes
+    from jcausal._src.io import atomic_savefig
 
     rows = result["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -236,10 +234,8 @@ def _figure(result, path: Path) -> None:
     for ax in axes:
         ax.tick_params(axis="x", rotation=30, labelsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 if __name__ == "__main__":
