@@ -97,7 +97,7 @@ MNIST_OPTIONS = [
      "the VAE's log p(x | z) (sse: the authors' code)"),
     ("--init-log-var", finite_float, -4.0, 0.0, "initial bias of the encoder's log-variance head"),
 ]
-_PRESET = ("steps", "n_alpha", "n_beta", "lr", "likelihood", "sampler", "pretrain_steps", "init_log_var")
+_PRESET = tuple(flag[2:].replace("-", "_") for flag, *_ in MNIST_OPTIONS)
 
 
 def _mnist_config(args):
@@ -170,7 +170,7 @@ def _mnist(args, folder, data) -> int:
                     kept=str(out / "explainer.msgpack"))
     s = summary(exp, clf)
     s.update(classes=list(args.classes), seed=args.seed, preset="paper" if args.paper else "default",
-             config={k: v for k, v in config._asdict().items()})
+             config=config._asdict())
     names = [str(c) for c in args.classes]
     acc = exp.accuracy
     figs = {"flow.png": plot_factor_flow(exp.flows, exp.K),

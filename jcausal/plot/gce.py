@@ -51,6 +51,15 @@ def plot_accuracy_drop(original: float, reencoded: float, resampled, K: int, *, 
     return fig
 
 
+def _image_cell(ax, img, probs, cmap, lw: float) -> None:
+    """One decoded image, outlined in the colour of its predicted class, without ticks."""
+    ax.imshow(img.reshape(img.shape[0], img.shape[1]), cmap="gray", vmin=0, vmax=1)
+    ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, lw=lw,
+                           edgecolor=cmap(int(np.argmax(probs)) % 10)))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def plot_sweeps(images, probs, offsets, K: int, *, sample: int = 0, class_names: Sequence[str] | None = None):
     """Latent sweeps of one input (Figures 3, 12): row ``j`` decodes the input's latent with factor
     ``j`` shifted by ``offsets``; each image is outlined in the colour of its predicted class.
@@ -69,12 +78,7 @@ def plot_sweeps(images, probs, offsets, K: int, *, sample: int = 0, class_names:
     for j in range(dim):
         for v in range(V):
             ax = axes[j, v]
-            img = images[j, v]
-            ax.imshow(img.reshape(img.shape[0], img.shape[1]), cmap="gray", vmin=0, vmax=1)
-            ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, lw=3,
-                                   edgecolor=cmap(int(np.argmax(probs[j, v])) % 10)))
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _image_cell(ax, images[j, v], probs[j, v], cmap, 3)
             if v == 0:
                 ax.set_ylabel(names[j], rotation=0, labelpad=14, color=CAUSAL if j < K else NONCAUSAL)
             if j == dim - 1:
@@ -103,12 +107,7 @@ def plot_fine_sweep(images, probs, offsets, *, factor: int = 0, K: int = 1,
     for i in range(n):
         for v in range(V):
             ax = axes[i, v]
-            img = images[i, v]
-            ax.imshow(img.reshape(img.shape[0], img.shape[1]), cmap="gray", vmin=0, vmax=1)
-            ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, lw=2.5,
-                                   edgecolor=cmap(int(np.argmax(probs[i, v])) % 10)))
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _image_cell(ax, images[i, v], probs[i, v], cmap, 2.5)
             ax.set_xlabel(f"{offsets[i, v]:+.2f}", fontsize=6, labelpad=1)
     name = factor_names(K, max(factor + 1 - K, 0))[factor]
     class_names = list(class_names) if class_names is not None else [str(m) for m in range(M)]
