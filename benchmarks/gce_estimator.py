@@ -41,9 +41,10 @@ K, L = 1, 7
 # the slow test's recipe (tests/gce/conftest.py): C about 0.5 nats after 400 joint steps
 RECIPE = dict(K=K, L=L, lam=0.05, steps=400, pretrain_steps=300, init_log_var=-4.0, n_alpha=16, n_beta=8,
               likelihood="bernoulli", batch_size=64, learning_rate=1e-3, n_flow=(16, 4), sampler="mc")
-CONFIGS = [("mc", 100, 25), ("stratified", 50, 25), ("stratified", 40, 20), ("stratified", 32, 25),
-           ("stratified", 32, 20), ("stratified", 25, 25), ("stratified", 32, 16), ("stratified", 25, 10),
-           ("stratified", 16, 8)]
+CONFIGS = [("mc", 100, 25), ("sobol", 40, 20), ("sobol", 64, 10), ("sobol", 40, 16), ("sobol", 80, 8),
+           ("sobol", 64, 8), ("sobol", 128, 4), ("sobol", 48, 10), ("sobol", 32, 8), ("sobol", 16, 8),
+           ("stratified", 50, 25), ("stratified", 40, 20), ("stratified", 32, 20), ("stratified", 64, 8),
+           ("stratified", 25, 10)]
 
 
 def trained_explainer(data_dir: Path, *, cache: Path = CACHE, quick: bool = False, progress: bool = False):
@@ -137,7 +138,7 @@ def main(argv=None) -> dict:
     ref = reference(gen, classify, params, clf.params, size=size, reps=ref_reps)
     print(f"reference C {ref[0]:.4f} +- {ref[1]:.4f} nats ({size[0]} x {size[1]} stratified x {ref_reps}); "
           f"gradient relative SE {ref[3]:.3f}", flush=True)
-    configs = CONFIGS[:1] + CONFIGS[4:5] if args.quick else CONFIGS
+    configs = CONFIGS[:1] + CONFIGS[5:6] if args.quick else CONFIGS
     rows = errors(gen, classify, params, clf.params, ref, configs, reps=2 if args.quick else args.reps)
     result = {"quick": args.quick, "machine": machine(), "K": K, "L": L,
               "reference": {"n_alpha": size[0], "n_beta": size[1], "reps": ref_reps, "C": ref[0],
@@ -156,7 +157,7 @@ def figure(rows, path: Path, *, title: str = "") -> None:
     from jcausal._src.io import atomic_savefig
 
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
-    for sampler, marker in (("mc", "s"), ("stratified", "o")):
+    for sampler, marker in (("mc", "s"), ("stratified", "o"), ("sobol", "^")):
         rs = [r for r in rows if r["sampler"] == sampler]
         for ax, key in zip(axes, ("C_rmse", "grad_rel_rmse")):
             ax.loglog([r["decodes"] for r in rs], [r[key] for r in rs], marker, label=sampler)

@@ -128,14 +128,27 @@ def normal_draws(shape, sampler="mc"):
     return torch.special.ndtri(u)
 
 
+def latent_draws(n_alpha, n_beta, K, L, sampler="mc"):
+    """``(alphas (n_alpha, K), betas (n_alpha, n_beta, L))`` as jcausal's ``grid_latents`` draws
+    them: fresh betas for every alpha (plain or a Latin hypercube each), or (``"sobol"``) alphas
+    a Latin hypercube sorted by the first coordinate and the betas consecutive blocks of one
+    scrambled Sobol sequence (PyTorch's own ``SobolEngine``, Owen scrambling)."""
+    if sampler != "sobol":
+        return normal_draws((n_alpha, K), sampler), normal_draws((n_alpha, n_beta, L), sampler)
+    alphas = normal_draws((n_alpha, K), "stratified")
+    alphas = alphas[torch.argsort(alphas[:, 0])]
+    seed = int(torch.randint(0, 2 ** 31 - 1, ()))
+    u = torch.quasirandom.SobolEngine(L, scramble=True, seed=seed).draw(n_alpha * n_beta)
+    return alphas, torch.special.ndtri(u.clamp(1.2e-7, 1 - 1.2e-7)).reshape(n_alpha, n_beta, L)
+
+
 def causal_effect_authors(vae, clf, K, L, n_alpha, n_beta, sampler="mc"):
     """``C`` as in the authors' ``joint_uncond``: a loop over alpha draws, batches of ``n_beta``."""
     I, q = 0.0, 0.0
-    alphas = normal_draws((n_alpha, K), sampler)
+    alphas, betas = latent_draws(n_alpha, n_beta, K, L, sampler)
     for i in range(n_alpha):
         alpha = alphas[i:i + 1].expand(n_beta, K)
-        beta = normal_draws((n_beta, L), sampler)
-        p = clf(vae.decode(torch.cat([alpha, beta], 1))).mean(0)  # p(y | alpha_i)
+        p = clf(vae.decode(torch.cat([alpha, betas[i]], 1))).mean(0)  # p(y | alpha_i)
         I = I - _entropy(p) / n_alpha
         q = q + p / n_alpha
     return I + _entropy(q)
@@ -143,8 +156,8 @@ def causal_effect_authors(vae, clf, K, L, n_alpha, n_beta, sampler="mc"):
 
 def causal_effect_batched(vae, clf, K, L, n_alpha, n_beta, sampler="mc"):
     """``C`` with all ``n_alpha * n_beta`` latents decoded and classified as one batch."""
-    alpha = normal_draws((n_alpha, K), sampler)[:, None, :].expand(n_alpha, n_beta, K)
-    beta = normal_draws((n_alpha, n_beta, L), sampler)
+    alphas, beta = latent_draws(n_alpha, n_beta, K, L, sampler)
+    alpha = alphas[:, None, :].expand(n_alpha, n_beta, K)
     z = torch.cat([alpha, beta], -1).reshape(-1, K + L)
     p = clf(vae.decode(z)).reshape(n_alpha, n_beta, -1).mean(1)
     return _entropy(p.mean(0)) - _entropy(p).mean()

@@ -88,10 +88,11 @@ def _linear(args, folder, _) -> int:
 MNIST_OPTIONS = [
     ("--steps", positive_int, 500, 8000, "joint steps of C + lambda D"),
     ("--pretrain-steps", nonneg_int, 300, 0, "steps of D alone first"),
-    ("--sampler", ["stratified", "mc"], "stratified", "mc",
-     "estimator of C: stratified (Latin hypercube) or mc, the paper's Algorithm 2"),
-    ("--n-alpha", positive_int, 40, 100, "N_alpha, alpha draws per estimate of C"),
-    ("--n-beta", positive_int, 20, 25, "N_beta, beta draws per alpha"),
+    ("--sampler", ["sobol", "stratified", "mc"], "sobol", "mc",
+     "estimator of C: sobol (randomized quasi-Monte Carlo), stratified (Latin hypercube) or mc, "
+     "the paper's Algorithm 2"),
+    ("--n-alpha", positive_int, 64, 100, "N_alpha, alpha draws per estimate of C"),
+    ("--n-beta", positive_int, 8, 25, "N_beta, beta draws per alpha"),
     ("--lr", positive_float, 1e-3, 5e-4, "Adam learning rate"),
     ("--likelihood", ["bernoulli", "sse"], "bernoulli", "sse",
      "the VAE's log p(x | z) (sse: the authors' code)"),

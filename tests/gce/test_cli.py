@@ -47,7 +47,7 @@ def test_gce_mnist_on_synthetic_idx(tmp_path, capsys):
                  "--classifier-epochs", "1", "--out", str(out), "--quiet"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 3 and len(s["flow_nats"]) == 8
-    assert s["config"]["sampler"] == "stratified" and s["preset"] == "default"
+    assert s["config"]["sampler"] == "sobol" and s["preset"] == "default"
     # 3 steps on noise: C stays near 0, which the summary and the warning report
     assert s["plateau"] is not None and "the decoder ignores z" in capsys.readouterr().err
     for name in ("flow.png", "accuracy.png", "sweeps_0.png", "fine_sweep.png", "training.png",
@@ -78,12 +78,12 @@ def test_mnist_config_takes_the_preset_then_the_options():
     c = _mnist_config(argparse.Namespace(paper=True, **base | dict(steps=40)))
     assert (c.steps, c.sampler, c.n_alpha, c.likelihood, c.pretrain_steps) == (40, "mc", 100, "sse", 0)
     c = _mnist_config(argparse.Namespace(paper=False, **base | dict(sampler="mc")))
-    assert (c.sampler, c.n_alpha, c.likelihood, c.pretrain_steps) == ("mc", 40, "bernoulli", 300)
+    assert (c.sampler, c.n_alpha, c.likelihood, c.pretrain_steps) == ("mc", 64, "bernoulli", 300)
 
 
 @pytest.mark.parametrize("args, match", [
     (["--n-alpha", "1"], "needs at least 2 draws to stratify, got --n-alpha = 1"),
-    (["--sampler", "sobol"], "invalid choice: 'sobol'"),
+    (["--sampler", "qmc"], "invalid choice: 'qmc'"),
     (["--init-log-var", "nan"], "must be a finite number"),
 ])
 def test_mnist_bad_sampler_options_are_refused_before_any_work(tmp_path, capsys, args, match):
