@@ -33,7 +33,7 @@ from jcausal.experiments.gce_mnist import (
     fit_classifier,
     load_mnist_classes,
 )
-from jcausal.gce import conv_vae, generative, information_flow
+from jcausal.gce import ExplainerSettings, conv_vae, generative, information_flow
 from jcausal.models import load, save
 
 CACHE = REPO / "benchmarks" / ".cache"
@@ -146,34 +146,48 @@ def main(argv=None) -> dict:
               "classifier_val_accuracy": float(clf.val_accuracy), "rows": rows}
     stem = "gce_estimator_quick" if args.quick else "gce_estimator"
     write_json(args.out / f"{stem}.json", result)
-    figure(rows, args.out / f"{stem}.png", title=f"MNIST 3/8 explainer, C = {ref[0]:.2f} nats")
+    d = ExplainerSettings()
+    figure(rows, args.out / f"{stem}.png", title=f"MNIST 3/8 explainer, C = {ref[0]:.2f} nats",
+           default=(d.sampler, d.n_alpha, d.n_beta))
     return result
 
 
-def figure(rows, path: Path, *, title: str = "") -> None:
-    """RMSE of C and of its gradient against decodes per estimate, one marker per sampler."""
+def figure(rows, path: Path, *, title: str = "", default=None) -> None:
+    """RMSE of C and of its gradient against decodes per estimate, one marker per sampler; the
+    paper's errors (``mc`` at 100 x 25) as dashed lines, ``default`` ``(sampler, n_alpha, n_beta)``
+    ringed."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator
 
     from jcausal._src.io import atomic_savefig
 
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    paper = next((r for r in rows if (r["sampler"], r["n_alpha"], r["n_beta"]) == ("mc", 100, 25)), None)
     for sampler, marker in (("mc", "s"), ("stratified", "o"), ("sobol", "^")):
         rs = [r for r in rows if r["sampler"] == sampler]
         for ax, key in zip(axes, ("C_rmse", "grad_rel_rmse")):
-            ax.loglog([r["decodes"] for r in rs], [r[key] for r in rs], marker, label=sampler)
+            ax.loglog([r["decodes"] for r in rs], [r[key] for r in rs], marker, label=sampler, alpha=0.85)
             for r in rs:
+                if (sampler, r["n_alpha"], r["n_beta"]) == default:
+                    ax.loglog([r["decodes"]], [r[key]], "o", ms=14, mfc="none", mec="k",
+                              label=f"default ({sampler} {r['n_alpha']}x{r['n_beta']})")
                 ax.annotate(f"{r['n_alpha']}x{r['n_beta']}", (r["decodes"], r[key]), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
+                            xytext=(4, -3 if sampler == "sobol" else 3), textcoords="offset points")
+    for ax, key in zip(axes, ("C_rmse", "grad_rel_rmse")):
+        if paper:
+            ax.axhline(paper[key], color="tab:blue", ls="--", lw=0.8, label="the paper's error")
+        ticks = sorted({r["decodes"] for r in rows} & {128, 256, 512, 640, 800, 1250, 2500})
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([str(t) for t in ticks], fontsize=8)
+        ax.set_xlabel("decodes per estimate")
     axes[0].set_ylabel("RMSE of C (nats)")
     axes[1].set_ylabel("relative RMSE of grad C")
-    for ax in axes:
-        ax.set_xlabel("decodes per estimate")
-        ax.legend()
+    axes[1].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
-
 
 if __name__ == "__main__":
     main()

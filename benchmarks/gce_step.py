@@ -40,7 +40,7 @@ from jcausal.experiments.gce_mnist import classifier_probs
 from jcausal.gce import ExplainerSettings, build_step, information_flow
 
 # latents per decode/classify batch in jcausal's step (explain_digits' default; the same objective)
-CHUNK = 250
+CHUNK = 256
 LAM, BATCH, LR = 0.05, 64, 5e-4
 
 
@@ -148,7 +148,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--cache", type=Path, default=CACHE, help="where the trained explainer is kept")
     ap.add_argument("--repeats", type=int, default=3, help="timed steps per row")
-    ap.add_argument("--rmse-reps", type=int, default=16, help="estimates of C per row for its RMSE")
+    ap.add_argument("--rmse-reps", type=int, default=48, help="estimates of C per row for its RMSE")
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args(argv)
     d = ExplainerSettings()

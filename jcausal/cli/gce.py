@@ -91,8 +91,8 @@ MNIST_OPTIONS = [
     ("--sampler", ["sobol", "stratified", "mc"], "sobol", "mc",
      "estimator of C: sobol (randomized quasi-Monte Carlo), stratified (Latin hypercube) or mc, "
      "the paper's Algorithm 2"),
-    ("--n-alpha", positive_int, 64, 100, "N_alpha, alpha draws per estimate of C"),
-    ("--n-beta", positive_int, 8, 25, "N_beta, beta draws per alpha"),
+    ("--n-alpha", positive_int, 128, 100, "N_alpha, alpha draws per estimate of C"),
+    ("--n-beta", positive_int, 4, 25, "N_beta, beta draws per alpha"),
     ("--lr", positive_float, 1e-3, 5e-4, "Adam learning rate"),
     ("--likelihood", ["bernoulli", "sse"], "bernoulli", "sse",
      "the VAE's log p(x | z) (sse: the authors' code)"),

@@ -92,15 +92,15 @@ class GCEMnistConfig(NamedTuple):
     lam: float = 0.05
     steps: int = 500
     batch_size: int = 64
-    n_alpha: int = 64
-    n_beta: int = 8
+    n_alpha: int = 128
+    n_beta: int = 4
     learning_rate: float = 1e-3
     n_flow: tuple[int, int] = (100, 50)
     n_sweep: int = 4
     pretrain_steps: int = 300
     init_log_var: float = -4.0
     likelihood: str = "bernoulli"
-    chunk: int | None = 250
+    chunk: int | None = 256
     checkpoint_every: int = 500
     sampler: str = "sobol"
 

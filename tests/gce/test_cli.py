@@ -78,7 +78,7 @@ def test_mnist_config_takes_the_preset_then_the_options():
     c = _mnist_config(argparse.Namespace(paper=True, **base | dict(steps=40)))
     assert (c.steps, c.sampler, c.n_alpha, c.likelihood, c.pretrain_steps) == (40, "mc", 100, "sse", 0)
     c = _mnist_config(argparse.Namespace(paper=False, **base | dict(sampler="mc")))
-    assert (c.sampler, c.n_alpha, c.likelihood, c.pretrain_steps) == ("mc", 64, "bernoulli", 300)
+    assert (c.sampler, c.n_alpha, c.likelihood, c.pretrain_steps) == ("mc", 128, "bernoulli", 300)
 
 
 @pytest.mark.parametrize("args, match", [

@@ -1,6 +1,6 @@
 """GCE on MNIST 3/8 (section 5) with the defaults of ``jcausal gce mnist`` and its seed 0 (the paper
 trains 8000 steps of N_alpha = 100, N_beta = 25 plain Monte Carlo; the defaults pretrain D, then
-train C + 0.05 D with the stratified estimator, see ``GCEMnistConfig``); CNN classifier 3 epochs on
+train C + 0.05 D with the default (sobol) estimator, see ``GCEMnistConfig``); CNN classifier 3 epochs on
 the 80% training split of the 3s and 8s of the MNIST test files. The three-seed run is the
 committed ``benchmarks/results/gce_mnist_seeds.json``."""
 
