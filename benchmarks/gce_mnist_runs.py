@@ -1,7 +1,7 @@
 """Default runs of ``jcausal gce mnist``, timed end to end and checked against the paper's finding.
 
     python -m benchmarks.gce_mnist_runs seeds [--seeds 0 1 2] [--data DIR] [--out benchmarks/results]
-    python -m benchmarks.gce_mnist_runs 149 [--seed 0] [--data DIR] [--out benchmarks/results]
+    python -m benchmarks.gce_mnist_runs 149 [--seeds 0 1 2] [--data DIR] [--out benchmarks/results]
 
 ``seeds``: ``jcausal gce mnist`` with no options (MNIST 3/8, K = 1, L = 7) for each seed, each a
 fresh process in a fresh folder (classifier training included in the time). ``149``: the paper's
