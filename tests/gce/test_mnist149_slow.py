@@ -14,7 +14,8 @@ def test_both_alphas_carry_the_information_flow(gce_mnist_149):
     _, clf, exp, seconds = gce_mnist_149
     flows = np.asarray(exp.flows)
     print(f"\nMNIST 1/4/9: classifier val accuracy {clf.val_accuracy:.4f}; flows (nats) alphas "
-          f"{np.round(flows[:2], 4).tolist()}, betas {np.round(flows[2:], 4).tolist()}; {seconds:.0f} s in all")
+          f"{np.round(flows[:2], 4).tolist()}, betas {np.round(flows[2:], 4).tolist()}; "
+          f"{seconds:.0f} s in all")
     assert clf.val_accuracy >= 0.95 and exp.plateau is None and exp.K == 2
     assert flows[:2].min() > 0.1
     assert flows[:2].min() >= 5 * flows[2:].max()  # issue 24, item 4
