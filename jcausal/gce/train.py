@@ -128,7 +128,7 @@ def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTra
     many of the ``n_alpha * n_beta`` latents per batch (the same objective; see
     :func:`~jcausal.gce.information_flow`): smaller working sets stay in cache, while compile
     time grows with the chunk count (timings: ``benchmarks/gce_step.py``). ``sampler``: the
-    latent sampler of ``C`` (one of :data:`~jcausal.gce.SAMPLERS`, see
+    latent sampler of ``C`` (``"sobol"``, ``"stratified"`` or ``"mc"``, see
     :func:`~jcausal.gce.information_flow`).
     """
     if not fidelity_only:
