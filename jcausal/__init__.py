@@ -30,6 +30,19 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-from jcausal._src.wrap import Wrapped, wrap
-
 __all__ = ["Wrapped", "__version__", "wrap"]
+
+
+def __getattr__(name: str):
+    """``wrap`` and ``Wrapped`` are imported on first use: ``import jcausal`` (and so the ``jcausal``
+    command's ``--help`` and its refusals of bad options) does not import jax."""
+    if name in ("wrap", "Wrapped"):
+        from jcausal._src import wrap as _wrap
+
+        globals().update(wrap=_wrap.wrap, Wrapped=_wrap.Wrapped)
+        return globals()[name]
+    raise AttributeError(f"module 'jcausal' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

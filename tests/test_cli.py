@@ -85,6 +85,43 @@ def test_version_and_help(capsys):
     assert jcausal.__version__ in out and "train" in out
 
 
+def test_help_and_refusals_import_no_jax():
+    """``--help`` and options refused from the command line alone answer without importing jax
+    (issue 30: 7-13 s before; the time itself is measured in the closing note, not asserted)."""
+    code = textwrap.dedent("""
+        import sys
+        from jcausal.cli import main
+        for argv in (["--help"], ["ace", "--help"], ["gce", "mnist", "--help"], ["tracer", "--help"]):
+            try:
+                main(argv)
+            except SystemExit as e:
+                assert e.code == 0, argv
+        for argv in (["ace", "run", "--model", "m:f", "--data", "x.npy", "--num-alphas", "0"],
+                     ["ace", "iris", "--num-alphas", "0"], ["train", "iris", "--activation", "nope"],
+                     ["ace", "iris", "--method", "nope"], ["gce", "mnist", "--K", "0"]):
+            assert main(argv) == 2, argv
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax", "numpy")))
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_cli_tables_equal_the_library():
+    """The names the CLI writes out (so that parsing imports no jax) are the library's."""
+    from jcausal.ace import estimators as E
+    from jcausal.cli import ace as cli_ace
+    from jcausal.cli import train as cli_train
+    from jcausal.models import ACTIVATIONS
+
+    assert tuple(cli_ace.METHOD_KINDS) == E.method_names()
+    assert cli_ace.METHOD_KINDS == {n: E.lookup(n).kind for n in E.method_names()}
+    assert cli_ace.RANK_METHODS == tuple(sorted(n for n in E.REGISTRY if E.takes_setting(n, "rank")))
+    assert cli_ace.DEFAULT_METHOD == E.default_method(True)
+    assert cli_train.ACTIVATIONS == tuple(sorted(ACTIVATIONS))
+
+
 def test_train_iris(iris_checkpoint):
     from jcausal.models.checkpoint import read_metadata
 

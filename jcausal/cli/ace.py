@@ -24,18 +24,25 @@ SMALL_SPREAD = 5e-4  # a Phase I curve with a smaller std over the grid may prin
 UNIT_TOL = 1e-4  # expectations of probabilities outside [-tol, 1 + tol] are flagged
 
 
+# The estimator registry (jcausal.ace.estimators) as the command sees it, written out so that parsing
+# and every check before the work import no jax (``--help`` and a refused option answer at once):
+# each ``--method`` name with its kind ("feature": averages the data rows, eqn 2; "point": eqn 4 from
+# the moments), the methods that take ``rank``, and the default with rows at hand.
+# tests/test_cli.py keeps these equal to the registry.
+METHOD_KINDS = {"definition": "feature", "directional": "point", "exact": "point", "hutchinson": "point",
+                "gauss_newton": "point", "finite_difference": "point", "monte_carlo": "feature"}
+RANK_METHODS = ("directional", "finite_difference", "gauss_newton", "hutchinson")
+DEFAULT_METHOD = "definition"
+
+
 def chosen_method(args) -> str:
     """The ``--method`` asked for, or the default with data rows at hand (eqn 2)."""
-    from jcausal.ace import estimators as E
-
-    return args.method or E.default_method(True)
+    return args.method or DEFAULT_METHOD
 
 
 def averages_rows(method: str) -> bool:
     """Whether the estimator registered as ``method`` averages the data rows (eqn 2)."""
-    from jcausal.ace import estimators as E
-
-    return E.lookup(method).kind == "feature"
+    return METHOD_KINDS[method] == "feature"
 
 
 def _rank(text: str):
@@ -185,10 +192,8 @@ def _check_checkpoint(ckpt: Path, wanted: dict, *, own: bool, remedy: str) -> di
 
 
 def _rank_methods() -> list[str]:
-    """The estimators that take ``--rank`` (a covariance factor truncation): from the registry."""
-    from jcausal.ace import estimators as E
-
-    return sorted(n for n in E.REGISTRY if E.takes_setting(n, "rank"))
+    """The estimators that take ``--rank`` (a covariance factor truncation)."""
+    return list(RANK_METHODS)
 
 
 def check_rank_method(args) -> None:
@@ -473,7 +478,6 @@ def format_table(res, report) -> str:
 
 def register(sub) -> None:
     """Add ``jcausal ace`` to the top-level subparsers."""
-    from jcausal.ace import estimators as E
     from jcausal.cli.ace_jobs import add_options, locks
 
     ac = command(
@@ -495,7 +499,7 @@ def register(sub) -> None:
     ac.add_argument("--sizes", type=int, nargs="+", help="MLP widths incl. input and output "
                                                           "(iris default: 4 8 3)")
     ac.add_argument("--activation", default="relu", help="MLP hidden activation (default: relu)")
-    ac.add_argument("--method", choices=E.method_names(), default=None,
+    ac.add_argument("--method", choices=list(METHOD_KINDS), default=None,
                     help="Phase I estimator. Default: 'definition' (eqn 2, the mean of the model over "
                          "the data rows with x_i = a; the MLP's first layer runs once per row). The "
                          "eqn-4 methods ('directional', 'exact', ...) compute the paper's second-order "

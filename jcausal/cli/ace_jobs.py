@@ -78,10 +78,10 @@ def _bounds(values, k: int, flag: str):
 
 def check_run(args) -> dict:
     """Every refusal of ``ace run`` before the lock and any work: options, model, data, memory."""
+    _check_run_options(args)  # the command line alone, before jax is imported
     from jcausal.ace.jobs import load_model, load_rows
     from jcausal.cli.ace import check_memory
 
-    _check_run_options(args)
     if args.distributed:
         _init_distributed(args)
     _import_path()
