@@ -38,7 +38,7 @@ from jcausal.models import load, save
 
 CACHE = REPO / "benchmarks" / ".cache"
 K, L = 1, 7
-# the slow test's recipe (tests/gce/conftest.py): C about 0.5 nats after 400 joint steps
+# an earlier slow test's recipe: C about 0.5 nats after 400 joint steps
 RECIPE = dict(K=K, L=L, lam=0.05, steps=400, pretrain_steps=300, init_log_var=-4.0, n_alpha=16, n_beta=8,
               likelihood="bernoulli", batch_size=64, learning_rate=1e-3, n_flow=(16, 4), sampler="mc")
 CONFIGS = [("mc", 100, 25), ("sobol", 40, 20), ("sobol", 64, 10), ("sobol", 40, 16), ("sobol", 80, 8),

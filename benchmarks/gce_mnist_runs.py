@@ -14,6 +14,14 @@ when (item 4) both alphas' flows are at least 5x every beta's; item 3's accuracy
 reported too. ``--rescore`` recomputes the verdicts of the committed JSON without running. Writes
 ``gce_mnist_seeds.json`` / ``gce_mnist_149.json`` with every run's summary and verdict, a figure
 of flows and accuracy drops, and copies of each run's figures under ``gce_mnist_<mode>/``.
+
+``--check`` (what CI runs after the test suite, issue 30): the command's seed-0 run (or
+``--seeds``), each in a fresh process and a temporary folder, held to :func:`findings`, the
+assertions the slow tests made on the same run before it left the test suite; prints each finding
+and exits 1 when one fails. Nothing is written under ``--out``.
+
+    python -m benchmarks.gce_mnist_runs seeds --check
+    python -m benchmarks.gce_mnist_runs 149 --check
 """
 
 from __future__ import annotations
@@ -56,6 +64,71 @@ def verdict(summary: dict, seconds: float, mode: str = "seeds") -> dict:
     return out
 
 
+FIGURES = ("flow.png", "accuracy.png", "fine_sweep.png", "sweeps_0.png", "training.png")
+
+
+def findings(summary: dict, mode: str, figures: dict[str, int] | None = None) -> dict[str, bool]:
+    """The paper's findings on one run's ``summary.json``, each by name: the assertions of the slow
+    tests ``tests/gce/test_mnist_slow.py`` (``seeds``) and ``tests/gce/test_mnist149_slow.py``
+    (``149``), with their thresholds, before the runs left the test suite. ``figures`` maps the
+    run's figure files to their sizes in bytes (``None``: not checked); a summary without its
+    ``fine_sweep`` record (runs before issue 30) has no fine-sweep finding."""
+    K = summary["K"]
+    flows = np.asarray(list(summary["flow_nats"].values()))
+    acc = summary["accuracy"]
+    drops = acc["reencoded"] - np.asarray(list(acc["resampled"].values()))
+    out = {"classifier validation accuracy >= 0.95": summary["classifier_val_accuracy"] >= 0.95,
+           "no plateau": summary["plateau"] is None}
+    if mode == "seeds":
+        out["training finished: every step, finite"] = (summary["nonfinite_step"] is None
+                                                         and summary["steps"] == summary["config"]["steps"])
+        out["alpha's flow > 0.1 nats"] = bool(flows[0] > 0.1)
+        out["alpha's flow >= 5x every beta's"] = bool(flows[0] >= 5 * flows[1:].max())
+        out["resampling alpha drops accuracy >= 20 points"] = bool(drops[0] >= 0.20)
+        out["resampling any beta drops accuracy <= 5 points"] = bool(np.all(drops[1:] <= 0.05))
+    else:
+        out["K = 2"] = K == 2
+        out["both alphas' flows > 0.1 nats"] = bool(flows[:2].min() > 0.1)
+        out["both alphas' flows >= 5x every beta's"] = bool(flows[:2].min() >= 5 * flows[2:].max())
+    fine = summary.get("fine_sweep")
+    if fine is not None:
+        if mode == "149":
+            out["fine sweep: 3 classes, probabilities sum to 1"] = (
+                fine["classes"] == 3 and fine["max_probability_sum_error"] <= 1e-4)
+        out["fine sweep changes the decision for >= half its inputs"] = (
+            fine["inputs"] > 0 and fine["decision_changes"] / fine["inputs"] >= 0.5)
+    if figures is not None:
+        out["figures written (> 1000 bytes)"] = all(figures.get(name, 0) > 1000 for name in FIGURES)
+    return out
+
+
+def check(mode: str, seeds: list[int], data: Path, extra: list[str]) -> bool:
+    """Run ``jcausal gce mnist`` (``mode``'s options) for each seed and print :func:`findings`;
+    whether every finding holds."""
+    require_mnist(data)
+    ok = True
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            run = run_once([*MODES[mode], "--seed", str(seed), *extra], data, Path(tmp) / "figures", mode)
+            sizes = {p.name: p.stat().st_size for p in (Path(tmp) / "figures").glob("*.png")}
+        if run["returncode"] != 0:
+            print(f"{mode} seed {seed}: jcausal gce mnist failed ({run['returncode']}): {run['stderr']}")
+            ok = False
+            continue
+        found = findings(run["summary"], mode, sizes)
+        s = run["summary"]
+        print(f"{mode} seed {seed}: {run['verdict']['seconds'] / 60:.1f} min; flows (nats) "
+              f"{ {k: round(v, 4) for k, v in s['flow_nats'].items()} }; accuracy re-encoded "
+              f"{s['accuracy']['reencoded']:.3f}, resampled "
+              f"{ {k: round(v, 3) for k, v in s['accuracy']['resampled'].items()} }; fine sweep "
+              f"{s['fine_sweep']}")
+        for name, holds in found.items():
+            print(f"  {'ok  ' if holds else 'FAIL'} {name}")
+        ok = ok and all(found.values())
+    print(f"gce_mnist_runs {mode} --check: " + ("every finding holds" if ok else "a finding FAILED"))
+    return ok
+
+
 def run_once(args: list[str], data: Path, keep: Path, mode: str) -> dict:
     """One ``jcausal gce mnist`` process in a fresh folder; its summary, verdict and figures."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,8 +143,9 @@ def run_once(args: list[str], data: Path, keep: Path, mode: str) -> dict:
                     "seconds": seconds}
         summary = json.loads((out / "summary.json").read_text())
         keep.mkdir(parents=True, exist_ok=True)
-        for name in ("flow.png", "accuracy.png", "fine_sweep.png", "sweeps_0.png", "training.png"):
-            shutil.copyfile(out / name, keep / name)
+        for name in FIGURES:
+            if (out / name).is_file():
+                shutil.copyfile(out / name, keep / name)
         summary.pop("files", None)
         return {"args": args, "returncode": 0, "summary": summary, "verdict": verdict(summary, seconds, mode),
                 "stderr": proc.stderr[-2000:]}
@@ -80,12 +154,19 @@ def run_once(args: list[str], data: Path, keep: Path, mode: str) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=sorted(MODES))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (--check: 0)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--rescore", action="store_true", help="recompute the verdicts of the saved JSON")
+    ap.add_argument("--check", action="store_true",
+                    help="run seed 0 (or --seeds) and assert the findings; exit 1 if one fails; writes "
+                         "nothing")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more options for every run")
     args = ap.parse_args(argv)
+    if args.check:
+        if not check(args.mode, args.seeds or [0], args.data, args.extra):
+            raise SystemExit(1)
+        return {}
     path = args.out / f"gce_mnist_{args.mode}.json"
     if args.rescore:
         result = json.loads(path.read_text())
@@ -96,7 +177,7 @@ def main(argv=None) -> dict:
     else:
         require_mnist(args.data)
         runs = []
-        for seed in args.seeds:
+        for seed in args.seeds or [0, 1, 2]:
             run = run_once([*MODES[args.mode], "--seed", str(seed), *args.extra], args.data,
                            args.out / f"gce_mnist_{args.mode}" / f"seed{seed}", args.mode)
             runs.append(run)

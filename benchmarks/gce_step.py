@@ -18,6 +18,11 @@ estimates each; for the jcausal rows also the relative RMSE of the gradient of `
 where jcausal's step spends its time and XLA:CPU's peak convolution rate.
 
 Writes ``gce_step[_quick].json`` and ``gce_step[_quick].png``.
+
+``--check`` (what CI runs after the test suite, issue 30: the quick run takes minutes): the
+``--quick`` run in a temporary folder, held to :func:`check_result` (the assertions the suite's
+slow test made on it); exits 1 when one fails. The suite holds the committed full run to the same
+function.
 """
 
 from __future__ import annotations
@@ -140,6 +145,50 @@ def _torch_rows(result, gen, classify, params, cparams, X, settings, reps, rmse_
         print(f"{name}: {med:.3f} s/step, C RMSE {row['C_rmse']:.4f}", flush=True)
 
 
+TARGETS = {"a_speedup_over_c", "a_rmse_over_c_rmse", "a_speedup_over_d_same_algorithm",
+           "a_grad_rmse_over_b_grad_rmse"}
+
+
+def check_result(r: dict) -> dict[str, bool]:
+    """What a run's JSON must show, each check by name (no timing threshold: speed is reported,
+    not asserted): rows (a) and (b) at the default sampler and the paper's 100 x 25, timed, with
+    their errors; when the PyTorch peer ran, it computed the same networks from the same weights
+    (max abs difference <= 1e-5), its rows (c) and (d) are there, and so are the four targets."""
+    rows = {row["impl"]: row for row in r["rows"]}
+    a, b = rows.get("jcausal"), rows.get("jcausal_mc")
+    out = {"rows (a) jcausal and (b) jcausal_mc present": a is not None and b is not None}
+    if a is not None and b is not None:
+        out["(a) is sobol, (b) is mc at 100 x 25"] = (
+            (a["sampler"], b["sampler"], b["n_alpha"], b["n_beta"]) == ("sobol", "mc", 100, 25))
+        out["(a), (b) timed, with C and gradient errors"] = all(
+            row["seconds_per_step"] > 0 and row["C_rmse"] >= 0 and row["grad_rel_rmse"] >= 0
+            for row in (a, b))
+    if "torch_vs_jax_max_abs" in r:
+        out["the PyTorch peer's decoder and classifier equal jcausal's (<= 1e-5)"] = (
+            r["torch_vs_jax_max_abs"]["decoder"] <= 1e-5 and r["torch_vs_jax_max_abs"]["classifier"] <= 1e-5)
+        out["rows (c) torch_authors and (d) torch_authors_default present"] = (
+            {"torch_authors", "torch_authors_default"} <= set(rows))
+        out["the four targets reported"] = set(r.get("targets", {})) == TARGETS
+    return out
+
+
+def check(data: Path) -> bool:
+    """The ``--quick`` run in a temporary folder, held to :func:`check_result`; whether all hold."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        main(["--quick", "--data", str(data), "--out", tmp, "--cache", str(Path(tmp) / "cache")])
+        r = json.loads((Path(tmp) / "gce_step_quick.json").read_text())
+        found = check_result(r)
+        found["figure written"] = (Path(tmp) / "gce_step_quick.png").stat().st_size > 0
+    for name, holds in found.items():
+        print(f"  {'ok  ' if holds else 'FAIL'} {name}")
+    ok = all(found.values())
+    print("gce_step --check: " + ("every check holds" if ok else "a check FAILED"))
+    return ok
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -150,7 +199,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3, help="timed steps per row")
     ap.add_argument("--rmse-reps", type=int, default=48, help="estimates of C per row for its RMSE")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--check", action="store_true",
+                    help="run --quick in a temporary folder and assert check_result; exit 1 if one fails")
     args = ap.parse_args(argv)
+    if args.check:
+        if not check(args.data):
+            raise SystemExit(1)
+        return {}
     d = ExplainerSettings()
     paper = (100, 25)
     reps, rmse_reps = (1, 2) if args.quick else (args.repeats, args.rmse_reps)

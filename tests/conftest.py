@@ -13,6 +13,31 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # before any test imports keras (
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+
+def _compilation_cache() -> str:
+    """JAX's persistent compilation cache in a folder of this run's own, removed when the run ends:
+    a program compiled once is loaded (not compiled) again by later tests of this process and by
+    every subprocess it starts (the CLI, notebooks, killed jobs), which inherit the folder through
+    ``JAX_COMPILATION_CACHE_DIR``. Never a folder shared with another run or left from an earlier
+    one (a cache is speed only, and a stale one would hide nothing but could confuse a reader).
+    ``JCAUSAL_TEST_JAX_CACHE=0`` turns it off."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="jcausal-test-jax-cache-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=folder, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return folder
+
+
+if os.environ.get("JCAUSAL_TEST_JAX_CACHE", "1") != "0":
+    _compilation_cache()
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = Path(os.environ.get("JCAUSAL_DATA", REPO.parent / "shared" / "data" / "mnist"))
 
@@ -61,3 +86,43 @@ def read_only_folder(tmp_path: Path) -> Path:
     except OSError:
         return Path("/sys")
     pytest.skip("no read-only folder available to root")
+
+
+_HOLD_LOCK = '''
+import contextlib, os, sys, time
+import jcausal._src.io as io
+real, go = io.output_lock, sys.argv[1]
+@contextlib.contextmanager
+def held(*args, **kwargs):  # the real lock, kept until the test creates the file `go`
+    with real(*args, **kwargs) as folder:
+        deadline = time.monotonic() + 300
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield folder
+io.output_lock = held
+from jcausal.cli import main
+sys.exit(main(sys.argv[2:]))
+'''
+
+
+def jcausal_holding_lock(argv: list[str], go: Path, env: dict):
+    """``jcausal *argv`` in a subprocess that, once it holds its output folder's lock, keeps it until
+    the file ``go`` exists (then runs on as usual): a run in its locked phase for as long as a test
+    needs, whatever the machine's speed (a fast run used to finish before its rival started). A
+    process that never gets the lock is refused at once, as usual. Returns the ``Popen``."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(go), *argv], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_lock(folder: Path, proc, timeout: float = 300.0) -> None:
+    """Wait until ``proc`` holds the output lock of ``folder`` (its pid in the lock file)."""
+    import time
+
+    lock, deadline = folder / ".jcausal" / "lock", time.monotonic() + timeout
+    while not (lock.is_file() and lock.read_text().strip() == str(proc.pid)):
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the run never took its output lock"
+        time.sleep(0.01)

@@ -358,45 +358,63 @@ def test_finite_difference_runs_with_x64(tmp_path, iris_checkpoint):
 # ----------------------------------------------------------- items 6 and 7: concurrency, kills
 
 
-def test_concurrent_runs_one_result_one_refusal(tmp_path, sub_env, iris_checkpoint):
+def test_concurrent_runs_one_result_one_refusal(tmp_path, sub_env, iris_checkpoint, capsys):
     """20 trials of two runs into one folder: one clean result, one clear refusal at once.
 
-    17 trials hold the lock from this process (the refused run must leave the folder as it was);
-    3 are two real ``jcausal ace iris`` runs: started at the same moment into an empty folder (the
-    winner trains the model), or the second started once the first holds the lock."""
+    17 trials hold the lock from this process (the refused run must leave the folder as it was):
+    3 refused runs are real ``jcausal`` processes, 14 are ``main`` in this process (the lock is
+    the kernel's ``flock`` on its own open file: refused within one process as across two).
+    3 trials are two real ``jcausal ace iris`` runs, each holding its lock until the test releases
+    it (so the rival meets a run in its locked phase on any machine): started at the same moment
+    into an empty folder (the winner trains the model), or the second started once the first
+    holds the lock (as a process in trial 1, as ``main`` here in trial 2)."""
+    from tests.conftest import jcausal_holding_lock, wait_for_lock
+
     refusals = 0
     held = _with_checkpoint(tmp_path / "held", iris_checkpoint)
     with io.output_lock(held):
         before = _snapshot(held)
-        procs = []
-        for _ in range(17):
-            procs.append(_jcausal("ace", "iris", "--out", str(held), *SMALL, env=sub_env))
-            if len(procs) % 4 == 0:  # a few at a time on a small machine
-                procs[-4].wait(timeout=120)
+        message = (f"jcausal: output folder {held} is in use by another jcausal run (pid {os.getpid()}); "
+                   "wait for it to finish or choose another output folder")
+        procs = [_jcausal("ace", "iris", "--out", str(held), *SMALL, env=sub_env) for _ in range(3)]
         for p in procs:
             out, err = p.communicate(timeout=120)
             assert p.returncode == 2, err
-            assert err.strip() == (f"jcausal: output folder {held} is in use by another jcausal run "
-                                   f"(pid {os.getpid()}); wait for it to finish or choose another "
-                                   "output folder")
+            assert err.strip() == message
+            refusals += 1
+        for _ in range(14):
+            assert main(["ace", "iris", "--out", str(held), *SMALL]) == 2
+            assert capsys.readouterr().err.strip() == message
             refusals += 1
         assert _snapshot(held) == before
+    argv = ["ace", "iris", *SMALL]
     for trial in range(3):
-        out = tmp_path / f"real{trial}"
-        if trial > 0:  # trial 0 trains the model in the run; the others reuse a checkpoint
-            _with_checkpoint(out, iris_checkpoint)
-        a = _jcausal("ace", "iris", "--out", str(out), *SMALL, env=sub_env)
-        if trial > 0:  # start the second once the first holds the lock
-            lock = out / ".jcausal" / "lock"
-            deadline = time.monotonic() + 120
-            while not (lock.is_file() and lock.read_text().strip() == str(a.pid)):
-                assert a.poll() is None and time.monotonic() < deadline
+        out, go = tmp_path / f"real{trial}", tmp_path / f"go{trial}"
+        if trial == 0:  # both at once into an empty folder: the winner trains the model
+            a = jcausal_holding_lock([*argv, "--out", str(out)], go, sub_env)
+            b = jcausal_holding_lock([*argv, "--out", str(out)], go, sub_env)
+            deadline = time.monotonic() + 300
+            while a.poll() is None and b.poll() is None:  # the loser is refused at once
+                assert time.monotonic() < deadline
                 time.sleep(0.01)
-        b = _jcausal("ace", "iris", "--out", str(out), *SMALL, env=sub_env)
-        (_, ea), (_, eb) = a.communicate(timeout=300), b.communicate(timeout=300)
-        results = sorted([(a.returncode, ea, a.pid), (b.returncode, eb, b.pid)], key=lambda r: r[0])
-        (rc_ok, _, pid_ok), (rc_no, err_no, _) = results
-        assert (rc_ok, rc_no) == (0, 2), (ea, eb)
+            go.touch()
+            (_, ea), (_, eb) = a.communicate(timeout=300), b.communicate(timeout=300)
+            runs = [(a.returncode, ea, a.pid), (b.returncode, eb, b.pid)]
+        else:  # the second started once the first holds the lock
+            _with_checkpoint(out, iris_checkpoint)
+            a = jcausal_holding_lock([*argv, "--out", str(out)], go, sub_env)
+            wait_for_lock(out, a)
+            if trial == 1:
+                b = _jcausal(*argv, "--out", str(out), env=sub_env)
+                _, eb = b.communicate(timeout=300)
+                rc_b = b.returncode
+            else:
+                rc_b, eb = main([*argv, "--out", str(out)]), capsys.readouterr().err
+            go.touch()
+            _, ea = a.communicate(timeout=300)
+            runs = [(a.returncode, ea, a.pid), (rc_b, eb, None)]
+        (rc_ok, _, pid_ok), (rc_no, err_no, _) = sorted(runs, key=lambda r: r[0])
+        assert (rc_ok, rc_no) == (0, 2), runs
         assert err_no.strip().splitlines() == [
             f"jcausal: output folder {out} is in use by another jcausal run (pid {pid_ok}); wait for it "
             "to finish or choose another output folder"]

@@ -266,31 +266,37 @@ def test_gce_and_tracer_lock_their_output_folder(tmp_path, capsys, monkeypatch):
             _refused(capsys, [*argv, "--out", str(tmp_path), "--quiet"], "is in use by another jcausal run")
 
 
-def test_two_concurrent_tracer_runs_one_result_one_refusal(tmp_path):
+def test_two_concurrent_tracer_runs_one_result_one_refusal(tmp_path, capsys):
+    """Two trials of two ``jcausal tracer tabular`` runs into one folder: the first holds the lock
+    (kept in its locked phase until the second has been refused), the second is refused with exit 2
+    and a clear line; the first's result is its own run's. The second is a real process in trial 0,
+    and this process's ``main`` in trial 1 (the lock is the kernel's, across processes)."""
+    import shutil
+
+    from tests.conftest import jcausal_holding_lock, wait_for_lock
+
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = tmp_path / "same"
-    argv = [sys.executable, "-m", "jcausal", "tracer", "tabular", "--epochs", "3", "--out", str(out),
-            "--quiet"]
-    results = []
-    for trial in range(3):
-        a = subprocess.Popen([*argv, "--seed", str(trial)], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-        lock = out / ".jcausal" / "lock"
-        while not (lock.is_file() and lock.read_text().strip() == str(a.pid)):
-            assert a.poll() is None
-        b = subprocess.run([*argv, "--seed", str(trial)], env=env, capture_output=True, text=True,
-                           timeout=600)
-        a.communicate(timeout=600)
-        results.append((a.returncode, b.returncode, b.stderr))
+    argv = ["tracer", "tabular", "--epochs", "3", "--out", str(out), "--quiet"]
+    for trial in range(2):
+        go = tmp_path / f"go{trial}"
+        a = jcausal_holding_lock([*argv, "--seed", str(trial)], go, env)
+        wait_for_lock(out, a)
+        if trial == 0:
+            b = subprocess.run([sys.executable, "-m", "jcausal", *argv, "--seed", str(trial)], env=env,
+                               capture_output=True, text=True, timeout=600, cwd=REPO)
+            rc_b, err_b = b.returncode, b.stderr
+        else:
+            rc_b, err_b = main([*argv, "--seed", str(trial)]), capsys.readouterr().err
+        go.touch()
+        _, err_a = a.communicate(timeout=600)
+        assert (a.returncode, rc_b) == (0, 2), (err_a[-2000:], err_b)
+        assert err_b.strip().splitlines() == [
+            f"jcausal: output folder {out} is in use by another jcausal run (pid {a.pid}); wait for it to "
+            "finish or choose another output folder"]
         summary = json.loads((out / "tracer_tabular.json").read_text())
         assert summary["seed"] == trial  # the printed numbers and the checkpoint are the same run's
-        if trial < 2:
-            import shutil
-
-            shutil.rmtree(out)
-    for rc_a, rc_b, err_b in results:
-        assert (rc_a, rc_b) == (0, 2)
-        assert "is in use by another jcausal run" in err_b
+        shutil.rmtree(out)
 
 
 # ------------------------------------------------------------------------------------- item 12

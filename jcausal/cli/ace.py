@@ -24,15 +24,29 @@ SMALL_SPREAD = 5e-4  # a Phase I curve with a smaller std over the grid may prin
 UNIT_TOL = 1e-4  # expectations of probabilities outside [-tol, 1 + tol] are flagged
 
 
-# The estimator registry (jcausal.ace.estimators) as the command sees it, written out so that parsing
-# and every check before the work import no jax (``--help`` and a refused option answer at once):
-# each ``--method`` name with its kind ("feature": averages the data rows, eqn 2; "point": eqn 4 from
-# the moments), the methods that take ``rank``, and the default with rows at hand.
-# tests/test_cli.py keeps these equal to the registry.
+# The estimator registry (jcausal.ace.estimators) as a fresh process sees it, written out so that
+# parsing and every check before the work import no jax (``--help`` and a refused option answer at
+# once): each ``--method`` name with its kind ("feature": averages the data rows, eqn 2; "point":
+# eqn 4 from the moments), the methods that take ``rank``, and the default with rows at hand.
+# tests/test_cli.py keeps these equal to the registry. A process that has imported the registry
+# (and perhaps registered estimators of its own) reads the registry itself.
 METHOD_KINDS = {"definition": "feature", "directional": "point", "exact": "point", "hutchinson": "point",
                 "gauss_newton": "point", "finite_difference": "point", "monte_carlo": "feature"}
 RANK_METHODS = ("directional", "finite_difference", "gauss_newton", "hutchinson")
 DEFAULT_METHOD = "definition"
+
+
+def _registry():
+    """``jcausal.ace.estimators`` if this process has imported it, else ``None``."""
+    return sys.modules.get("jcausal.ace.estimators")
+
+
+def method_kinds() -> dict[str, str]:
+    """Every ``--method`` name -> its kind (``"feature"`` or ``"point"``)."""
+    E = _registry()
+    if E is None:
+        return dict(METHOD_KINDS)
+    return {n: E.lookup(n).kind for n in E.method_names()}
 
 
 def chosen_method(args) -> str:
@@ -42,7 +56,7 @@ def chosen_method(args) -> str:
 
 def averages_rows(method: str) -> bool:
     """Whether the estimator registered as ``method`` averages the data rows (eqn 2)."""
-    return METHOD_KINDS[method] == "feature"
+    return method_kinds()[method] == "feature"
 
 
 def _rank(text: str):
@@ -193,7 +207,10 @@ def _check_checkpoint(ckpt: Path, wanted: dict, *, own: bool, remedy: str) -> di
 
 def _rank_methods() -> list[str]:
     """The estimators that take ``--rank`` (a covariance factor truncation)."""
-    return list(RANK_METHODS)
+    E = _registry()
+    if E is None:
+        return list(RANK_METHODS)
+    return sorted(n for n in E.REGISTRY if E.takes_setting(n, "rank"))
 
 
 def check_rank_method(args) -> None:
@@ -499,7 +516,7 @@ def register(sub) -> None:
     ac.add_argument("--sizes", type=int, nargs="+", help="MLP widths incl. input and output "
                                                           "(iris default: 4 8 3)")
     ac.add_argument("--activation", default="relu", help="MLP hidden activation (default: relu)")
-    ac.add_argument("--method", choices=list(METHOD_KINDS), default=None,
+    ac.add_argument("--method", choices=list(method_kinds()), default=None,
                     help="Phase I estimator. Default: 'definition' (eqn 2, the mean of the model over "
                          "the data rows with x_i = a; the MLP's first layer runs once per row). The "
                          "eqn-4 methods ('directional', 'exact', ...) compute the paper's second-order "

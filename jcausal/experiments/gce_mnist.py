@@ -234,4 +234,15 @@ def summary(exp: DigitExplanation, classifier: Classifier) -> dict:
         "flow_nats": dict(zip(names, map(float, exp.flows))),
         "accuracy": {"original": float(acc.original), "reencoded": float(acc.reencoded),
                      "resampled": dict(zip(names, map(float, acc.resampled)))},
+        "fine_sweep": fine_sweep_record(exp.fine) if exp.fine is not None else None,
     }
+
+
+def fine_sweep_record(fine: FineSweep) -> dict:
+    """What the fine sweep shows, in numbers: its factor, the inputs swept, the classes, and how many
+    of the inputs' windows change the classifier's decision (first against last image)."""
+    probs = np.asarray(fine.probs)  # (n, V, M)
+    pred = probs.argmax(-1)
+    return {"factor": int(fine.factor), "inputs": int(probs.shape[0]), "classes": int(probs.shape[-1]),
+            "decision_changes": int((pred[:, 0] != pred[:, -1]).sum()),
+            "max_probability_sum_error": float(np.abs(probs.sum(-1) - 1).max()) if probs.size else 0.0}

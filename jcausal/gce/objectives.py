@@ -260,7 +260,15 @@ def grid_latents(key: jax.Array, dim: int, outer_mask, n_outer: int, n_inner: in
     blocks of neighbouring outer draws (whose integrands are alike) together form a finer one.
     Every point stays marginally ``N(0, I)``.
     """
-    mask = np.asarray(outer_mask, bool)
+    mask = tuple(bool(m) for m in np.asarray(outer_mask, bool).reshape(-1))
+    return _grid_latents(key, int(dim), mask, int(n_outer), int(n_inner), sampler, bool(per_outer))
+
+
+@partial(jit, static_argnums=(1, 2, 3, 4, 5, 6))
+def _grid_latents(key, dim, mask, n_outer, n_inner, sampler, per_outer):
+    """:func:`grid_latents` as ONE compiled program per setting (called outside ``jit`` it would
+    dispatch and compile dozens of small operations; inside ``jit`` it is inlined)."""
+    mask = np.asarray(mask, bool)
     k_out, k_in = jax.random.split(key)
     outer = normal_draws(k_out, (n_outer, int(mask.sum())), "mc" if sampler == "mc" else "stratified")
     d_in = int((~mask).sum())
@@ -465,12 +473,13 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
         check_models(decode, classify, dim, params=params, noisy=noisy)
     kw = dict(dim=dim, n_outer=n_alpha, n_inner=n_beta, params=params, noisy=noisy,
               conditional=variant.endswith("conditional"), chunk=chunk, sampler=sampler)
+    mi = _compiled_mutual_information if check else _mutual_information
     if variant in ("joint", "joint_conditional"):
-        est, bad = _mutual_information(decode, classify, key, factors=range(K), **kw)
+        est, bad = mi(decode, classify, key, factors=range(K), **kw)
         grids = 1
     else:
         keys = jax.random.split(key, K)
-        parts = [_mutual_information(decode, classify, keys[i], factors=[i], **kw) for i in range(K)]
+        parts = [mi(decode, classify, keys[i], factors=[i], **kw) for i in range(K)]
         est, bad, grids = sum(p[0] for p in parts) / K, sum(p[1] for p in parts), K
     if check:
         _require_finite_grid(est, int(bad), grids * n_alpha * n_beta, "information_flow",
@@ -514,6 +523,29 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
         _require_finite_grid(flows, int(bad.sum()), dim * n_outer * n_inner, "factor_flows",
                              f" ({dim} grids of {n_outer} x {n_inner}; factors {factors[:10]})")
     return flows
+
+
+def _compiled_mutual_information(decode, classify, key, *, factors, dim, n_outer, n_inner, params,
+                                 noisy, conditional, chunk, sampler):
+    """:func:`_mutual_information` as one compiled program (outside ``jit``: the estimate would
+    otherwise dispatch and compile each operation of the grid, the decoder and the classifier);
+    models that cannot be hashed (the program's identity) run as they are."""
+    try:
+        hash((decode, classify))
+    except TypeError:
+        return _mutual_information(decode, classify, key, factors=factors, dim=dim, n_outer=n_outer,
+                                   n_inner=n_inner, params=params, noisy=noisy, conditional=conditional,
+                                   chunk=chunk, sampler=sampler)
+    return _mi_program(decode, classify, key, params, dim, tuple(int(f) for f in factors), n_outer, n_inner,
+                       noisy, conditional, chunk, sampler)
+
+
+@partial(jit, static_argnums=(0, 1, 4, 5, 6, 7, 8, 9, 10, 11))
+def _mi_program(decode, classify, key, params, dim, factors, n_outer, n_inner, noisy, conditional, chunk,
+                sampler):
+    return _mutual_information(decode, classify, key, dim=dim, factors=list(factors), n_outer=n_outer,
+                               n_inner=n_inner, params=params, noisy=noisy, conditional=conditional,
+                               chunk=chunk, sampler=sampler)
 
 
 @partial(jit, static_argnums=(0, 1, 4, 5, 6, 7, 8, 9, 10))

@@ -34,6 +34,7 @@ def _env(**extra):
     return dict(os.environ, PYTHONPATH=str(REPO), **extra)
 
 
+@pytest.mark.slow  # three job processes (15 s); the in-process kills below stay fast
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
     ref_dir, job_dir = tmp_path / "ref", tmp_path / "job"
     ref = subprocess.run([sys.executable, "-c", JOB, str(ref_dir)], env=_env(), capture_output=True,
@@ -108,6 +109,7 @@ MULTI = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # four job processes (22 s); sharding on 4 fake devices in-process stays fast
 def test_four_devices_and_two_processes_match_one_device(tmp_path):
     import socket
 
@@ -343,6 +345,7 @@ OVERWRITE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # four job processes (17 s); the in-process kills above stay fast
 def test_sigkill_during_overwrite_leaves_no_old_result_and_resumes(tmp_path):
     """A job replacing a finished one (overwrite=True) SIGKILLed after some chunks: the old ace.npz
     and ace.json are gone (they stayed beside the new manifest), the new job resumes to the

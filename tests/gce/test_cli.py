@@ -53,6 +53,13 @@ def test_gce_mnist_on_synthetic_idx(tmp_path, capsys):
     for name in ("flow.png", "accuracy.png", "sweeps_0.png", "fine_sweep.png", "training.png",
                  "classifier.msgpack", "explainer.msgpack"):
         assert (out / name).stat().st_size > 0
+    fine = s["fine_sweep"]  # what benchmarks/gce_mnist_runs.py --check reads of the fine sweep
+    assert (fine["factor"], fine["classes"]) == (0, 2) and 0 <= fine["decision_changes"] <= fine["inputs"]
+    assert fine["max_probability_sum_error"] <= 1e-4
+    from tests.conftest import load_script
+
+    found = load_script("benchmarks/gce_mnist_runs.py").findings(s, "seeds")
+    assert found["no plateau"] is False and "fine sweep changes the decision for >= half its inputs" in found
 
 
 def test_mnist_help_states_the_configs_defaults():
