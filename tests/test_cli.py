@@ -358,6 +358,7 @@ def test_finite_difference_runs_with_x64(tmp_path, iris_checkpoint):
 # ----------------------------------------------------------- items 6 and 7: concurrency, kills
 
 
+@pytest.mark.slow  # real jcausal processes (25 s)
 def test_concurrent_runs_one_result_one_refusal(tmp_path, sub_env, iris_checkpoint, capsys):
     """20 trials of two runs into one folder: one clean result, one clear refusal at once.
 

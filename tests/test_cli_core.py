@@ -68,6 +68,7 @@ def _console(*argv, cwd):
     return subprocess.run([*cmd, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # a real `jcausal ace run` process each (7-9 s)
 @pytest.mark.parametrize("how", ["script", "module"])
 def test_ace_run_never_imports_a_working_folder_file_over_an_installed_package(tmp_path, how):
     """The probe: a folder holding optax.py (print HIJACKED, exit 7); `ace run --model
@@ -266,6 +267,7 @@ def test_gce_and_tracer_lock_their_output_folder(tmp_path, capsys, monkeypatch):
             _refused(capsys, [*argv, "--out", str(tmp_path), "--quiet"], "is in use by another jcausal run")
 
 
+@pytest.mark.slow  # real jcausal processes (15 s)
 def test_two_concurrent_tracer_runs_one_result_one_refusal(tmp_path, capsys):
     """Two trials of two ``jcausal tracer tabular`` runs into one folder: the first holds the lock
     (kept in its locked phase until the second has been refused), the second is refused with exit 2

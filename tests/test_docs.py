@@ -84,6 +84,7 @@ def test_main_public_functions_have_examples(name):
     assert not missing, f"{name}: no runnable Examples section in {missing}"
 
 
+@pytest.mark.slow  # a Sphinx build (11 s); the docstring examples below stay fast
 def test_docs_build_without_warnings(tmp_path):
     pytest.importorskip("sphinx", reason="Sphinx not installed: pip install -e '.[docs]' to build the docs")
     pytest.importorskip("myst_parser", reason="myst-parser not installed: pip install -e '.[docs]'")
@@ -104,6 +105,7 @@ def test_docs_build_without_warnings(tmp_path):
     assert (out / "_images" / "ace_iris.png").is_file()
 
 
+@pytest.mark.slow  # converts a torch, a Keras and an Equinox model (12 s)
 def test_bring_your_own_model_page_runs(tmp_path, monkeypatch):
     """docs/wrap.md: every python block runs, in order, in one namespace (one example per framework)."""
     for name in ("torch", "keras", "equinox"):

@@ -33,27 +33,24 @@ def _execute(name, folder, monkeypatch, data: str):
     return nb
 
 
+@pytest.mark.slow  # a Jupyter kernel each (10-45 s): the README's test command runs them, CI too
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
 def test_notebook_runs(name, tmp_path, monkeypatch):
-    """Every notebook, small settings, without the MNIST files (notebook 03 says so and skips its
-    MNIST section: the slow test below runs it)."""
-    nb = _execute(name, tmp_path, monkeypatch, data=str(tmp_path / "no-mnist-here"))
+    """Every notebook, small settings. Notebook 03 runs its MNIST 3 vs 8 section (classifier,
+    explainer, flows, sweeps, fine sweep) when the MNIST test set is present, and says it skips
+    it otherwise."""
+    from tests.conftest import SHARED_MNIST, mnist_available
+
+    nb = _execute(name, tmp_path, monkeypatch, data=str(SHARED_MNIST))
     for fig in NOTEBOOKS[name]:
         assert (tmp_path / fig).stat().st_size > 5000, fig
     if name.startswith("03_"):
-        printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-        assert "MNIST not found, skipping" in printed
-
-
-@pytest.mark.slow
-def test_notebook_03_mnist_section_runs(tmp_path, monkeypatch):
-    """Notebook 03 with the MNIST test set: its MNIST 3 vs 8 section (classifier, explainer, flows,
-    sweeps, fine sweep) runs with small settings and draws its figures."""
-    from tests.conftest import require_mnist
-
-    _execute("03_generative_causal_explanations.ipynb", tmp_path, monkeypatch, data=str(require_mnist()))
-    for fig in NOTEBOOKS["03_generative_causal_explanations.ipynb"] + MNIST_FIGURES:
-        assert (tmp_path / fig).stat().st_size > 5000, fig
+        if mnist_available():
+            for fig in MNIST_FIGURES:
+                assert (tmp_path / fig).stat().st_size > 5000, fig
+        else:
+            printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+            assert "MNIST not found, skipping" in printed
 
 
 def test_notebooks_are_built_from_the_generator():

@@ -150,6 +150,7 @@ def readme_run(tmp_path_factory):
     return ns, times, skipped, folder
 
 
+@pytest.mark.slow  # the README's examples, run once (30 s)
 def test_readme_python_blocks_run(readme_run):
     ns, times, skipped, _ = readme_run
     print("README blocks (line, seconds):", [(line, round(s, 1)) for line, s in times])
@@ -159,6 +160,7 @@ def test_readme_python_blocks_run(readme_run):
             print(f"README.md:{line} skipped: needs {reason} (not found in {SHARED_MNIST})")
 
 
+@pytest.mark.slow  # the README's examples, run once (30 s)
 def test_readme_phase2_example_shows_the_iris_finding(readme_run):
     """Issue 16: expectations of probabilities within [0, 1]; the ACE of petal width goes down
     for setosa and up for virginica over its intervention range."""
@@ -174,6 +176,7 @@ def test_readme_phase2_example_shows_the_iris_finding(readme_run):
     assert int(np.asarray(res.orders)[petal_width, 2]) > 0
 
 
+@pytest.mark.slow  # the README's examples, run once (30 s)
 def test_readme_figure_is_the_one_the_example_produces(readme_run):
     folder = readme_run[3]
     made = folder / "ace_iris.png"
