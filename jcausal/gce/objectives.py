@@ -106,9 +106,15 @@ def sobol_draws(key: jax.Array, n: int, d: int, dtype=jnp.float32) -> jax.Array:
 
     Every aligned block of ``2**m`` consecutive points has exactly one point in each interval
     ``[k / 2**m, (k + 1) / 2**m)`` of every coordinate, and larger aligned blocks are finer nets.
-    Generated on the device from ``d * log2(n)`` direction numbers (no ``(n, d)`` constant)."""
+    Generated on the device from ``d * log2(n)`` direction numbers (no ``(n, d)`` constant), as one
+    compiled program per ``(n, d, dtype)`` (inlined under ``jit``)."""
     if d == 0:
         return jnp.zeros((n, 0), dtype)
+    return _sobol_program(key, int(n), int(d), jnp.dtype(dtype))
+
+
+@partial(jit, static_argnums=(1, 2, 3))
+def _sobol_program(key, n: int, d: int, dtype):
     B = SOBOL_BITS
     nb = max(1, (n - 1).bit_length())  # index bits of the points 0 .. n - 1
     V = jnp.asarray(_sobol_directions(d, nb))  # (d, nb)

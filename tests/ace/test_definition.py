@@ -93,6 +93,7 @@ def test_float32_sums_match_float64():
     assert err < 2e-7, err
 
 
+@pytest.mark.slow  # a float64 CNN over all rows (13 s)
 def test_split_cnn_equals_plain_definition_float64():
     with jax.enable_x64(True):
         X = np.random.default_rng(1).uniform(size=(40, 784))
@@ -333,6 +334,7 @@ SHARD_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a process with 4 fake devices (7 s)
 def test_definition_sharded_on_four_fake_devices():
     env = dict(os.environ, PYTHONPATH=str(REPO))
     res = subprocess.run([sys.executable, "-c", SHARD_SCRIPT], capture_output=True, text=True, env=env,

@@ -286,6 +286,7 @@ SHARD_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a process with 4 fake devices (10 s)
 def test_sharded_on_four_fake_devices_matches_single():
     env = dict(os.environ, PYTHONPATH=str(REPO))
     res = subprocess.run([sys.executable, "-c", SHARD_SCRIPT], capture_output=True, text=True,

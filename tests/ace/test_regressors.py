@@ -91,6 +91,7 @@ def test_bad_input():
         fit_regressors(A[None], ok[0], [-2.0], [3.0])
 
 
+@pytest.mark.slow  # NUTS, 700 draws (13 s)
 def test_nuts_posterior_agrees_with_type2():
     curves = np.stack([_noisy(3), np.full(A.size, 1.5)], -1)[None].astype(np.float32)
     t2 = fit_regressors(A[None], curves, [-2.0], [3.0], max_order=4)

@@ -197,6 +197,7 @@ def test_tabular_contrastive_and_plots(tabular):
         contrastive(clf, gan, x[right], int(y[right]), index)
 
 
+@pytest.mark.slow  # an image GAN's programs (8-13 s)
 def test_image_gan_shapes_and_wrong_shape():
     from jcausal.plot.counterfactual import plot_counterfactuals
 

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from jcausal.cli import main
 
 
+@pytest.mark.slow  # trains a GAN through the CLI (10 s)
 def test_counterfactual_tabular_cli(tmp_path):
     argv = ["tracer", "counterfactual", "tabular", "--epochs", "40", "--gan-steps", "300", "--count", "40",
             "--out", str(tmp_path), "--quiet"]
