@@ -475,11 +475,12 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
         raise ValueError(f"variant = {variant!r}: choose one of {VARIANTS}")
     dim = K + L
     check = not _is_traced(params, key)
-    if check:
+    if check:  # bound (what the models read enters as params) for one compiled program per setting
         check_models(decode, classify, dim, params=params, noisy=noisy)
+        _, decode, classify, params = bind_models(decode, classify, params, dim=dim, noisy=noisy)
+    mi = _compiled_mutual_information if check else _mutual_information  # traced: inline in the caller
     kw = dict(dim=dim, n_outer=n_alpha, n_inner=n_beta, params=params, noisy=noisy,
               conditional=variant.endswith("conditional"), chunk=chunk, sampler=sampler)
-    mi = _compiled_mutual_information if check else _mutual_information
     if variant in ("joint", "joint_conditional"):
         est, bad = mi(decode, classify, key, factors=range(K), **kw)
         grids = 1
@@ -520,7 +521,9 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
         check_models(decode, classify, dim, params=params, noisy=noisy)
     keys = jax.random.split(key, dim)
     _, decode, classify, params = bind_models(decode, classify, params, dim=dim, noisy=noisy)
-    parts = [_one_flow(decode, classify, keys[j], params, dim, j, n_outer, n_inner, noisy, chunk, sampler)
+    parts = [_compiled_mutual_information(decode, classify, keys[j], factors=[j], dim=dim, n_outer=n_outer,
+                                          n_inner=n_inner, params=params, noisy=noisy, conditional=False,
+                                          chunk=chunk, sampler=sampler)
              for j in range(dim)]
     flows = jnp.stack([p[0] for p in parts])
     if check:
@@ -533,15 +536,9 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
 
 def _compiled_mutual_information(decode, classify, key, *, factors, dim, n_outer, n_inner, params,
                                  noisy, conditional, chunk, sampler):
-    """:func:`_mutual_information` as one compiled program (outside ``jit``: the estimate would
-    otherwise dispatch and compile each operation of the grid, the decoder and the classifier);
-    models that cannot be hashed (the program's identity) run as they are."""
-    try:
-        hash((decode, classify))
-    except TypeError:
-        return _mutual_information(decode, classify, key, factors=factors, dim=dim, n_outer=n_outer,
-                                   n_inner=n_inner, params=params, noisy=noisy, conditional=conditional,
-                                   chunk=chunk, sampler=sampler)
+    """:func:`_mutual_information` of models bound by :func:`bind_models` (what they read enters
+    as ``params``), as one compiled program per setting: outside ``jit`` the estimate would
+    otherwise dispatch and compile each operation of the grid, the decoder and the classifier."""
     return _mi_program(decode, classify, key, params, dim, tuple(int(f) for f in factors), n_outer, n_inner,
                        noisy, conditional, chunk, sampler)
 
@@ -552,9 +549,3 @@ def _mi_program(decode, classify, key, params, dim, factors, n_outer, n_inner, n
     return _mutual_information(decode, classify, key, dim=dim, factors=list(factors), n_outer=n_outer,
                                n_inner=n_inner, params=params, noisy=noisy, conditional=conditional,
                                chunk=chunk, sampler=sampler)
-
-
-@partial(jit, static_argnums=(0, 1, 4, 5, 6, 7, 8, 9, 10))
-def _one_flow(decode, classify, key, params, dim, j, n_outer, n_inner, noisy, chunk, sampler):
-    return _mutual_information(decode, classify, key, dim=dim, factors=[j], n_outer=n_outer,
-                               n_inner=n_inner, params=params, noisy=noisy, chunk=chunk, sampler=sampler)
