@@ -66,6 +66,13 @@ def write_json(path: Path, payload: dict) -> None:
     atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
 
 
+def report_checks(found: dict[str, bool]) -> bool:
+    """Print a ``--check`` run's checks, one ``ok``/``FAIL`` line each; whether all hold."""
+    for name, holds in found.items():
+        print(f"  {'ok  ' if holds else 'FAIL'} {name}")
+    return all(found.values())
+
+
 def require_mnist(data_dir: Path) -> None:
     if not any((data_dir / f"t10k-images-idx3-ubyte{ext}").is_file() for ext in ("", ".gz")):
         raise SystemExit(f"MNIST IDX files not found in {data_dir}; pass --data DIR")

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from benchmarks.common import DEFAULT_DATA, RESULTS, machine, write_json
+from benchmarks.common import DEFAULT_DATA, RESULTS, machine, report_checks, write_json
 from benchmarks.gce_estimator import CACHE, K, L, errors, reference, trained_explainer
 from jcausal._src.xla import jit
 from jcausal.experiments.gce_mnist import classifier_probs
@@ -182,9 +182,7 @@ def check(data: Path) -> bool:
         r = json.loads((Path(tmp) / "gce_step_quick.json").read_text())
         found = check_result(r)
         found["figure written"] = (Path(tmp) / "gce_step_quick.png").stat().st_size > 0
-    for name, holds in found.items():
-        print(f"  {'ok  ' if holds else 'FAIL'} {name}")
-    ok = all(found.values())
+    ok = report_checks(found)
     print("gce_step --check: " + ("every check holds" if ok else "a check FAILED"))
     return ok
 

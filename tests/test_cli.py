@@ -31,13 +31,11 @@ def iris_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def sub_env(tmp_path_factory):
-    """Environment of ``jcausal`` subprocesses: a shared persistent compilation cache (speed only)."""
+def sub_env():
+    """Environment of ``jcausal`` subprocesses: the code under test first on the path (the run's
+    compilation cache comes with ``os.environ``, see ``tests/conftest.py``)."""
     path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
-    return dict(os.environ, PYTHONPATH=path,  # the code under test, whatever is installed
-                JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax-cache")),
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+    return dict(os.environ, PYTHONPATH=path)  # the code under test, whatever is installed
 
 
 def _with_checkpoint(out: Path, ckpt: Path) -> Path:

@@ -19,20 +19,6 @@ NOTEBOOKS = {
 MNIST_FIGURES = ["03_flow.png", "03_sweeps.png", "03_fine_sweep.png"]  # notebook 03's MNIST section
 
 
-def _execute(name, folder, monkeypatch, data: str):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    monkeypatch.setenv("JCAUSAL_NOTEBOOK_SMALL", "1")
-    monkeypatch.setenv("JCAUSAL_NOTEBOOK_OUT", str(folder))
-    monkeypatch.setenv("JCAUSAL_DATA", data)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
-    return nb
-
-
 @pytest.mark.slow  # a Jupyter kernel each (10-45 s): the README's test command runs them, CI too
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
 def test_notebook_runs(name, tmp_path, monkeypatch):
@@ -41,7 +27,16 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
     it otherwise."""
     from tests.conftest import SHARED_MNIST, mnist_available
 
-    nb = _execute(name, tmp_path, monkeypatch, data=str(SHARED_MNIST))
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("JCAUSAL_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("JCAUSAL_NOTEBOOK_OUT", str(tmp_path))
+    monkeypatch.setenv("JCAUSAL_DATA", str(SHARED_MNIST))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
     for fig in NOTEBOOKS[name]:
         assert (tmp_path / fig).stat().st_size > 5000, fig
     if name.startswith("03_"):
