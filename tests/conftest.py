@@ -55,6 +55,30 @@ def require_mnist() -> Path:
     return SHARED_MNIST
 
 
+def trained_once(tmp_path_factory, name: str, train, template):
+    """A model trained once per test run, however many xdist workers need it: the first worker to
+    ask trains it (``train() -> nnx.Module``) and saves a checkpoint in the run's shared temporary
+    folder under a lock; the others wait, then load it into ``template()`` (an untrained module of
+    the same configuration). Training is seeded, so every worker gets the model it would have
+    trained. Without xdist the model is trained in this process (no folder outlives the run)."""
+    import fcntl
+    import os as _os
+
+    from jcausal.models import checkpoint
+
+    if not _os.environ.get("PYTEST_XDIST_WORKER"):
+        return train()
+    root = tmp_path_factory.getbasetemp().parent  # this run's folder, shared by its workers
+    path = root / f"{name}.msgpack"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even on failure
+        if path.is_file():
+            return checkpoint.load(path, template())
+        model = train()
+        checkpoint.save(path, model)
+        return model
+
+
 @pytest.fixture
 def mnist_dir() -> Path:
     """The shared MNIST test-set folder; skips the test with a clear message when absent."""

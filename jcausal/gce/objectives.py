@@ -294,10 +294,12 @@ def _grid_latents(key, dim, mask, n_outer, n_inner, sampler, per_outer):
 
 def _grid_probs(decode, classify, key, dim: int, outer_mask: np.ndarray, n_outer: int, n_inner: int,
                 dparams, cparams, noisy: bool, chunk: int | None = None, sampler: str = "mc",
-                per_outer: bool = True) -> jax.Array:
-    """``P[i, j] = p(y | decode(z_ij))``, ``(n_outer, n_inner, M)`` (latents: :func:`grid_latents`)."""
+                per_outer: bool = True, order: jax.Array | None = None) -> jax.Array:
+    """``P[i, j] = p(y | decode(z_ij))``, ``(n_outer, n_inner, M)`` (latents: :func:`grid_latents`,
+    their coordinates reordered as ``z[..., order]`` when ``order`` is given)."""
     k_grid, k_noise = jax.random.split(key)
-    z = grid_latents(k_grid, dim, outer_mask, n_outer, n_inner, sampler, per_outer).reshape(-1, dim)
+    z = grid_latents(k_grid, dim, outer_mask, n_outer, n_inner, sampler, per_outer)
+    z = (z if order is None else z[..., order]).reshape(-1, dim)
     dec = caller(decode, dparams, noisy)
     clf = caller(classify, cparams)
     n = n_outer * n_inner
@@ -503,7 +505,8 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
     ``n_inner`` draws of the other ``K + L - 1`` factors); a factor the classifier ignores gives
     ``~0`` (plus the ``O(1 / n_inner)`` upward bias). Factors are computed one compiled call each,
     decoding at most ``chunk`` latents at once, so memory stays bounded (every factor of an MNIST
-    explainer in one program would need tens of GB). ``sampler``: as in :func:`information_flow`
+    explainer in one program would need tens of GB); the one program, compiled once, takes the factor as
+    an argument. ``sampler``: as in :func:`information_flow`
     (``"sobol"`` and ``"stratified"`` stratify ``z_j``, one coordinate: exact stratification).
 
     Returns:
@@ -521,9 +524,8 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
         check_models(decode, classify, dim, params=params, noisy=noisy)
     keys = jax.random.split(key, dim)
     _, decode, classify, params = bind_models(decode, classify, params, dim=dim, noisy=noisy)
-    parts = [_compiled_mutual_information(decode, classify, keys[j], factors=[j], dim=dim, n_outer=n_outer,
-                                          n_inner=n_inner, params=params, noisy=noisy, conditional=False,
-                                          chunk=chunk, sampler=sampler)
+    parts = [_factor_flow_program(decode, classify, keys[j], params, jnp.int32(j), dim, n_outer, n_inner,
+                                  noisy, chunk, sampler)
              for j in range(dim)]
     flows = jnp.stack([p[0] for p in parts])
     if check:
@@ -541,6 +543,23 @@ def _compiled_mutual_information(decode, classify, key, *, factors, dim, n_outer
     otherwise dispatch and compile each operation of the grid, the decoder and the classifier."""
     return _mi_program(decode, classify, key, params, dim, tuple(int(f) for f in factors), n_outer, n_inner,
                        noisy, conditional, chunk, sampler)
+
+
+@partial(jit, static_argnums=(0, 1, 5, 6, 7, 8, 9, 10))
+def _factor_flow_program(decode, classify, key, params, factor, dim, n_outer, n_inner, noisy, chunk, sampler):
+    """``(I(z_factor; Y), bad)`` with ``factor`` a traced index: ONE compiled program serves every
+    factor. Its grid is factor 0's (the same draws for every factor: one outer coordinate, ``dim - 1``
+    inner ones) with the coordinates reordered, so ``z[factor]`` is the outer draw and the inner
+    draws fill the other coordinates in order, exactly as :func:`grid_latents` places them for
+    ``outer_mask = e_factor``."""
+    mask = np.zeros(dim, bool)
+    mask[0] = True
+    p = jnp.arange(dim)
+    order = jnp.where(p == factor, 0, jnp.where(p < factor, p + 1, p))
+    dparams, cparams = split_params(params)
+    P = _grid_probs(decode, classify, key, dim, mask, n_outer, n_inner, dparams, cparams, noisy, chunk,
+                    sampler=sampler, per_outer=True, order=order)
+    return _unconditional(P), jnp.sum(~jnp.all(jnp.isfinite(P), axis=-1))
 
 
 @partial(jit, static_argnums=(0, 1, 4, 5, 6, 7, 8, 9, 10, 11))

@@ -2,18 +2,24 @@
 
 import pytest
 
-from tests.conftest import require_mnist
+from tests.conftest import require_mnist, trained_once
 
 
 @pytest.fixture(scope="session")
-def mnist_alexnet():
+def mnist_alexnet(tmp_path_factory):
     """``(model, (x_train, y_train, x_test, y_test))``: AlexNetSmall trained 2 epochs on 80% of the
-    MNIST test set with ``jcausal.models.train`` (about a minute on 2 CPU cores)."""
+    MNIST test set with ``jcausal.models.train`` (about 25 s on 2 CPU cores), once per run (the
+    other xdist worker loads its checkpoint)."""
     mnist = require_mnist()
+    from flax import nnx
+
     from tests.tracer._bench import bench
 
     data = bench.load_data(mnist)
-    return bench.train_alexnet(data[0], data[1], epochs=2), data
+    model = trained_once(tmp_path_factory, "mnist_alexnet",
+                         lambda: bench.train_alexnet(data[0], data[1], epochs=2),
+                         lambda: bench.AlexNetSmall(10, rngs=nnx.Rngs(0)))
+    return model, data
 
 
 @pytest.fixture(scope="session")
