@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
-__all__ = ["Model", "Split", "Traced", "bind_model", "trace_model", "unwrap_model"]
+__all__ = ["Classifier", "Model", "Split", "Traced", "bind_model", "trace_model", "unwrap_model"]
 
 
 class Split(NamedTuple):
@@ -132,6 +132,29 @@ class Model(NamedTuple):
     def __call__(self, params, x):
         z = self.body(params, x)
         return z if self.head is None else self.apply_head(params, z)
+
+
+class Classifier(NamedTuple):
+    """A classifier as the static argument of compiled programs (built by
+    :func:`jcausal._src.wrap.bind_classifier`): its :class:`Model` (hashes by the traced
+    structure), the shape of ONE example and whether its output is already probabilities (never
+    softmaxed twice). Called with the bound parameters of :func:`bind_model`."""
+
+    model: Model
+    shape: tuple[int, ...]
+    probabilities: bool
+
+    def log_probs(self, params, x) -> jax.Array:
+        """``(M,)`` float32 log-probabilities of ONE example ``x`` (its shape or flattened)."""
+        y = self.model(params, jnp.reshape(x, self.shape)).astype(jnp.float32)
+        if self.probabilities:  # floored: log 0 would give -inf and NaN gradients
+            return jnp.log(jnp.maximum(y, jnp.finfo(jnp.float32).tiny))
+        return jax.nn.log_softmax(y)
+
+    def probs(self, params, x) -> jax.Array:
+        """``(M,)`` float32 class probabilities of ONE example ``x``."""
+        y = self.model(params, jnp.reshape(x, self.shape)).astype(jnp.float32)
+        return y if self.probabilities else jax.nn.softmax(y)
 
 
 # ------------------------------------------------------------------------- traced user callables

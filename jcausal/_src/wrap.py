@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jcausal._src import wrap_layers
-from jcausal._src.calling import Split
+from jcausal._src.calling import Classifier, Split, bind_model
 from jcausal._src.split_finder import JaxprFunction, find_split
 
-__all__ = ["ACCEPTED", "Wrapped", "wrap"]
+__all__ = ["ACCEPTED", "Wrapped", "bind_classifier", "wrap"]
 
 ACCEPTED = (
     "a flax.nnx.Module, a flax.linen.Module (with params=variables), an equinox.Module, a "
@@ -424,3 +424,25 @@ class _Apply:
         y = self.raw(params, x[None] if self.batched else x)
         y = jax.tree.map(lambda a: a[0], y) if self.batched else y
         return y if self.head is None else self.head(y)
+
+
+def bind_classifier(model: Wrapped, what: str = "the classifier") -> tuple[Classifier, Any]:
+    """``(classifier, params)`` of a wrapped classifier for compiled programs: a :class:`Classifier`
+    (the static argument: it hashes by the traced computation, so programs are reused across calls
+    and fresh wraps of the same model) and the arrays it reads now (passed as arguments, never
+    compiled in: no program outlives the model's state). ``what`` names it in errors.
+
+    Raises:
+      TypeError: ``model`` is not a :class:`Wrapped` (call :func:`wrap` first: the one entry).
+      ValueError: its output is not one vector of at least 2 class scores.
+    """
+    if not isinstance(model, Wrapped):
+        raise TypeError(f"{what} must be wrapped first (jcausal.wrap(model, example)), got "
+                        f"{type(model).__name__}")
+    example = jax.ShapeDtypeStruct(model.input_shape, jnp.float32)
+    fn, params = bind_model(model.apply, model.params, example)
+    out = jax.eval_shape(lambda p, x: fn(p, x), params, example)
+    if len(out.shape) != 1 or out.shape[0] < 2:
+        raise ValueError(f"{what} must return one vector of at least 2 class scores for ONE input, got shape "
+                         f"{tuple(out.shape)}")
+    return Classifier(fn, model.input_shape, model.output == "probabilities"), params

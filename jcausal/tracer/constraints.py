@@ -35,8 +35,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from jcausal._src.calling import Classifier
+from jcausal._src.wrap import bind_classifier, wrap
 from jcausal._src.xla import jit
 
 __all__ = ["Constraints", "make_constraints", "project", "check_immutable_in_range", "Decoding", "Decoded",
@@ -259,19 +260,19 @@ class Decoded(NamedTuple):
     repaired: np.ndarray
 
 
-def _logp(c_def, shape, params, xf):
-    return jax.nn.log_softmax(nnx.merge(c_def, params)(xf.reshape(shape)).astype(jnp.float32))
+def _logp(clf: Classifier, params, xf):
+    return clf.log_probs(params, xf)
 
 
 def _is_valid(lp, t, log_min_prob):
     return (jnp.argmax(lp) == t) & (lp[t] >= log_min_prob)
 
 
-@jit(static_argnums=(0, 1, 2))
-def _repair(c_def, shape, steps, params, start, x, t, mutable, low, high, step_size, log_min_prob):
+@jit(static_argnums=(0, 1))
+def _repair(clf, steps, params, start, x, t, mutable, low, high, step_size, log_min_prob):
     """Projected signed-gradient ascent on ``log p(t | v)`` for ONE example, at most ``steps``
     iterations, stopped at the first valid point (a bounded ``while_loop``). Returns ``(v, valid)``."""
-    lp = partial(_logp, c_def, shape, params)
+    lp = partial(_logp, clf, params)
     grad = jax.grad(lambda v: lp(v)[t])
 
     def body(carry):
@@ -286,8 +287,8 @@ def _repair(c_def, shape, steps, params, start, x, t, mutable, low, high, step_s
     return v, ok
 
 
-@jit(static_argnums=(0, 1))
-def _greedy(c_def, shape, params, base, changes, eligible, t, log_min_prob):
+@jit(static_argnums=0)
+def _greedy(clf, params, base, changes, eligible, t, log_min_prob):
     """Greedy forward selection for ONE example.
 
     ``base`` ``(d,)``; ``changes`` ``(m, d)``: the candidate changes of each feature (the proposal's
@@ -297,7 +298,7 @@ def _greedy(c_def, shape, params, base, changes, eligible, t, log_min_prob):
     to the smallest value that keeps the counterfactual valid: none, or the smallest scale.
     Returns ``(change (d,), used (d,) bool, first, valid)``.
     """
-    lp = partial(_logp, c_def, shape, params)
+    lp = partial(_logp, clf, params)
     m, d = changes.shape
     onehots = jnp.eye(d, dtype=base.dtype)
 
@@ -340,8 +341,8 @@ def _greedy(c_def, shape, params, base, changes, eligible, t, log_min_prob):
     return chg, used, jnp.where(jnp.any(used), first, -1), ok
 
 
-@jit(static_argnums=(0, 1))
-def _decode(c_def, shape, params, xb, pb, tb, bb, lo, hi, mut, thr, lmp, scales):
+@jit(static_argnums=0)
+def _decode(clf, params, xb, pb, tb, bb, lo, hi, mut, thr, lmp, scales):
     """A chunk of :func:`_greedy` (rows ``(b, d)``, per-row bounds ``lo``/``hi``): ``(counterfactuals,
     selected, first, valid)``."""
     base = project(xb, xb, mut, lo, hi)
@@ -349,19 +350,19 @@ def _decode(c_def, shape, params, xb, pb, tb, bb, lo, hi, mut, thr, lmp, scales)
     changes = project(base[:, None, :] + scales[None, :, None] * delta[:, None, :], xb[:, None, :], mut,
                       lo[:, None, :], hi[:, None, :]) - base[:, None, :]
     elig = mut[None, :] & ~bb & (jnp.abs(project(pb, xb, mut, lo, hi) - base) >= thr)
-    chg, used, first, ok = jax.vmap(lambda b, c, e, ti: _greedy(c_def, shape, params, b, c, e, ti, lmp))(
+    chg, used, first, ok = jax.vmap(lambda b, c, e, ti: _greedy(clf, params, b, c, e, ti, lmp))(
         base, changes, elig, tb)
     cf = jnp.where(used, project(base + chg, xb, mut, lo, hi), base)
     return cf, used, first, ok
 
 
-@jit(static_argnums=(0, 1, 2))
-def _fix(c_def, shape, steps, params, xb, pb, tb, bb, lo, hi, mut, thr, lmp, scales, step):
+@jit(static_argnums=(0, 1))
+def _fix(clf, steps, params, xb, pb, tb, bb, lo, hi, mut, thr, lmp, scales, step):
     """A chunk of :func:`_repair` from the proposals (banned features at the input's value)."""
     del thr, scales
     mut_b = mut[None, :] & ~bb
     start = jnp.where(mut_b, pb, project(xb, xb, mut, lo, hi))
-    one = partial(_repair, c_def, shape, steps, params)
+    one = partial(_repair, clf, steps, params)
     return jax.vmap(lambda s, xi, ti, m, a, b: one(s, xi, ti, m, a, b, step, lmp))(
         start, xb, tb, mut_b, lo, hi)
 
@@ -397,14 +398,22 @@ def _row_bounds(cons: Constraints, x: np.ndarray, domain) -> tuple[np.ndarray, n
     return np.where(empty, lo, lo2).astype(np.float32), np.where(empty, hi, hi2).astype(np.float32)
 
 
-def sparse_decode(model: nnx.Module, x, proposals, targets, cons: Constraints, *, input_shape,
+def _bound(model, input_shape) -> tuple[Classifier, object]:
+    """The classifier through the one entry (:func:`jcausal.wrap`; a wrapped model is taken as it
+    is) and bound for the compiled programs below."""
+    shape = tuple(int(s) for s in input_shape)
+    return bind_classifier(wrap(model, np.zeros(shape, np.float32), split=False))
+
+
+def sparse_decode(model, x, proposals, targets, cons: Constraints, *, input_shape,
                   banned=None, decoding: Decoding | None = None, domain=None,
                   batch_size: int = 128) -> Decoded:
     """Actionable counterfactuals from proposals (e.g. GAN outputs): projection, greedy sparse
     selection of the proposal's changes, bounded gradient repair (see the module docstring).
 
     Args:
-      model: the classifier (``nnx.Module``, logits of ONE input of ``input_shape``).
+      model: the classifier of ONE input of ``input_shape``: anything :func:`jcausal.wrap` takes
+        (logits or probabilities, as its ``output`` says).
       x, proposals: ``(n, d)`` inputs and proposed counterfactuals (flattened, model units).
       targets: ``(n,)`` ints; cons: :class:`Constraints` of ``d`` features.
       banned: ``(n, d)`` bool, features that may not be selected (diversity), or ``None``.
@@ -434,8 +443,7 @@ def sparse_decode(model: nnx.Module, x, proposals, targets, cons: Constraints, *
         return Decoded(z, z.astype(bool), np.zeros(0, int), np.zeros(0, bool), np.zeros(0, bool))
     banned = np.zeros((n, d), bool) if banned is None else np.asarray(banned, bool).reshape(n, d)
     scales = sorted(float(a) for a in scales)  # the backward pass tries them smallest first
-    c_def, params = nnx.split(model)
-    shape = tuple(int(s) for s in input_shape)
+    clf, params = _bound(model, input_shape)
     lo, hi = _row_bounds(cons, x, domain)
     mut = jnp.asarray(cons.mutable)
     lmp = jnp.asarray(np.log(min_prob), jnp.float32)
@@ -443,17 +451,17 @@ def sparse_decode(model: nnx.Module, x, proposals, targets, cons: Constraints, *
 
     args = (x, prop, t, banned, lo, hi)
     consts = (mut, thr, lmp, jnp.asarray(scales, jnp.float32).reshape(-1))
-    cf, sel, first, ok = _chunks(lambda *a: _decode(c_def, shape, params, *a, *consts), args, batch_size)
+    cf, sel, first, ok = _chunks(lambda *a: _decode(clf, params, *a, *consts), args, batch_size)
     repaired = np.zeros(n, bool)
     bad = np.flatnonzero(~ok)
     if len(bad) and repair_steps > 0:
         sub = (x[bad], prop[bad], t[bad], banned[bad], lo[bad], hi[bad])
         step = jnp.asarray(step_size, jnp.float32)
-        v, found = _chunks(lambda *a: _fix(c_def, shape, int(repair_steps), params, *a, *consts, step), sub,
+        v, found = _chunks(lambda *a: _fix(clf, int(repair_steps), params, *a, *consts, step), sub,
                            batch_size)
         hit = bad[found]
         if len(hit):
-            c2, s2, f2, ok2 = _chunks(lambda *a: _decode(c_def, shape, params, *a, *consts),
+            c2, s2, f2, ok2 = _chunks(lambda *a: _decode(clf, params, *a, *consts),
                                       (x[hit], v[found], t[hit], banned[hit], lo[hit], hi[hit]), batch_size)
             cf[hit], sel[hit], first[hit], ok[hit] = c2, s2, f2, ok2
             repaired[hit] = True
@@ -473,12 +481,12 @@ def pairwise_diversity(cfs) -> np.ndarray:
     return dd[:, iu[0], iu[1]].mean(1)
 
 
-@jit(static_argnums=(0, 1))
-def _valid(c_def, shape, params, xb, tb, lmp):
-    return jax.vmap(lambda v, ti: _is_valid(_logp(c_def, shape, params, v), ti, lmp))(xb, tb)
+@jit(static_argnums=0)
+def _valid(clf, params, xb, tb, lmp):
+    return jax.vmap(lambda v, ti: _is_valid(_logp(clf, params, v), ti, lmp))(xb, tb)
 
 
-def dense_decode(model: nnx.Module, x, proposals, targets, cons: Constraints, *, input_shape,
+def dense_decode(model, x, proposals, targets, cons: Constraints, *, input_shape,
                  domain=None, min_prob: float = 0.5, repair_steps: int = 0, step_size: float = 0.02,
                  batch_size: int = 128) -> Decoded:
     """The projected proposals ``P(x*)`` (every feature may move), with the bounded gradient repair
@@ -490,17 +498,16 @@ def dense_decode(model: nnx.Module, x, proposals, targets, cons: Constraints, *,
     lo, hi = _row_bounds(cons, x, domain)
     mut = jnp.asarray(cons.mutable)
     cf = np.asarray(project(prop, x, cons.mutable, lo, hi), np.float32)
-    c_def, params = nnx.split(model)
-    shape = tuple(int(s) for s in input_shape)
+    clf, params = _bound(model, input_shape)
     lmp = jnp.asarray(np.log(min_prob), jnp.float32)
-    (ok,) = _chunks(lambda xb, tb: (_valid(c_def, shape, params, xb, tb, lmp),), (cf, t), batch_size) \
+    (ok,) = _chunks(lambda xb, tb: (_valid(clf, params, xb, tb, lmp),), (cf, t), batch_size) \
         if n else (np.zeros(0, bool),)
     repaired = np.zeros(n, bool)
     bad = np.flatnonzero(~ok)
     if len(bad) and repair_steps > 0:
         consts = (mut, jnp.zeros((), jnp.float32), lmp, jnp.ones(1, jnp.float32),
                   jnp.asarray(step_size, jnp.float32))
-        v, found = _chunks(lambda *a: _fix(c_def, shape, int(repair_steps), params, *a, *consts),
+        v, found = _chunks(lambda *a: _fix(clf, int(repair_steps), params, *a, *consts),
                            (x[bad], prop[bad], t[bad], np.zeros((len(bad), d), bool), lo[bad], hi[bad]),
                            batch_size)
         cf[bad[found]] = v[found]
@@ -521,13 +528,14 @@ class Actionable(NamedTuple):
     first: np.ndarray
 
 
-def actionable(model: nnx.Module, propose, x, targets, cons: Constraints, decoding: Decoding, *,
+def actionable(model, propose, x, targets, cons: Constraints, decoding: Decoding, *,
                input_shape, num: int = 1, latent: int = 0, key: jax.Array | None = None, domain=None,
                batch_size: int = 128) -> Actionable:
     """``num`` actionable counterfactuals of each input.
 
     Args:
-      model: the classifier; propose: ``noise -> (n, d)`` proposals (``noise``: ``None`` or
+      model: the classifier (anything :func:`jcausal.wrap` takes; wrapped once here);
+        propose: ``noise -> (n, d)`` proposals (``noise``: ``None`` or
         ``(n, latent)`` latent noise; e.g. the GAN's :func:`~jcausal.tracer.generate`).
       x: ``(n, d)``; targets: ``(n,)``; cons, decoding: :class:`Constraints`, :class:`Decoding`.
       domain: the data's ``(low, high)`` ``(d,)``, bounding sparse changes (dense decoding keeps the
@@ -538,6 +546,7 @@ def actionable(model: nnx.Module, propose, x, targets, cons: Constraints, decodi
     """
     x = np.asarray(x, np.float32).reshape(len(x), -1)
     n, d = x.shape
+    model = wrap(model, np.zeros(tuple(int(s) for s in input_shape), np.float32), split=False)
     if not decoding.sparse and num > 1 and key is None:
         raise ValueError("num > 1 with dense decoding draws latent noise: pass key=")
     out = np.zeros((n, num, d), np.float32)

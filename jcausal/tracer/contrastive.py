@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from flax import nnx
 
 from jcausal._src.checks import require_finite
+from jcausal._src.wrap import wrap
 from jcausal.tracer.activations import layer_outputs
 from jcausal.tracer.counterfactual import CounterfactualGAN, CounterfactualResult, NNIndex, counterfactuals
 from jcausal.tracer.explain import TracerResult, trace
+from jcausal.tracer.gan import check_inputs
 
 __all__ = ["Contrastive", "contrastive", "FeatureChange", "feature_changes"]
 
@@ -55,12 +56,13 @@ class Contrastive(NamedTuple):
                 "counterfactual": self.counterfactual_explanation.to_dict()}
 
 
-def contrastive(model: nnx.Module, gan: CounterfactualGAN, x, label: int, index: NNIndex, *,
+def contrastive(model, gan: CounterfactualGAN, x, label: int, index: NNIndex, *,
                 x_train=None, layers=None, **explain_kwargs) -> Contrastive:
     """Counterfactual of a misclassified ``x`` for its true ``label`` and the TRACER analysis of both.
 
     Args:
-      model: the classifier (``nnx.Module``, logits of ONE input); gan: a trained
+      model: the classifier of ONE input (anything :func:`jcausal.wrap` takes; wrapped once here);
+        gan: a trained
         :class:`CounterfactualGAN`; x: ONE input (``gan.input_shape`` or flattened); label: its
         true class; index, x_train: as for :func:`~jcausal.tracer.counterfactuals`.
       layers: TRACER layer filter; explain_kwargs: passed to :func:`~jcausal.tracer.trace`
@@ -70,8 +72,9 @@ def contrastive(model: nnx.Module, gan: CounterfactualGAN, x, label: int, index:
       ValueError: ``x`` is classified correctly (nothing to contrast), or as for
         :func:`~jcausal.tracer.counterfactuals` (shape, label range, class without instances).
     """
-    res: CounterfactualResult = counterfactuals(gan, model, np.asarray(x)[None], [int(label)], index,
-                                                x_train=x_train)
+    x = np.asarray(check_inputs(gan, np.asarray(x)[None])[0])
+    model = wrap(model, x, split=False)
+    res: CounterfactualResult = counterfactuals(gan, model, x[None], [int(label)], index, x_train=x_train)
     if res.unchanged[0]:
         raise ValueError(f"the input is classified correctly as {int(label)}: nothing to contrast "
                          "(pass a misclassified input)")

@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jcausal._src.calling import Classifier
 from jcausal._src.checks import class_indices
+from jcausal._src.wrap import Wrapped, bind_classifier, wrap
 from jcausal._src.xla import jit
 from jcausal.tracer.constraints import (
     Decoding,
@@ -55,8 +57,8 @@ def _gen_apply(g_def, params, x, onehot, noise=None):
 
 
 @jit(static_argnums=0)
-def _prob_apply(c_def, params, x):
-    return jax.vmap(lambda xi: jax.nn.softmax(nnx.merge(c_def, params)(xi).astype(jnp.float32)))(x)
+def _prob_apply(clf: Classifier, params, x):
+    return jax.vmap(lambda xi: clf.probs(params, xi))(x)
 
 
 def generate(gan: CounterfactualGAN, x, targets, *, noise=None, batch_size: int = 256) -> np.ndarray:
@@ -159,13 +161,12 @@ def distinct_valid(result: CounterfactualResult) -> np.ndarray:
     return result.alternatives_valid.all(1) & ~same
 
 
-def _probs(model: nnx.Module, x: jax.Array, batch_size: int) -> np.ndarray:
-    c_def, c_params = nnx.split(model)
-    fn = partial(_prob_apply, c_def)
-    return _batched(fn, c_params, (x,), batch_size)
+def _probs(model: Wrapped, x: jax.Array, batch_size: int) -> np.ndarray:
+    clf, params = bind_classifier(model)
+    return _batched(partial(_prob_apply, clf), params, (x,), batch_size)
 
 
-def counterfactuals(gan: CounterfactualGAN, model: nnx.Module, x, targets, index: NNIndex, *,
+def counterfactuals(gan: CounterfactualGAN, model, x, targets, index: NNIndex, *,
                     x_train=None, batch_size: int = 256, num: int = 1, decoding: Decoding | None = None,
                     key: jax.Array | None = None, on_unreachable: str = "raise",
                     **constraints) -> CounterfactualResult:
@@ -173,8 +174,10 @@ def counterfactuals(gan: CounterfactualGAN, model: nnx.Module, x, targets, index
     actionable (``jcausal.tracer.constraints``): sparse, within constraints, several per input.
 
     Args:
-      gan: a trained :class:`CounterfactualGAN`; model: the classifier (``nnx.Module``, logits of ONE
-        input); x: ``(n, *input_shape)``; targets: ``(n,)`` desired classes.
+      gan: a trained :class:`CounterfactualGAN`; model: the classifier of ONE input (anything
+        :func:`jcausal.wrap` takes: Flax NNX or Linen, Equinox, Keras 3, PyTorch, a function, or a
+        wrapped model; logits or probabilities, as its ``output`` says); x: ``(n, *input_shape)``;
+        targets: ``(n,)`` desired classes.
       index: :class:`NNIndex` of the training data (for ``x_nn``; its per-feature min and max bound
         the changes); x_train: the training inputs (rows of ``index.rows``; default: from the index).
       **constraints: the keywords of :func:`~jcausal.tracer.make_constraints`: ``immutable``
@@ -211,6 +214,7 @@ def counterfactuals(gan: CounterfactualGAN, model: nnx.Module, x, targets, index
         raise ValueError(f"class(es) {empty} have no training instances: the GAN never learnt them")
     xs = np.asarray(x)
     d = xs[0].size
+    model = wrap(model, xs[0] if len(xs) else np.zeros(gan.input_shape, np.float32), split=False)
     cons = make_constraints(d, **constraints)
     check_immutable_in_range(cons, xs)
     decoding = (Decoding() if gan.kind == "tabular" else Decoding.dense()) if decoding is None else decoding
@@ -268,8 +272,9 @@ def _rows(rows, t, limit: int = 20) -> str:
     return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
-def model_labels(model: nnx.Module, x, *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """The classifier's classes and probabilities ``(n,)``, ``(n, k)`` of inputs ``x`` ``(n, ...)``.
+def model_labels(model, x, *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier's classes and probabilities ``(n,)``, ``(n, k)`` of inputs ``x`` ``(n, ...)``
+    (``model``: anything :func:`jcausal.wrap` takes, of ONE input).
 
     Pass these classes to :func:`~jcausal.tracer.train_gan` / :func:`~jcausal.tracer.nn_index`:
     ``y*`` is a target *model output* (section 3.3), so ``x_nn`` should be a training instance the
@@ -278,5 +283,7 @@ def model_labels(model: nnx.Module, x, *, batch_size: int = 256) -> tuple[np.nda
     confident instances (``probs.max(1) >= 0.99``) moves ``x_nn`` further from the boundary.
     """
     x = jnp.asarray(x, jnp.float32)
-    probs = _probs(model, x, batch_size)
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"x must be a non-empty batch (n, ...) of inputs, got shape {tuple(x.shape)}")
+    probs = _probs(wrap(model, x[0], split=False), x, batch_size)
     return probs.argmax(1), probs
