@@ -2,6 +2,7 @@
 MNIST models (ACE-definition issue).
 
     python -m benchmarks.definition [--quick] [--data DIR] [--out benchmarks/results] [--repeats 3]
+                                    [--models mlp cnn]
 
 Models, trained on 8,000 rows of the MNIST test set (the other 2,000 held out): the
 784-256-128-64-32-10 MLP with ReLU and with softplus, and the GCE paper's CNN (Table 1). Outputs are
@@ -37,16 +38,21 @@ from jcausal.models import GCECNN, MLP, accuracy, functional, split_functional, 
 MNIST_MLP = (784, 256, 128, 64, 32, 10)
 
 
-def _models(data, quick, seed=0):
+MODELS = ("mlp", "cnn")
+
+
+def _models(data, quick, seed=0, models=MODELS):
     Xtr, ytr = data.x_train, data.y_train
     if quick:
         Xtr, ytr = Xtr[:2000], ytr[:2000]
     out = []
-    for act in ("relu", "softplus"):
+    for act in ("relu", "softplus") if "mlp" in models else ():
         m = MLP(MNIST_MLP, activation=act, rngs=nnx.Rngs(seed))
         train(m, Xtr, ytr, key=jax.random.key(seed), epochs=2 if quick else 8, batch_size=128,
               learning_rate=1e-3, progress=False)
         out.append((f"MLP {act}", m, act == "relu"))
+    if "cnn" not in models:
+        return out
     cnn = GCECNN(10, rngs=nnx.Rngs(seed))
     train(cnn, Xtr, ytr, key=jax.random.key(seed), epochs=1 if quick else 3, batch_size=64,
           learning_rate=1e-3, progress=False)
@@ -100,6 +106,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                    help="which models: the two MNIST MLPs (relu, softplus) and/or the GCE CNN")
     args = ap.parse_args(argv)
     require_mnist(args.data)
     data = load_mnist(args.data, val_fraction=0.2, seed=0, flatten=True)
@@ -114,7 +122,7 @@ def main(argv=None) -> dict:
     alphas = np.linspace(0.0, 1.0, A).astype(np.float32)
     n_pts = F * A
     rows_out, cv_out = [], []
-    for name, model, piecewise in _models(data, args.quick):
+    for name, model, piecewise in _models(data, args.quick, models=args.models):
         apply, params = functional(model)
         split, sparams = split_functional(model)
         probs_split = split.then(jax.nn.softmax)
@@ -185,7 +193,7 @@ def main(argv=None) -> dict:
             summary[f"{mdl}: split speedup over old monte_carlo"] = speedup
     summary["control_variate_best_ratio"] = max((c["ratio"] for c in cv_out), default=None)
     payload = {"machine": machine(), "features": feats, "alphas": alphas.tolist(), "rows_reference": len(X),
-               "rows": rows_out, "control_variate": cv_out, "summary": summary}
+               "models": list(args.models), "rows": rows_out, "control_variate": cv_out, "summary": summary}
     suffix = "_quick" if args.quick else ""
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / f"definition{suffix}.json", payload)

@@ -109,7 +109,7 @@ def test_help_and_refusals_import_no_jax():
 def test_cli_tables_equal_the_library():
     """The names the CLI writes out (so that parsing imports no jax) are the library's."""
     from jcausal.ace import estimators as E
-    from jcausal.cli import ace as cli_ace
+    from jcausal.cli import ace_methods as cli_ace
     from jcausal.cli import train as cli_train
     from jcausal.models import ACTIVATIONS
 

@@ -53,13 +53,17 @@ class _Composed(NamedTuple):
         return self.split.rest(params, self.split.first(params, x))
 
 
-def unwrap_model(f: Any, params: Any = None, *, split: bool = True) -> tuple[Any, Any]:
+def unwrap_model(f: Any, params: Any = None, *, split: bool = True,
+                 probabilities: bool = False) -> tuple[Any, Any]:
     """The pure ``(model, params)`` of anything an entry point takes (DESIGN.md section 4).
 
     An object with ``__jcausal_model__`` (what :func:`jcausal.wrap` returns) gives its pure form:
     its :class:`Split` (or ``apply(params, x)``) and its parameters; with ``split=False`` (entry
     points that call the model whole) it is asked for ``__jcausal_model__(split=False)``, and a
     Split that still comes back is composed into one callable ``f(params, x)``.
+    With ``probabilities=True`` (methods that need class probabilities, e.g. GCE's information
+    flow) a wrapped model whose ``output`` is ``"raw"`` (logits) comes with ``jax.nn.softmax``
+    applied to its output; one whose output is already probabilities is never softmaxed again.
     Anything else is returned unchanged.
 
     Raises:
@@ -73,6 +77,8 @@ def unwrap_model(f: Any, params: Any = None, *, split: bool = True) -> tuple[Any
                          "wrap the model again to use other parameters")
     if not split and isinstance(g, Split):
         g = _Composed(g)
+    if probabilities and getattr(f, "output", None) == "raw":
+        g = g.then(jax.nn.softmax) if isinstance(g, Split) else _Then(g, jax.nn.softmax)
     return g, own
 
 

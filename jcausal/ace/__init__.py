@@ -41,10 +41,3 @@ __all__ = [
     "truncate",
 ]
 
-
-def __getattr__(name: str):  # deprecated names (PEP 562): predict, baseline
-    if name in ("predict", "baseline"):
-        from jcausal.ace import regressors
-
-        return getattr(regressors, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

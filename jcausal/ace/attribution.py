@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -139,9 +138,6 @@ class Settings:
 def make_settings(settings: Settings | None = None, **overrides) -> Settings:
     """``settings`` (default :class:`Settings`) with the named fields replaced; a name that is not a
     field is an error that says where it belongs."""
-    if "baseline_at" in overrides:
-        warnings.warn("baseline_at= is deprecated: use reference_at=", DeprecationWarning, stacklevel=3)
-        overrides["reference_at"] = overrides.pop("baseline_at")
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = sorted(set(overrides) - known)
     if unknown:

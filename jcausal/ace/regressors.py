@@ -24,7 +24,6 @@ dtype. Curves are centred and scaled before fitting; evidence is reported in the
 
 from __future__ import annotations
 
-import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -387,27 +386,3 @@ def raw_coefficients(reg: Regressor):
             c = c.at[..., j].add(reg.coef[..., mdeg] * comb(mdeg, j) * s ** j * o ** (mdeg - j))
     c = c * reg.scale[..., None]
     return c.at[..., 0].add(reg.offset)
-
-
-_RENAMED = {"predict": "predict_regressor", "baseline": "reference_level"}
-
-
-def renamed(old: str, namespace: dict):
-    """The function now called ``_RENAMED[old]`` wrapped to warn that ``old`` is deprecated."""
-    new = _RENAMED[old]
-    fn = namespace[new]
-
-    def alias(*args, **kwargs):
-        warnings.warn(f"jcausal.ace.{old} is deprecated: use jcausal.ace.{new}", DeprecationWarning,
-                      stacklevel=2)
-        return fn(*args, **kwargs)
-
-    alias.__name__ = alias.__qualname__ = old
-    alias.__doc__ = f"Deprecated alias of :func:`{new}`."
-    return alias
-
-
-def __getattr__(name: str):  # deprecated names (PEP 562), kept for old code
-    if name in _RENAMED:
-        return renamed(name, globals())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,15 @@ import json
 import sys
 from pathlib import Path
 
+from jcausal.cli import ace_jobs
+from jcausal.cli.ace_methods import (
+    averages_rows,
+    check_memory,
+    check_rank_method,
+    chosen_method,
+    method_kinds,
+    rank_methods,
+)
 from jcausal.cli.core import CLIError, command
 from jcausal.cli.train import IRIS_SET, check_mlp_request, fit_iris_mlp
 
@@ -22,41 +31,6 @@ __all__ = ["register"]
 
 SMALL_SPREAD = 5e-4  # a Phase I curve with a smaller std over the grid may print as flat (0.000)
 UNIT_TOL = 1e-4  # expectations of probabilities outside [-tol, 1 + tol] are flagged
-
-
-# The estimator registry (jcausal.ace.estimators) as a fresh process sees it, written out so that
-# parsing and every check before the work import no jax (``--help`` and a refused option answer at
-# once): each ``--method`` name with its kind ("feature": averages the data rows, eqn 2; "point":
-# eqn 4 from the moments), the methods that take ``rank``, and the default with rows at hand.
-# tests/test_cli.py keeps these equal to the registry. A process that has imported the registry
-# (and perhaps registered estimators of its own) reads the registry itself.
-METHOD_KINDS = {"definition": "feature", "directional": "point", "exact": "point", "hutchinson": "point",
-                "gauss_newton": "point", "finite_difference": "point", "monte_carlo": "feature"}
-RANK_METHODS = ("directional", "finite_difference", "gauss_newton", "hutchinson")
-DEFAULT_METHOD = "definition"
-
-
-def _registry():
-    """``jcausal.ace.estimators`` if this process has imported it, else ``None``."""
-    return sys.modules.get("jcausal.ace.estimators")
-
-
-def method_kinds() -> dict[str, str]:
-    """Every ``--method`` name -> its kind (``"feature"`` or ``"point"``)."""
-    E = _registry()
-    if E is None:
-        return dict(METHOD_KINDS)
-    return {n: E.lookup(n).kind for n in E.method_names()}
-
-
-def chosen_method(args) -> str:
-    """The ``--method`` asked for, or the default with data rows at hand (eqn 2)."""
-    return args.method or DEFAULT_METHOD
-
-
-def averages_rows(method: str) -> bool:
-    """Whether the estimator registered as ``method`` averages the data rows (eqn 2)."""
-    return method_kinds()[method] == "feature"
 
 
 def _rank(text: str):
@@ -205,32 +179,11 @@ def _check_checkpoint(ckpt: Path, wanted: dict, *, own: bool, remedy: str) -> di
 # ------------------------------------------------------------------------------------ the command
 
 
-def _rank_methods() -> list[str]:
-    """The estimators that take ``--rank`` (a covariance factor truncation)."""
-    E = _registry()
-    if E is None:
-        return list(RANK_METHODS)
-    return sorted(n for n in E.REGISTRY if E.takes_setting(n, "rank"))
-
-
-def check_rank_method(args) -> None:
-    method = chosen_method(args)
-    if args.rank is not None and method not in _rank_methods():
-        raise CLIError(f"--rank truncates the covariance factor of the eqn-4 methods "
-                       f"({', '.join('--method ' + m for m in _rank_methods())}); --method "
-                       f"{method} (eqn 2) uses every direction: drop --rank or "
-                       "choose one of those methods")
-
-
 def _check(args):
     """Everything that can be refused before the lock and any work; what the run needs."""
     if args.dataset == "run":
-        from jcausal.cli import ace_jobs
-
         return ace_jobs.check_run(args)
     if args.dataset == "latent-vae":
-        from jcausal.cli import ace_jobs
-
         return ace_jobs.check_latent(args)
     sizes = _check_options(args)
     prep = {"sizes": sizes}
@@ -256,39 +209,8 @@ def _check(args):
     return prep
 
 
-def check_memory(args, num_features: int, num_outputs: int, rows: int = 0) -> None:
-    """Refuse a grid whose arrays alone would not fit in memory (estimated before any work)."""
-    need = estimate_bytes(num_features, args.num_alphas, num_outputs, rows)
-    have = _available_bytes()
-    if have and need > have // 2:
-        raise CLIError(f"--num-alphas {args.num_alphas} x {num_features} features x {num_outputs} outputs "
-                       f"needs about {need / 2**30:.1f} GiB (expectations, standard errors and the "
-                       f"per-feature evaluations), more than half the {have / 2**30:.1f} GiB available: "
-                       "use fewer --num-alphas (Phase II fits a polynomial of order <= --max-order; 20-50 "
-                       "alphas are plenty) or fewer --features")
-
-
-def estimate_bytes(num_features: int, num_alphas: int, num_outputs: int, rows: int = 0) -> int:
-    """Bytes of the host and device arrays of a Phase I + II run: the ``(F, A, m)`` expectations and
-    their standard errors (float64 copies for the table), the alphas, and for eqn 2 one feature's
-    ``(A, m)`` partial sums per row block (``rows`` > 0)."""
-    grid = num_features * num_alphas
-    return int(grid * num_outputs * 8 * 6 + grid * 8 * 2 + (num_alphas * num_outputs * 4 * 64 if rows else 0))
-
-
-def _available_bytes() -> int:
-    import os
-
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
 def _run(args, folder, prep) -> int:
     if args.dataset in ("run", "latent-vae"):
-        from jcausal.cli import ace_jobs
-
         job = ace_jobs.run if args.dataset == "run" else ace_jobs.latent
         return job(args, folder, prep)
     import jax
@@ -495,7 +417,6 @@ def format_table(res, report) -> str:
 
 def register(sub) -> None:
     """Add ``jcausal ace`` to the top-level subparsers."""
-    from jcausal.cli.ace_jobs import add_options, locks
 
     ac = command(
         sub, "ace", help="average causal effects of every input on every output (ACE paper)",
@@ -504,7 +425,7 @@ def register(sub) -> None:
                     "checkpoint ('iris', 'file': outputs are softmax probabilities), or any model as a "
                     "resumable job ('run': the outputs the model returns; ace.json records whether they "
                     "are probabilities).",
-        run=_run, check=_check, locks=locks, out="jcausal-out")
+        run=_run, check=_check, locks=ace_jobs.locks, out="jcausal-out")
     ac.add_argument("dataset", choices=["iris", "file", "run", "latent-vae"],
                     help="'iris': the reference Iris MLP (trained and saved in --out when no "
                          "--checkpoint); 'file': your MLP (--checkpoint, --sizes) on your data (--data); "
@@ -526,7 +447,7 @@ def register(sub) -> None:
                     help="compute in float64 (jax_enable_x64 for this run; needed by "
                          "finite_difference)")
     ac.add_argument("--rank", type=_rank, help="covariance directions kept by the eqn-4 factor methods "
-                                               f"({', '.join(_rank_methods())}): int, or variance "
+                                               f"({', '.join(rank_methods())}): int, or variance "
                                                "fraction like 0.95")
     ac.add_argument("--num-alphas", type=int, default=20, help="interventions per feature "
                                                                 "(default: %(default)s)")
@@ -535,4 +456,4 @@ def register(sub) -> None:
                                                               "--num-alphas >= max-order + 2)")
     ac.add_argument("--features", type=int, nargs="+", help="feature indices (default: all)")
     ac.add_argument("--batch-size", type=int, default=32, help="points per device at once")
-    add_options(ac)
+    ace_jobs.add_options(ac)

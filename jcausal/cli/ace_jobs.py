@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from jcausal.cli.ace_methods import averages_rows, check_memory, check_rank_method, chosen_method
 from jcausal.cli.core import CLIError, positive_int
 
 __all__ = ["add_options", "check_latent", "check_run", "latent", "locks", "run"]
@@ -80,7 +81,6 @@ def check_run(args) -> dict:
     """Every refusal of ``ace run`` before the lock and any work: options, model, data, memory."""
     _check_run_options(args)  # the command line alone, before jax is imported
     from jcausal.ace.jobs import load_model, load_rows
-    from jcausal.cli.ace import check_memory
 
     if args.distributed:
         _init_distributed(args)
@@ -99,7 +99,6 @@ def check_run(args) -> dict:
 
 def _check_run_options(args) -> None:
     """The refusals of ``ace run`` that need only the command line."""
-    from jcausal.cli.ace import averages_rows, check_rank_method, chosen_method
 
     if not args.model or not args.data:
         raise CLIError("jcausal ace run: needs --model module:function and --data (.npy, .npz or IDX folder)")
@@ -207,7 +206,6 @@ def run(args, folder, prep) -> int:
 
     from jcausal.ace import Execution, estimators, make_estimator
     from jcausal.ace.jobs import JobError, run_job
-    from jcausal.cli.ace import chosen_method
 
     out = Path(args.out)
     method = chosen_method(args)

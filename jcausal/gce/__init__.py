@@ -26,7 +26,6 @@ from jcausal.gce.train import (
     build_step,
     find_plateau,
     fit_explainer,
-    train,  # noqa: F401 - deprecated name of fit_explainer
 )
 
 __all__ = [

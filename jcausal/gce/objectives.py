@@ -165,6 +165,16 @@ def split_params(params) -> tuple[Any, Any]:
     return params[0], params[1]
 
 
+def unwrap_models(decode: Callable, classify: Callable, params):
+    """``(decode, classify, (decode_params, classify_params))``: a :func:`jcausal.wrap` model gives
+    its pure ``apply`` and its parameters (a wrapped classifier whose output is logits comes with
+    its softmax: GCE needs class probabilities); plain callables and ``params`` pass unchanged."""
+    gp, cp = split_params(params)
+    decode, gp = unwrap_model(decode, gp, split=False)
+    classify, cp = unwrap_model(classify, cp, split=False, probabilities=True)
+    return decode, classify, (gp, cp)
+
+
 def bind_models(decode: Callable, classify: Callable, params, *, dim: int | None = None, example=None,
                 encode: Callable | None = None, noisy: bool = False):
     """Trace the models once, at this call: ``(encode, decode, classify, params)`` to pass to jitted
@@ -175,9 +185,7 @@ def bind_models(decode: Callable, classify: Callable, params, *, dim: int | None
     ``decode`` is traced on a latent ``(dim,)`` or, with ``encode``, on the latent mean that
     ``encode`` gives for ``example`` (ONE input).
     """
-    gp, cp = split_params(params)
-    decode, gp = unwrap_model(decode, gp, split=False)
-    classify, cp = unwrap_model(classify, cp, split=False)
+    decode, classify, (gp, cp) = unwrap_models(decode, classify, params)
     slots = []
     if encode is not None:
         enc, ce = trace_model(encode, gp, example)
@@ -431,7 +439,8 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
         or ``decode(params[0], z)``; with ``noisy=True`` it is called with ``key=`` and draws
         ``x ~ p(x | z)``.
       classify: ``classify(x) -> (M,)`` class probabilities for ONE input, or
-        ``classify(params[1], x)``.
+        ``classify(params[1], x)``, or a :func:`jcausal.wrap` model (any framework; logits are
+        softmaxed, probabilities used as they are).
       key: PRNG key.
       K, L: numbers of causal (``>= 1``) and noncausal (``>= 0``) factors, Python ints.
       n_alpha, n_beta: samples of the measured factors and of the others (``>= 1``).
@@ -470,8 +479,7 @@ def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K:
     check_sizes(K, L, n_alpha, n_beta)
     check_sampler(sampler, n_alpha, n_beta,
                   inner_dims=L + (K - 1 if variant == "independent_conditional" else 0))
-    (decode, dp), (classify, cp) = (unwrap_model(g, p, split=False) for g, p in zip((decode, classify),
-                                                                                    split_params(params)))
+    decode, classify, (dp, cp) = unwrap_models(decode, classify, params)
     params = None if dp is None and cp is None else (dp, cp)  # jcausal.wrap models carry their params
     if variant not in VARIANTS:
         raise ValueError(f"variant = {variant!r}: choose one of {VARIANTS}")
@@ -519,6 +527,8 @@ def factor_flows(decode: Callable, classify: Callable, key: jax.Array, *, K: int
     check_sizes(K, L, n_outer, n_inner, names=("n_outer", "n_inner"))
     dim = K + L
     check_sampler(sampler, n_outer, n_inner, inner_dims=dim - 1, names=("n_outer", "n_inner"))
+    decode, classify, (dp, cp) = unwrap_models(decode, classify, params)
+    params = None if dp is None and cp is None else (dp, cp)
     check = check and not _is_traced(params, key)
     if check:
         check_models(decode, classify, dim, params=params, noisy=noisy)

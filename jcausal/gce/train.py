@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jcausal._src.calling import unwrap_model
 from jcausal._src.checks import require_finite
 from jcausal._src.fit import FitResult, Loop, fit
 from jcausal._src.io import atomic_write_bytes
@@ -30,7 +31,7 @@ from jcausal.gce.objectives import VARIANTS, check_models, check_sampler, check_
 from jcausal.models.checkpoint import save
 
 __all__ = ["ExplainerSettings", "Plateau", "PlateauWarning", "StepInfo", "build_step", "find_plateau",
-           "fit_explainer", "train"]
+           "fit_explainer"]
 
 
 class StepInfo(NamedTuple):
@@ -111,7 +112,6 @@ def find_plateau(history: dict, *, c_tol: float = 0.01, window: float = 0.25) ->
     return Plateau(since, c_max, float(D[-tail]), float(D[-1]))
 
 
-TrainResult = FitResult  # the old name of this module's result (use jcausal.models.FitResult)
 
 
 def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTransformation, *, K: int,
@@ -238,7 +238,8 @@ def fit_explainer(model: nnx.Module | Generative, classify: Callable, data=None,
       model: a :class:`~jcausal.gce.LinearGaussian`, a :class:`~jcausal.models.vae.VAE` (updated in
         place at the end), or a :class:`~jcausal.gce.Generative`.
       classify: ``classify(x)`` or, with ``classify_params``, ``classify(params, x)`` -> ``(M,)``
-        class probabilities of ONE input. Frozen: no gradient reaches its parameters.
+        class probabilities of ONE input, or a :func:`jcausal.wrap` model (its parameters are used;
+        logits are softmaxed). Frozen: no gradient reaches its parameters.
       data: ``(n, ...)`` training inputs for the data term (``None`` for the linear-Gaussian map).
       key: PRNG key (batches and every Monte Carlo draw); the run is reproducible from it.
       K, L: causal and noncausal factors; lam: ``lambda >= 0``; steps: optimisation steps.
@@ -279,6 +280,9 @@ def fit_explainer(model: nnx.Module | Generative, classify: Callable, data=None,
     _check_request(K, L, lam, steps, settings, loop)
     gen = model if isinstance(model, Generative) else generative(model)
     _check_latent_size(model, gen, data, K, L)
+    # a jcausal.wrap classifier: its apply (softmaxed when its output is logits) and its parameters,
+    # which enter every step as arguments
+    classify, classify_params = unwrap_model(classify, classify_params, split=False, probabilities=True)
     if not settings.fidelity_only:
         check_models(gen.decode, classify, K + L, params=(gen.params, classify_params), noisy=gen.noisy)
     data, bs = _training_rows(gen, data, settings.batch_size)
@@ -309,18 +313,3 @@ def fit_explainer(model: nnx.Module | Generative, classify: Callable, data=None,
     if isinstance(model, nnx.Module):
         nnx.update(model, params)
     return res._replace(state=params)
-
-
-_SETTINGS = frozenset(ExplainerSettings._fields)
-_LOOP = frozenset(Loop._fields)
-
-
-def train(model: nnx.Module | Generative, classify: Callable, data=None, **kwargs) -> FitResult:
-    """Deprecated name of :func:`fit_explainer`, taking its settings as flat keywords
-    (``batch_size=``, ``n_alpha=``, ..., ``checkpoint=``, ``progress=``, ...)."""
-    warnings.warn("jcausal.gce.train is deprecated: use jcausal.gce.fit_explainer (settings in "
-                  "ExplainerSettings, checkpoint/progress in jcausal.models.Loop)", DeprecationWarning,
-                  stacklevel=2)
-    settings = ExplainerSettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in _SETTINGS})
-    loop = Loop(**{k: kwargs.pop(k) for k in list(kwargs) if k in _LOOP})
-    return fit_explainer(model, classify, data, settings=settings, loop=loop, **kwargs)

@@ -41,7 +41,6 @@ from jcausal.tracer.counterfactual import (
 )
 from jcausal.tracer.explain import (
     TracerResult,
-    explain,  # noqa: F401 - the deprecated name of trace, for old code
     trace,
 )
 from jcausal.tracer.faithfulness import Faithfulness, deletion_insertion

@@ -62,12 +62,15 @@ class LayerOutputs(NamedTuple):
       params: the module state (pass it to jitted code as an argument).
       names: the ``L`` kept layer names, in execution order.
       shapes: the ``L`` per-example shapes.
+      probabilities: the output is already class probabilities (a wrapped model whose ``output``
+        is ``"probabilities"``); ``False``: logits (TRACER applies the softmax once).
     """
 
     apply: Callable[..., Any]
     params: Any
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
+    probabilities: bool = False
 
 
 class Activations(NamedTuple):
@@ -211,7 +214,8 @@ def layer_outputs(model: nnx.Module, example: jax.Array, *, layers=None) -> Laye
         out, items = run(params, x, key)
         return out, tuple(items[i][1] for i in pick)
 
-    return LayerOutputs(apply, params, tuple(kept), kshapes)
+    probabilities = getattr(model, "output", None) == "probabilities"  # what a wrapped model knows
+    return LayerOutputs(apply, params, tuple(kept), kshapes, probabilities)
 
 
 @partial(jit, static_argnames=("apply", "batch_size"))

@@ -8,7 +8,6 @@ measures whether two layers respond to the interventions in the same way.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -72,8 +71,9 @@ def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, eps: float = 0.05
     """TRACER's local causal analysis of ONE input ``x``.
 
     Args:
-      model: an ``nnx.Module`` returning logits for ONE input, or a :class:`LayerOutputs` (reuse one
-        across inputs: it is traced once).
+      model: an ``nnx.Module`` returning logits for ONE input, a :func:`jcausal.wrap` model (any
+        framework; its output is taken as logits or probabilities, as it says), or a
+        :class:`LayerOutputs` (reuse one across inputs: it is traced once).
       x: the input.
       layers: layer filter (names / patterns / predicate).
       eps: merge threshold in [0, 1).
@@ -104,7 +104,8 @@ def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, eps: float = 0.05
     batch = jnp.concatenate([x[None], iv.inputs])
     acts = activations(lo, batch, batch_size=batch_size)
     _check_finite_activations(acts)
-    probs = np.asarray(jax.nn.softmax(acts.output.astype(jnp.float32), axis=-1))
+    out = acts.output.astype(jnp.float32)
+    probs = np.asarray(out if lo.probabilities else jax.nn.softmax(out, axis=-1))  # never softmaxed twice
     target = int(np.argmax(probs[0])) if target is None else int(target)
     if not 0 <= target < probs.shape[1]:
         raise ValueError(f"target {target} outside [0, {probs.shape[1]})")
@@ -120,10 +121,3 @@ def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, eps: float = 0.05
         node_contribution(g, acts.names[grp[-1]], acts.values[grp[-1]], delta_out, iv.mask, top=top)
         for g, grp in enumerate(graph.groups))
     return TracerResult(graph, contribs, probs[0], target, delta_out, iv)
-
-
-def explain(*args, **kwargs) -> TracerResult:
-    """Deprecated name of :func:`trace`."""
-    warnings.warn("jcausal.tracer.explain is deprecated: use jcausal.tracer.trace", DeprecationWarning,
-                  stacklevel=2)
-    return trace(*args, **kwargs)

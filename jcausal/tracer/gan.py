@@ -21,7 +21,6 @@ counterfactuals with a trained GAN is :mod:`jcausal.tracer.counterfactual`.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -265,23 +264,6 @@ class GANObjective(NamedTuple):
 _DEFAULT_LOOP = Loop(log_every=10)
 
 
-def _legacy(objective: GANObjective | None, loop: Loop | None, legacy: dict):
-    """``objective`` and ``loop`` with the old flat keywords (``distance=``, ``l1=``, ...,
-    ``checkpoint=``, ``progress=``, ...) folded in."""
-    unknown = set(legacy) - set(GANObjective._fields) - set(Loop._fields)
-    if unknown:
-        raise TypeError(f"train_gan got unexpected keyword(s) {sorted(unknown)}")
-    objective = GANObjective() if objective is None else objective
-    loop = _DEFAULT_LOOP if loop is None else loop
-    if legacy:
-        warnings.warn(f"train_gan({', '.join(f'{k}=' for k in legacy)}) is deprecated: pass "
-                      "objective=GANObjective(...) and loop=jcausal.models.Loop(...)", DeprecationWarning,
-                      stacklevel=3)
-        objective = objective._replace(**{k: v for k, v in legacy.items() if k in GANObjective._fields})
-        loop = loop._replace(**{k: v for k, v in legacy.items() if k in Loop._fields})
-    return objective, loop
-
-
 def _targets(x, y, k: int, index: NNIndex | None):
     """The index, and for every (input, class) the row of its nearest instance of that class
     ``(n, k)`` and per class the other present classes ``(k, P - 1)`` (computed once, exactly)."""
@@ -317,7 +299,7 @@ def _draw(data, idx, key):
 
 def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: float = 0.5,
               batch_size: int = 64, learning_rate: float = 1e-3, index: NNIndex | None = None,
-              objective: GANObjective | None = None, loop: Loop | None = None, **legacy) -> FitResult:
+              objective: GANObjective | None = None, loop: Loop | None = None) -> FitResult:
     """Train the counterfactual GAN on labelled data (section 3.3); ``gan`` is updated in place.
 
     Each step takes a batch of inputs ``x_i`` (a seeded permutation per epoch), targets ``y*_i``
@@ -337,15 +319,14 @@ def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: 
       loop: :class:`~jcausal.models.Loop`; default ``Loop(log_every=10)``. Checkpoints are an
         atomic :func:`jcausal.models.save` of the whole GAN (every ``checkpoint_every`` steps, at
         the end, and with the last finite parameters when a loss turns NaN/inf).
-      **legacy: the deprecated flat keywords of ``objective`` and ``loop`` (``distance=``,
-        ``immutable=``, ``checkpoint=``, ``progress=``, ...).
 
     Returns:
       :class:`~jcausal.models.FitResult`: ``state`` ``(g_params, d_params)``, history ``step``,
       ``loss`` (G + D), ``g_loss``, ``d_loss``, ``gan``, ``dist``; ``index`` the
       :class:`~jcausal.tracer.NNIndex` of the training data.
     """
-    objective, loop = _legacy(objective, loop, legacy)
+    objective = GANObjective() if objective is None else objective
+    loop = _DEFAULT_LOOP if loop is None else loop
     lam, l1 = float(lam), objective.l1
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam = {lam}: lambda must lie in [0, 1]")

@@ -125,15 +125,3 @@ def test_noisy_constant_selects_order_zero_occam():
     assert np.all(le[np.arange(20), np.asarray(plain.order[:, 0])] >= le.max(1) - 1e-9)
     with pytest.raises(ValueError, match="bayes_factor"):
         fit_regressors(A[None], _noisy()[None, :, None], [-2.0], [3.0], bayes_factor=0.5)
-
-
-def test_deprecated_names_warn_and_forward():
-    import jcausal.ace as ace
-
-    a = np.linspace(0, 1, 7, dtype=np.float32)
-    reg = fit_regressors(a[None], (2 * a)[None, :, None], np.zeros(1), np.ones(1), max_order=2)
-    with pytest.warns(DeprecationWarning, match="predict_regressor"):
-        old = ace.predict(reg, a)
-    np.testing.assert_array_equal(old[0], predict_regressor(reg, a)[0])
-    with pytest.warns(DeprecationWarning, match="reference_level"):
-        np.testing.assert_array_equal(ace.baseline(reg), reference_level(reg))

@@ -47,13 +47,3 @@ def test_bad_arguments():
         quadrature(10, "simpson")
     with pytest.raises(ValueError, match="shape"):
         integrated_gradients(prod, jnp.ones(2), jnp.ones(3))
-
-
-def test_old_package_name_warns_and_forwards():
-    import importlib
-    import sys
-
-    sys.modules.pop("jcausal.baselines", None)
-    with pytest.warns(DeprecationWarning, match="jcausal.comparisons"):
-        old = importlib.import_module("jcausal.baselines")
-    assert old.integrated_gradients is integrated_gradients

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jcausal.gce import ExplainerSettings, LinearGaussian, fit_explainer, generative, information_flow, train
+from jcausal.gce import ExplainerSettings, LinearGaussian, fit_explainer, generative, information_flow
 from jcausal.models import Loop, load
 from jcausal.models.vae import mlp_vae
 
@@ -158,19 +158,6 @@ def test_nonfinite_data_is_refused_with_counts():
     with pytest.raises(ValueError, match=r"^data holds NaN/inf: 2 non-finite entries in 1 of its 20 inputs"):
         fit_explainer(mlp_vae(3, 2, hidden=(8,), rngs=nnx.Rngs(0)), lambda x: jax.nn.softmax(x[:2]), X,
                       key=jax.random.key(0), K=1, L=1, lam=0.1, steps=1, settings=TINY, loop=QUIET)
-
-
-def test_train_is_a_deprecated_alias_of_fit_explainer():
-    """``jcausal.gce.train`` (the README's old name) warns and forwards its flat keywords."""
-    a = jnp.asarray([1.5, -0.5], jnp.float32)
-    model = LinearGaussian(2, 1, 1, gamma=0.0, rngs=nnx.Rngs(0))
-    with pytest.warns(DeprecationWarning, match="fit_explainer"):
-        res = train(model, probit_params, key=jax.random.key(1), K=1, L=1, lam=0.1, steps=3,
-                    classify_params=a, n_alpha=8, n_beta=4, log_every=2, progress=False)
-    new = fit_explainer(LinearGaussian(2, 1, 1, gamma=0.0, rngs=nnx.Rngs(0)), probit_params,
-                        key=jax.random.key(1), K=1, L=1, lam=0.1, steps=3, classify_params=a, settings=SMALL,
-                        loop=Loop(log_every=2, progress=False))
-    assert res.history == new.history and res.history["step"] == [2, 3]
 
 
 def test_plateau_is_found_and_warned_about():

@@ -217,17 +217,3 @@ def test_global_view_and_faithfulness_refuse_nonfinite_inputs():
     assert np.all(np.isfinite(np.asarray(curves)))
     with pytest.raises(ValueError, match=r"^counterfactual holds NaN/inf: 1 non-finite entry of 3"):
         feature_changes(np.zeros(3), np.array([0.0, np.nan, 1.0]))
-
-
-def test_old_name_explain_warns_and_gives_the_same_analysis():
-    from jcausal.tracer import explain
-
-    m = nnx.Sequential(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), nnx.tanh, nnx.Linear(3, 2, rngs=nnx.Rngs(1)))
-    x = jnp.arange(1.0, 5.0, dtype=jnp.float32)
-    with pytest.warns(DeprecationWarning, match="jcausal.tracer.trace"):
-        old = explain(m, x, baseline_kind="mean", value=0.5)
-    new = trace(m, x, baseline_kind="mean", value=0.5)
-    assert old.graph.node_names() == new.graph.node_names()
-    np.testing.assert_array_equal(old.delta_out, new.delta_out)
-    with pytest.raises(TypeError):
-        trace(m, x, no_such_setting=1)
