@@ -269,35 +269,30 @@ def _compute(args, X, sizes, feats, ckpt, feature_names, output_names):
     from flax import nnx
     from tqdm.auto import tqdm
 
+    import jcausal
     from jcausal.ace import Execution, explain, make_estimator
-    from jcausal.models import MLP, functional, load, split_functional
+    from jcausal.models import MLP, load
     from jcausal.plot import plot_causal_regressors
 
     steps = tqdm(total=3, desc="jcausal ace", disable=args.quiet, leave=False)
     model = MLP(sizes, activation=args.activation, rngs=nnx.Rngs(0))
     load(ckpt, model)
-    apply, params = functional(model)
+    dtype = jnp.float64 if args.x64 else jnp.float32  # --x64: the caller enabled float64
+    nnx.update(model, jax.tree.map(lambda a: jnp.asarray(a, dtype), nnx.state(model, nnx.Param)))
     steps.update()
     method = chosen_method(args)  # eqn 2 over the rows given: the quantity asked for
     steps.set_postfix_str(f"Phase I ({method})")
-    dtype = jnp.float64 if args.x64 else jnp.float32  # --x64: the caller enabled float64
-    params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
     Xd = np.asarray(X, dtype)
-
-    def probs(p, x):
-        return jax.nn.softmax(apply(p, x))
-
-    f, head = probs, None
-    if averages_rows(method):  # the first layer once per row, a rank-one update per intervention
-        split, sparams = split_functional(model)
-        f, params = split.then(jax.nn.softmax), jax.tree.map(lambda a: jnp.asarray(a, dtype), sparams)
-    if method == "gauss_newton":
-        f, head = apply, jax.nn.softmax
+    # the model through the one contract: its class probabilities (Gauss-Newton takes the logits
+    # and the softmax as its smooth head) and the split wrap finds (eqn 2: the first layer once per
+    # row, a rank-one update per intervention)
+    gn = method == "gauss_newton"
+    model = jcausal.wrap(model, Xd[0], head=None if gn else jax.nn.softmax)
     key = jax.random.key(args.seed) if method == "hutchinson" else None
-    est = make_estimator(method, rank=args.rank, key=key, head=head)
+    est = make_estimator(method, rank=args.rank, key=key, head=jax.nn.softmax if gn else None)
     # eqn 2 averages over these rows; an eqn-4 method is checked against eqn 2 on them
-    res = explain(f, Xd, params=params, features=feats, num_alphas=args.num_alphas,
-                  max_order=args.max_order, method=est, data=Xd, run=Execution(batch_size=args.batch_size))
+    res = explain(model, Xd, features=feats, num_alphas=args.num_alphas, max_order=args.max_order,
+                  method=est, data=Xd, run=Execution(batch_size=args.batch_size))
     steps.update()
     steps.set_postfix_str("figure")
     fig = plot_causal_regressors(res, feature_names=[feature_names[i] for i in feats],
