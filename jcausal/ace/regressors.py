@@ -121,11 +121,6 @@ def _basis(u, D):
     return u[..., None] ** powers
 
 
-def _bounded(x, lo, hi):
-    """Smoothly squash ``x`` into ``(lo, hi)``; the identity well inside."""
-    return hi - jax.nn.softplus(hi - (lo + jax.nn.softplus(x - lo)))
-
-
 def _type2(Phi, y, iters: int = 300):
     """Type-II maximum likelihood of ``(alpha, beta)`` by MacKay's fixed-point updates (Bishop,
     PRML eqns 3.91-3.95), in the eigenbasis of ``Phi^T Phi`` so each update is O(M); a fixed number

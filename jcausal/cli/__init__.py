@@ -14,7 +14,15 @@ import argparse
 import importlib
 import sys
 
-from jcausal.cli.core import EXIT_REFUSED, CLIError, Parser, TrainingFailed, add_debug, debug_enabled
+from jcausal.cli.core import (
+    EXIT_REFUSED,
+    EXIT_TRAINING,
+    CLIError,
+    Parser,
+    TrainingFailed,
+    add_debug,
+    debug_enabled,
+)
 
 __all__ = ["CLIError", "add_debug", "build_parser", "main"]
 
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(err, (CLIError, ValueError, OSError, OutputLockedError, MemoryError)):
             print(f"jcausal: {_message(err)}", file=sys.stderr)
-            return 3 if isinstance(err, TrainingFailed) else EXIT_REFUSED
+            return EXIT_TRAINING if isinstance(err, TrainingFailed) else EXIT_REFUSED
         print(f"jcausal: internal error ({type(err).__name__}: {_message(err)}); run again with "
               "--debug for the traceback", file=sys.stderr)
         return 1

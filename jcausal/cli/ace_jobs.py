@@ -232,12 +232,9 @@ def run(args, folder, prep) -> int:
 
 
 def _call(model, params, x):
-    from jcausal._src.calling import Model, Split
+    from jcausal._src.calling import Model
 
-    f = model
-    if isinstance(model, Split):
-        return Model(model, params is not None)(params, x)
-    return Model(f, params is not None)(params, x)
+    return Model(model, params is not None)(params, x)  # a callable or a Split
 
 
 def check_latent(args):

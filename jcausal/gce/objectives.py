@@ -220,7 +220,6 @@ def check_sizes(K: int, L: int, n_outer: int, n_inner: int, names=("n_alpha", "n
         raise ValueError(f"{names[1]} = {n_inner}: need at least one sample")
 
 
-_check_sizes = check_sizes  # the old private name, for callers not yet moved to check_sizes
 
 
 def check_models(decode: Callable, classify: Callable, dim: int, *, params=None, noisy: bool = False,

@@ -33,7 +33,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.extend.core import Literal
 from tqdm.auto import tqdm
@@ -324,6 +323,3 @@ def detect_randomness(model: nnx.Module, x: jax.Array, key1: jax.Array, key2: ja
     sources = tuple(n for n in _random_sources(model, x, key1, list(lo.names)) if n in varying)
     return RandomnessReport(varying, sources, diff)
 
-
-def _as_numpy(acts: Activations) -> dict[str, np.ndarray]:
-    return {n: np.asarray(v) for n, v in zip(acts.names, acts.values)}
