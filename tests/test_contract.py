@@ -19,7 +19,7 @@ from flax import nnx
 import jcausal
 from jcausal.ace import explain
 from jcausal.comparisons import integrated_gradients
-from jcausal.gce import information_flow
+from jcausal.gce import information_flow, mutual_information
 from jcausal.models import Loop
 from jcausal.tracer import CounterfactualGAN, counterfactuals, model_labels, nn_index, trace, train_gan
 from tests.frameworks import FRAMEWORKS, HID, K_MLP, OUT, build, mlp_ref, set_mlp_weights
@@ -125,3 +125,18 @@ def test_every_method_takes_the_same_wrapped_classifier(fw, task):
     # validity as the hand-written network sees it
     probs = np.asarray(jax.vmap(lambda x: jax.nn.softmax(ref(P, x)))(jnp.asarray(r.counterfactuals)))
     np.testing.assert_array_equal(probs.argmax(1) == targets, r.valid)
+
+    # the same classifier with its softmax inside: its output is probabilities, never softmaxed again
+    wp = jcausal.wrap(model, ex, head=jax.nn.softmax, **kw)
+    assert wp.output == "probabilities"
+    np.testing.assert_allclose(trace(wp, X[0]).probs, t.probs, atol=1e-5)
+    np.testing.assert_array_equal(model_labels(wp, X)[0], y_ref)
+    for clf in (w, wp):
+        got = information_flow(decode, clf, key, K=1, L=1, n_alpha=16, n_beta=8, params=(D, None))
+        np.testing.assert_allclose(float(got), float(want_flow), atol=1e-5)
+        mi = mutual_information(decode, clf, key, dim=2, factors=[0], n_outer=16, n_inner=8, params=(D, None))
+        np.testing.assert_allclose(float(mi), float(want_flow), atol=1e-5)  # the joint flow at K = 1
+    rp = counterfactuals(gan, wp, xs, targets, index, x_train=X, immutable=[0], ranges={1: (-2.0, 2.0)},
+                         on_unreachable="keep")
+    assert rp.valid.mean() >= 0.95, (fw, rp.valid.mean())
+    np.testing.assert_array_equal(rp.counterfactuals[:, 0], xs[:, 0])

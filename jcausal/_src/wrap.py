@@ -15,6 +15,7 @@ import inspect
 import sys
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
@@ -25,7 +26,7 @@ from jcausal._src import wrap_layers
 from jcausal._src.calling import Classifier, Split, bind_model
 from jcausal._src.split_finder import JaxprFunction, find_split
 
-__all__ = ["ACCEPTED", "Wrapped", "bind_classifier", "wrap"]
+__all__ = ["ACCEPTED", "Wrapped", "bind_classifier", "output_kind", "wrap"]
 
 ACCEPTED = (
     "a flax.nnx.Module, a flax.linen.Module (with params=variables), an equinox.Module, a "
@@ -315,6 +316,23 @@ def _is_probabilities(y) -> bool:
     )
 
 
+def output_kind(apply: Callable, params, example) -> str:
+    """``"probabilities"`` when ``apply(params, x)`` is a probability vector (>= 2 entries, >= 0,
+    summing to 1 within 1e-4) at ``example`` and, for float inputs, at ``0.5 * example + 0.25``;
+    ``"raw"`` otherwise. Evaluated by one compiled program per traced computation (a model wrapped
+    again, or passed unwrapped to several calls, does not compile its forward pass again); the
+    parameters are arguments of that program."""
+    example = jnp.asarray(example)
+    xs = [example] + ([0.5 * example + 0.25] if jnp.issubdtype(example.dtype, jnp.floating) else [])
+    model, bound = bind_model(apply, params, jax.ShapeDtypeStruct(example.shape, example.dtype))
+    return "probabilities" if all(_is_probabilities(_evaluate(model, bound, x)) for x in xs) else "raw"
+
+
+@partial(jax.jit, static_argnums=0)
+def _evaluate(model, params, x):
+    return model(params, x)
+
+
 def wrap(
     model,
     example,
@@ -402,10 +420,7 @@ def wrap(
         if head is jax.nn.softmax:
             output = "probabilities"
         else:
-            vals = [jax.jit(apply)(params, example)]
-            if jnp.issubdtype(example.dtype, jnp.floating):
-                vals.append(jax.jit(apply)(params, 0.5 * example + 0.25))
-            output = "probabilities" if all(_is_probabilities(v) for v in vals) else "raw"
+            output = output_kind(apply, params, example)
     found = find_split(apply, params, example) if split else None
     ltaps = None if taps is None else wrap_layers.Taps(taps, shape, bool(batched), head)
     return Wrapped(apply, params, framework=kind, input_shape=shape, output=output, split=found, taps=ltaps,

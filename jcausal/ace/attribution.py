@@ -141,7 +141,7 @@ def make_settings(settings: Settings | None = None, **overrides) -> Settings:
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        moved = [n for n in unknown if n in _ESTIMATOR_SETTINGS]
+        moved = [n for n in unknown if n in _estimator_settings()]
         hint = (f"; {', '.join(moved)} belong(s) to the estimator (method=Estimator(...)) or to "
                 "run=Execution(...)") if moved else ""
         raise TypeError(f"unknown ACE setting(s) {unknown}; the settings are {sorted(known)}{hint}")
@@ -149,9 +149,11 @@ def make_settings(settings: Settings | None = None, **overrides) -> Settings:
     return dataclasses.replace(base, **overrides)
 
 
-_ESTIMATOR_SETTINGS = ("rank", "head", "key", "num_samples", "step", "num_rows", "target_stderr",
-                       "row_batch_size", "direction_batch_size", "check_gauss_newton", "batch_size",
-                       "max_memory", "devices", "mesh")
+def _estimator_settings() -> set[str]:
+    """The settings that belong to an estimator (every registered class's fields) or to
+    :class:`Execution`: derived from the classes, so a new estimator's settings are known at once."""
+    names = {f.name for cls in E.REGISTRY.values() for f in dataclasses.fields(cls)}
+    return names | {f.name for f in dataclasses.fields(Execution)}
 
 
 class Grid(NamedTuple):

@@ -220,8 +220,6 @@ def check_sizes(K: int, L: int, n_outer: int, n_inner: int, names=("n_alpha", "n
         raise ValueError(f"{names[1]} = {n_inner}: need at least one sample")
 
 
-
-
 def check_models(decode: Callable, classify: Callable, dim: int, *, params=None, noisy: bool = False,
                  atol: float = 1e-3) -> int:
     """Probe ``decode`` and ``classify`` once at ``z = 0`` (outside ``jit``) and return the number
@@ -369,6 +367,10 @@ def mutual_information(decode: Callable, classify: Callable, key: jax.Array, *, 
     """
     factors = sorted(set(int(f) for f in factors))
     check_sampler(sampler, n_outer, n_inner, inner_dims=dim - len(factors), names=("n_outer", "n_inner"))
+    decode, classify, (dp, cp) = unwrap_models(decode, classify, params)  # jcausal.wrap models
+    params = None if dp is None and cp is None else (dp, cp)
+    if not _is_traced(params, key):
+        check_models(decode, classify, dim, params=params, noisy=noisy)
     est, bad = _mutual_information(decode, classify, key, dim=dim, factors=factors, n_outer=n_outer,
                                    n_inner=n_inner, conditional=conditional, params=params,
                                    noisy=noisy, chunk=chunk, sampler=sampler)
@@ -399,8 +401,6 @@ def _require_finite_grid(est, bad: int, total: int, who: str, detail: str = "") 
         f"the {total} latents of the grid{detail} (the probe at z = 0 was finite), so the estimate is "
         "NaN; check the models away from z = 0 (e.g. exp overflow: return jax.nn.softmax of the "
         "logits, keep the decoder's output in the classifier's range)")
-
-
 
 
 def information_flow(decode: Callable, classify: Callable, key: jax.Array, *, K: int, L: int,

@@ -112,8 +112,6 @@ def find_plateau(history: dict, *, c_tol: float = 0.01, window: float = 0.25) ->
     return Plateau(since, c_max, float(D[-tail]), float(D[-1]))
 
 
-
-
 def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTransformation, *, K: int,
                L: int, n_alpha: int, n_beta: int, variant: str = "joint", fidelity_only: bool = False,
                classify_has_params: bool = True, chunk: int | None = None,
@@ -131,9 +129,13 @@ def build_step(gen: Generative, classify: Callable, optimizer: optax.GradientTra
     latent sampler of ``C`` (``"sobol"``, ``"stratified"`` or ``"mc"``, see
     :func:`~jcausal.gce.information_flow`).
     """
+    if hasattr(classify, "__jcausal_model__"):
+        raise TypeError("build_step takes the pure classify(params, x) (the low-level layer): pass a "
+                        "jcausal.wrap model to fit_explainer, or its w.apply with clf_params=w.params")
     if not fidelity_only:
         check_sampler(sampler, n_alpha, n_beta,
                       inner_dims=L + (K - 1 if variant == "independent_conditional" else 0))
+
     def objective(params, clf_params, batch, lam, key):
         k_c, k_d = jax.random.split(key)
         D = gen.fidelity(params, batch, k_d)

@@ -38,6 +38,7 @@ from jax.extend.core import Literal
 from tqdm.auto import tqdm
 
 from jcausal._src.checks import require_finite
+from jcausal._src.wrap import Wrapped, output_kind
 from jcausal._src.wrap_layers import nnx_captured
 from jcausal._src.xla import jit
 
@@ -213,7 +214,10 @@ def layer_outputs(model: nnx.Module, example: jax.Array, *, layers=None) -> Laye
         out, items = run(params, x, key)
         return out, tuple(items[i][1] for i in pick)
 
-    probabilities = getattr(model, "output", None) == "probabilities"  # what a wrapped model knows
+    if isinstance(model, Wrapped):  # what a wrapped model knows
+        probabilities = model.output == "probabilities"
+    else:  # an NNX module: its output at the example tells (as jcausal.wrap would)
+        probabilities = output_kind(lambda p, x: run(p, x, None)[0], params, example) == "probabilities"
     return LayerOutputs(apply, params, tuple(kept), kshapes, probabilities)
 
 

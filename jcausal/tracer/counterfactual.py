@@ -214,7 +214,7 @@ def counterfactuals(gan: CounterfactualGAN, model, x, targets, index: NNIndex, *
         raise ValueError(f"class(es) {empty} have no training instances: the GAN never learnt them")
     xs = np.asarray(x)
     d = xs[0].size
-    model = wrap(model, xs[0] if len(xs) else np.zeros(gan.input_shape, np.float32), split=False)
+    model = wrap(model, xs[0], split=False)
     cons = make_constraints(d, **constraints)
     check_immutable_in_range(cons, xs)
     decoding = (Decoding() if gan.kind == "tabular" else Decoding.dense()) if decoding is None else decoding

@@ -1,5 +1,6 @@
 """Causal graph: synthetic models with known structure, contributions against a closed form."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -217,3 +218,14 @@ def test_global_view_and_faithfulness_refuse_nonfinite_inputs():
     assert np.all(np.isfinite(np.asarray(curves)))
     with pytest.raises(ValueError, match=r"^counterfactual holds NaN/inf: 1 non-finite entry of 3"):
         feature_changes(np.zeros(3), np.array([0.0, np.nan, 1.0]))
+
+
+def test_trace_softmaxes_logits_once_and_probabilities_never():
+    """An NNX module that returns probabilities (its own softmax) is read as it is: TracerResult.probs
+    equals the model's output; one that returns logits gets one softmax."""
+    body = nnx.Sequential(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), nnx.tanh, nnx.Linear(3, 3, rngs=nnx.Rngs(1)))
+    x = jnp.arange(1.0, 5.0, dtype=jnp.float32) / 4
+    logits = np.asarray(body(x))
+    np.testing.assert_allclose(trace(body, x).probs, np.asarray(jax.nn.softmax(logits)), atol=1e-6)
+    probs_model = nnx.Sequential(body, jax.nn.softmax)
+    np.testing.assert_allclose(trace(probs_model, x).probs, np.asarray(jax.nn.softmax(logits)), atol=1e-6)
