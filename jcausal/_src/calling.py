@@ -150,16 +150,19 @@ class Classifier(NamedTuple):
     shape: tuple[int, ...]
     probabilities: bool
 
+    def _output(self, params, x) -> jax.Array:
+        return self.model(params, jnp.reshape(x, self.shape)).astype(jnp.float32)
+
     def log_probs(self, params, x) -> jax.Array:
         """``(M,)`` float32 log-probabilities of ONE example ``x`` (its shape or flattened)."""
-        y = self.model(params, jnp.reshape(x, self.shape)).astype(jnp.float32)
+        y = self._output(params, x)
         if self.probabilities:  # floored: log 0 would give -inf and NaN gradients
             return jnp.log(jnp.maximum(y, jnp.finfo(jnp.float32).tiny))
         return jax.nn.log_softmax(y)
 
     def probs(self, params, x) -> jax.Array:
         """``(M,)`` float32 class probabilities of ONE example ``x``."""
-        y = self.model(params, jnp.reshape(x, self.shape)).astype(jnp.float32)
+        y = self._output(params, x)
         return y if self.probabilities else jax.nn.softmax(y)
 
 

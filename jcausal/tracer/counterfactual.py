@@ -18,7 +18,7 @@ from flax import nnx
 
 from jcausal._src.calling import Classifier
 from jcausal._src.checks import class_indices
-from jcausal._src.wrap import Wrapped, bind_classifier, wrap
+from jcausal._src.wrap import bind_classifier, wrap
 from jcausal._src.xla import jit
 from jcausal.tracer.constraints import (
     Decoding,
@@ -161,8 +161,9 @@ def distinct_valid(result: CounterfactualResult) -> np.ndarray:
     return result.alternatives_valid.all(1) & ~same
 
 
-def _probs(model: Wrapped, x: jax.Array, batch_size: int) -> np.ndarray:
-    clf, params = bind_classifier(model)
+def _probs(bound: tuple[Classifier, Any], x: jax.Array, batch_size: int) -> np.ndarray:
+    """Class probabilities ``(n, k)`` of the classifier bound by :func:`bind_classifier`."""
+    clf, params = bound
     return _batched(partial(_prob_apply, clf), params, (x,), batch_size)
 
 
@@ -219,7 +220,8 @@ def counterfactuals(gan: CounterfactualGAN, model, x, targets, index: NNIndex, *
     check_immutable_in_range(cons, xs)
     decoding = (Decoding() if gan.kind == "tabular" else Decoding.dense()) if decoding is None else decoding
     decoding = decoding.check()
-    probs = _probs(model, x, batch_size)
+    bound = bind_classifier(model)  # once: both probability passes below use it
+    probs = _probs(bound, x, batch_size)
     if probs.shape[1] != k:
         raise ValueError(f"the classifier has {probs.shape[1]} outputs, the GAN {k} classes")
     pred = probs.argmax(1)
@@ -245,7 +247,7 @@ def counterfactuals(gan: CounterfactualGAN, model, x, targets, index: NNIndex, *
                              f" and the given ranges ({decoding.repair_steps} projected gradient steps "
                              "found no valid point); relax the constraints or pass on_unreachable='keep'")
     cf = alts[:, 0].copy()
-    aprobs = _probs(model, jnp.asarray(alts.reshape(-1, *xs.shape[1:])), batch_size).reshape(len(t), num, k)
+    aprobs = _probs(bound, jnp.asarray(alts.reshape(-1, *xs.shape[1:])), batch_size).reshape(len(t), num, k)
     alt_valid = aprobs.argmax(-1) == t[:, None]
     cprobs, cpred = aprobs[:, 0], aprobs[:, 0].argmax(1)
     rows, d_in_nn = nearest(index, xs, t)
@@ -285,5 +287,5 @@ def model_labels(model, x, *, batch_size: int = 256) -> tuple[np.ndarray, np.nda
     x = jnp.asarray(x, jnp.float32)
     if x.ndim < 2 or len(x) == 0:
         raise ValueError(f"x must be a non-empty batch (n, ...) of inputs, got shape {tuple(x.shape)}")
-    probs = _probs(wrap(model, x[0], split=False), x, batch_size)
+    probs = _probs(bind_classifier(wrap(model, x[0], split=False)), x, batch_size)
     return probs.argmax(1), probs
