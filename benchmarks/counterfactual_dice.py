@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import os
 import random
@@ -269,7 +270,7 @@ def main(argv=None) -> dict:
               "settings": {
         "rows": rows_n, "gan_steps": steps, "lam": 0.9, "batch": 64, "latent": 8, "min_confidence": 0.99,
         "immutable": IMMUTABLE, "ranges_data_units": RANGES, "repeats": reps,
-        "default_decoding": Decoding()._asdict()},
+        "default_decoding": dataclasses.asdict(Decoding())},
         "test_accuracy": task["test_accuracy"], "gan_training_seconds": train_s, "rows": []}
     rows = result["rows"]
 

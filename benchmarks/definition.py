@@ -147,7 +147,7 @@ def main(argv=None) -> dict:
             ("eqn 2, plain f (old monte_carlo), all rows", probs, params, {"data": X, "method": "monte_carlo",
                                                                            "row_batch_size": 256}),
             ("eqn 2, Split, row subsample", probs_split, sparams,
-             {"data": X, "num_rows": min(1000, len(X) // 2)}),
+             {"data": X, "num_rows": min(1000, len(X) // 2), "key": jax.random.key(0)}),
             ("eqn 4 directional", probs, params, {"method": "directional", "batch_size": 4 if cnn else 32}),
             ("eqn 4 directional 95% var", probs, params, {"method": "directional", "rank": 0.95,
                                                           "batch_size": 4 if cnn else 32}),

@@ -105,7 +105,8 @@ probs = lambda p, x: jax.nn.softmax(apply(p, x))'''),
 ref = run("eqn 2, split", split.then(jax.nn.softmax), sparams, data=X)
 rows = [ref,
         run("eqn 2, plain f", probs, params, data=X, method="definition"),
-        run("eqn 2, 200 rows", split.then(jax.nn.softmax), sparams, data=X, method=Definition(num_rows=200)),
+        run("eqn 2, 200 rows", split.then(jax.nn.softmax), sparams, data=X,
+            method=Definition(num_rows=200, key=jax.random.key(0))),
         run("eqn 4 directional", probs, params, method="directional"),
         run("eqn 4 exact", probs, params, method="exact")]
 ace = lambda E: E - E.mean(1, keepdims=True)

@@ -18,6 +18,8 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from jcausal._src.checks import require_int
+
 __all__ = ["make_mesh", "resolve_mesh", "pad_points", "map_sharded"]
 
 
@@ -45,8 +47,7 @@ def pad_points(points: Any, n: int, batch_size: int, ndev: int = 1) -> tuple[Any
     repeating point 0; returns ``(padded, bs)`` with ``bs = min(batch_size, ceil(n / ndev))``."""
     if n < 1:
         raise ValueError("no points to compute")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    require_int(batch_size, "batch_size")
     bs = max(1, min(int(batch_size), -(-n // ndev)))
     n_pad = -(-n // (ndev * bs)) * ndev * bs
 

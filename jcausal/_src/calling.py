@@ -43,6 +43,10 @@ class Split(NamedTuple):
         when ``fn`` is, so compiled programs are reused across calls."""
         return Split(self.first, _Then(self.rest, fn))
 
+    def composed(self) -> Callable:
+        """The model as one hashable callable ``f(params, x) = rest(params, first(params, x))``."""
+        return _Composed(self)
+
 
 class _Composed(NamedTuple):
     """A :class:`Split` as one callable ``f(params, x) = rest(params, first(params, x))``."""
@@ -76,7 +80,7 @@ def unwrap_model(f: Any, params: Any = None, *, split: bool = True,
         raise ValueError("this wrapped model carries its parameters (w.params): do not pass params= as well; "
                          "wrap the model again to use other parameters")
     if not split and isinstance(g, Split):
-        g = _Composed(g)
+        g = g.composed()
     if probabilities and getattr(f, "output", None) == "raw":
         g = g.then(jax.nn.softmax) if isinstance(g, Split) else _Then(g, jax.nn.softmax)
     return g, own

@@ -10,7 +10,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["class_indices", "nonfinite_counts", "require_finite"]
+__all__ = ["class_indices", "nonfinite_counts", "require_finite", "require_int"]
+
+
+def require_int(value, name: str, *, minimum: int = 1, none_ok: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int (Python or numpy; ``True`` is not one) of at
+    least ``minimum``, or ``None`` when ``none_ok``: the one check of counts, sizes and batch sizes.
+
+    Examples:
+      >>> from jcausal._src.checks import require_int
+      >>> require_int(3, "steps")
+      >>> require_int(2.0, "steps")
+      Traceback (most recent call last):
+      ValueError: steps must be an int >= 1, got 2.0
+    """
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}{' or None' if none_ok else ''}, got {value!r}")
 
 
 def nonfinite_counts(a) -> tuple[int, int]:

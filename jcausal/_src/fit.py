@@ -21,6 +21,7 @@ much slower than as separate calls.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -29,13 +30,15 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jcausal._src.checks import require_int
 from jcausal._src.xla import jit
 
 __all__ = ["FitResult", "Loop", "batch_order", "fit"]
 
 
-class Loop(NamedTuple):
-    """Settings of the loop around the steps, shared by every trainer.
+@dataclasses.dataclass(frozen=True)
+class Loop:
+    """Settings of the loop around the steps, shared by every trainer (validated when built).
 
     Fields:
       checkpoint: path written with the trainer's ``save`` every ``checkpoint_every`` steps, at the
@@ -49,6 +52,10 @@ class Loop(NamedTuple):
     checkpoint_every: int = 500
     log_every: int = 1
     progress: bool = True
+
+    def __post_init__(self):
+        require_int(self.checkpoint_every, "checkpoint_every")
+        require_int(self.log_every, "log_every")
 
 
 class FitResult(NamedTuple):
@@ -109,11 +116,9 @@ def _num_rows(data) -> int:
     return n
 
 
-def _check(steps, batch_size, n, loop: Loop) -> None:
-    for name, v in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", loop.checkpoint_every),
-                    ("log_every", loop.log_every)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+def _check(steps, batch_size, n) -> None:
+    for name, v in (("steps", steps), ("batch_size", batch_size)):
+        require_int(v, name)
     if batch_size > n:
         raise ValueError(f"batch_size = {batch_size} exceeds the {n} rows of data")
 
@@ -218,7 +223,7 @@ def fit(step: Callable, state: Any, data: Any, *, key: jax.Array, steps: int, ba
 
     loop = Loop() if loop is None else loop
     n = _num_rows(data)
-    _check(steps, batch_size, n, loop)
+    _check(steps, batch_size, n)
     if loop.checkpoint is not None and save is None:
         raise ValueError("a checkpoint path needs a save(path, state, meta) function")
     k_perm, k_step = jax.random.split(key)

@@ -30,8 +30,8 @@ __all__ = ["ACCEPTED", "Wrapped", "bind_classifier", "output_kind", "wrap"]
 
 ACCEPTED = (
     "a flax.nnx.Module, a flax.linen.Module (with params=variables), an equinox.Module, a "
-    "keras.Model on the JAX backend, a torch.nn.Module, or a JAX function f(x) (or f(params, x) "
-    "with params=)"
+    "keras.Model on the JAX backend, a torch.nn.Module, a JAX function f(x) (or f(params, x) "
+    "with params=), or a jcausal.models.Split"
 )
 OUTPUTS = ("probabilities", "raw")
 
@@ -146,7 +146,7 @@ def _framework(model) -> str:
     eqx = sys.modules.get("equinox")
     if eqx is not None and isinstance(model, eqx.Module):
         return "equinox"
-    if callable(model) and not isinstance(model, type):
+    if (callable(model) and not isinstance(model, type)) or isinstance(model, Split):
         return "function"
     raise TypeError(
         f"jcausal.wrap cannot use a {type(model).__module__}.{type(model).__name__}: it accepts {ACCEPTED}"
@@ -234,6 +234,12 @@ def _adapt_torch(model, example, params, kwargs):
 
 
 def _adapt_function(model, example, params, kwargs):
+    if isinstance(model, Split):  # the user's own split: called whole, and kept as the eqn-2 split
+        if kwargs:
+            raise TypeError("a Split takes no call keyword arguments")
+        if params is not None:  # a plain function: jax.jit crashes (SIGSEGV) on a NamedTuple callable
+            return (lambda p, x: model.rest(p, model.first(p, x))), params, None, None, None
+        return _adapt_function(lambda x: model.rest(model.first(x)), example, None, {})
     if params is not None:
         _check_call(model, 2, kwargs, getattr(model, "__name__", "f"))
         return (lambda p, x: model(p, x, **kwargs)), params, None, None, None
@@ -351,7 +357,8 @@ def wrap(
         ``params=variables``), an ``equinox.Module``, a Keras 3 model on the JAX backend (variables
         read now; non-trainable ones held fixed, ``training=False``), a ``torch.nn.Module`` (converted
         once through ``torch.export``, weights copied, eval mode) or a JAX function ``f(x)`` (closed-over
-        arrays become parameters) / ``f(params, x)`` with ``params=``.
+        arrays become parameters) / ``f(params, x)`` with ``params=``, or a
+        :class:`jcausal.models.Split` (with ``params=``: its ``first`` is the eqn-2 split as given).
       example: ONE input, in the layout the model takes (e.g. ``(C, H, W)`` for torch, ``(H, W, C)``
         for Keras/Flax); the wrapped function also accepts its flattening ``(k,)``.
       params: the parameters of a Linen module (its variables) or of ``f(params, x)``.
@@ -412,7 +419,7 @@ def wrap(
             f"the {kind} model's output {leaves[0].shape if leaves else ()} has no batch axis; "
             "pass batched=False"
         )
-    apply = _Apply(raw, shape, bool(batched), head)
+    apply = wrap_layers.PerExample(raw, shape, bool(batched), head)
     y = jax.eval_shape(apply, params, example)
     if not isinstance(y, jax.ShapeDtypeStruct):
         raise TypeError(f"head= must return one array, got {type(y).__name__}")
@@ -421,24 +428,15 @@ def wrap(
             output = "probabilities"
         else:
             output = output_kind(apply, params, example)
-    found = find_split(apply, params, example) if split else None
-    ltaps = None if taps is None else wrap_layers.Taps(taps, shape, bool(batched), head)
+    if not split:
+        found = None
+    elif isinstance(model, Split) and not isinstance(raw, JaxprFunction):  # given with params=
+        found = model if head is None else model.then(head)
+    else:
+        found = find_split(apply, params, example)
+    ltaps = None if taps is None else wrap_layers.PerExample(taps, shape, bool(batched), head, layers=True)
     return Wrapped(apply, params, framework=kind, input_shape=shape, output=output, split=found, taps=ltaps,
                    reader=reader)
-
-
-class _Apply:
-    """``apply(params, x)``: reshape ``x`` to one example, add/remove the batch axis, apply ``head``."""
-
-    def __init__(self, raw, shape, batched, head):
-        self.raw, self.shape, self.batched, self.head = raw, shape, batched, head
-
-    def __call__(self, params, x):
-        x = jnp.asarray(x)
-        x = x if x.shape == self.shape else x.reshape(self.shape)
-        y = self.raw(params, x[None] if self.batched else x)
-        y = jax.tree.map(lambda a: a[0], y) if self.batched else y
-        return y if self.head is None else self.head(y)
 
 
 def bind_classifier(model: Wrapped, what: str = "the classifier") -> tuple[Classifier, Any]:

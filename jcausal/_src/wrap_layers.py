@@ -22,7 +22,7 @@ from collections import Counter
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Taps", "eqx_taps", "keras_taps", "layer_name", "linen_taps", "nnx_captured", "nnx_taps"]
+__all__ = ["PerExample", "eqx_taps", "keras_taps", "layer_name", "linen_taps", "nnx_captured", "nnx_taps"]
 
 
 def _dedupe(items):
@@ -39,22 +39,28 @@ def _dedupe(items):
     return out
 
 
-class Taps:
-    """``taps(params, x)`` on ONE example: reshape, add/remove the batch axis, apply ``head``."""
+class PerExample:
+    """A framework's call as a pure function of ONE example: ``x`` reshaped to ``shape``, the batch
+    axis added and removed when ``batched``, ``head`` applied to the output. ``fn(params, x) -> y``
+    gives ``y`` (``layers=False``, the wrapped model's ``apply``); ``fn(params, x) -> (y, [(name,
+    value), ...])`` gives ``(head(y), layers)`` (``layers=True``, the layer taps, named once each)."""
 
-    def __init__(self, taps, shape, batched, head):
-        self.taps, self.shape, self.batched, self.head = taps, tuple(shape), batched, head
+    def __init__(self, fn, shape, batched, head, *, layers: bool = False):
+        self.fn, self.shape, self.batched, self.head, self.layers = fn, tuple(shape), batched, head, layers
 
     def __call__(self, params, x):
         x = jnp.asarray(x)
         x = x if x.shape == self.shape else x.reshape(self.shape)
-        out, items = self.taps(params, x[None] if self.batched else x)
+        got = self.fn(params, x[None] if self.batched else x)
+        out, items = got if self.layers else (got, None)
         if self.batched:
             out = jax.tree.map(lambda a: a[0], out)
+        out = out if self.head is None else self.head(out)
+        if not self.layers:
+            return out
+        if self.batched:
             items = [(n, v[0] if getattr(v, "ndim", 0) >= 1 and v.shape[0] == 1 else v) for n, v in items]
-        return (out if self.head is None else self.head(out)), _dedupe(
-            [(n, v) for n, v in items if isinstance(v, jax.Array)]
-        )
+        return out, _dedupe([(n, v) for n, v in items if isinstance(v, jax.Array)])
 
 
 def layer_name(path) -> str:

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.checks import require_int
 from jcausal._src.xla import jit
 from jcausal.ace.stats import InputStats, truncate
 
@@ -217,8 +218,7 @@ def _intervened_mean(mom, i, a):
 
 
 def _check_dbs(dbs):
-    if dbs is not None and (isinstance(dbs, bool) or not isinstance(dbs, (int, np.integer)) or dbs < 1):
-        raise ValueError(f"direction_batch_size must be a positive int or None, got {dbs!r}")
+    require_int(dbs, "direction_batch_size", none_ok=True)
 
 
 # ----------------------------------------------------------------------------- eqn 2
@@ -243,7 +243,7 @@ class Definition(Estimator):
       num_rows: average over a seeded subsample of this many rows (``key``), or ``None`` for all.
       target_stderr: choose the subsample size so the largest standard error of ``E`` is about
         this (estimated from a 256-row pilot); exclusive with ``num_rows``.
-      key: PRNG key for the subsample (default ``jax.random.key(0)``).
+      key: PRNG key of the subsample (required with ``num_rows`` or ``target_stderr``).
       row_batch_size: (row, alpha) evaluations in flight per feature (bounds memory).
       cache_first: keep ``first(rows)`` in memory for all features (default: when it needs at
         most 512 MiB); otherwise it is recomputed per row chunk and feature (still once per alpha
@@ -275,20 +275,19 @@ class Definition(Estimator):
         if self.num_rows is not None and self.target_stderr is not None:
             raise ValueError("pass num_rows= or target_stderr=, not both")
         n = shape[0]
+        require_int(self.num_rows, "num_rows", none_ok=True)
         if self.num_rows is not None:
-            if isinstance(self.num_rows, bool) or not isinstance(self.num_rows, (int, np.integer)) \
-                    or not 1 <= self.num_rows:
-                raise ValueError(f"num_rows must be a positive int, got {self.num_rows!r}")
             if self.num_rows > n:
                 raise ValueError(f"num_rows={self.num_rows} is larger than the {n} rows given")
         ts = self.target_stderr
         if ts is not None and not (np.isfinite(ts) and ts > 0):
             raise ValueError(f"target_stderr must be > 0, got {self.target_stderr!r}")
-        if isinstance(self.row_batch_size, bool) or not isinstance(self.row_batch_size, (int, np.integer)) \
-                or self.row_batch_size < 1:
-            raise ValueError(f"row_batch_size must be a positive int, got {self.row_batch_size!r}")
-        key = jax.random.key(0) if self.key is None else self.key
-        est = dataclasses.replace(self, data=X, key=key)
+        require_int(self.row_batch_size, "row_batch_size")
+        if (self.num_rows is not None or ts is not None) and self.key is None:
+            raise ValueError("Definition(num_rows=...) and Definition(target_stderr=...) average over a "
+                             "random subsample of the rows: pass key=jax.random.key(seed) (no key is "
+                             "chosen for you)")
+        est = dataclasses.replace(self, data=X)
         if self.num_rows is not None and self.num_rows < n:
             est = est.subsample(self.num_rows)
         mom = Moments(stats.mean, stats.cov, stats.factor[:, :0])

@@ -32,6 +32,7 @@ from jax.sharding import Mesh
 
 from jcausal._src.batching import make_mesh, map_sharded, pad_points, resolve_mesh
 from jcausal._src.calling import Model, Split, bind_model, unwrap_model
+from jcausal._src.checks import require_int
 from jcausal._src.xla import jit
 from jcausal.ace import estimators as E
 from jcausal.ace.stats import InputStats
@@ -227,9 +228,7 @@ class Execution:
     mesh: Mesh | None = None
 
     def __post_init__(self):
-        bs = self.batch_size
-        if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
-            raise ValueError(f"batch_size must be a positive int, got {bs!r}")
+        require_int(self.batch_size, "batch_size")
         if self.max_memory is not None and not self.max_memory > 0:
             raise ValueError(f"max_memory must be a positive number of bytes, got {self.max_memory!r}")
 

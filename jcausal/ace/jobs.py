@@ -33,12 +33,13 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
 
 from jcausal._src.calling import unwrap_model
+from jcausal._src.checks import require_int
 from jcausal._src.io import (
     atomic_write_bytes,
     atomic_write_json,
@@ -256,9 +257,7 @@ def _check_job(out, X, chunk_features) -> tuple[Path, np.ndarray]:
         raise ValueError(f"X must be (n, k), got shape {X.shape}")
     if not np.all(np.isfinite(X)):
         raise ValueError("X contains NaN/inf")
-    cf = chunk_features
-    if isinstance(cf, bool) or not isinstance(cf, (int, np.integer)) or cf < 1:
-        raise ValueError(f"chunk_features must be a positive int, got {chunk_features!r}")
+    require_int(chunk_features, "chunk_features")
     return out, X
 
 
@@ -353,29 +352,71 @@ def _collect(out: Path, job: str, num_chunks: int, wait_timeout: float) -> list[
     return [read_npz_arrays(_chunk_path(out, c)) for c in range(num_chunks)]
 
 
-def load_model(spec: str, checkpoint: str | os.PathLike | None = None):
-    """Import ``module:function`` and call it: it must return ``(model, params)`` with ``model`` a
-    callable ``model(params, x)`` on ONE input or a :class:`jcausal.models.Split` (first affine layer
-    + rest, for the fast eqn 2), e.g. a :class:`jcausal.models.Functional` or
-    :class:`jcausal.models.SplitFunctional`. Raises ``ValueError`` with the reason otherwise.
+def load_model(spec: str, example, checkpoint: str | os.PathLike | None = None):
+    """The user's model, imported and wrapped through the one contract (:func:`jcausal.wrap`).
+
+    ``spec`` names a ``module:function`` to call: it must return ``(model, params)`` with ``model``
+    a callable ``model(params, x)`` on ONE input (``model(x)`` when ``params`` is ``None``) or a
+    :class:`jcausal.models.Split` (first affine layer + rest: kept as the fast eqn-2 split).
 
     With ``checkpoint``, ``spec`` names a Flax NNX module class instead (``module:Class``): it is
     built from the configuration the checkpoint recorded (:func:`jcausal.models.save`), the
-    parameters are loaded, and the model comes back split (first affine layer + rest) when the
-    class has ``first_affine``/``after_first`` (eqn 2 fast path), else as ``apply(params, x)``.
+    parameters are loaded, and it is wrapped with ``head=jax.nn.softmax`` (class probabilities, as
+    ``jcausal ace file`` computes for the same checkpoint; ``wrap`` finds its eqn-2 split).
+
+    Args:
+      spec: ``"package.module:function"`` (or ``"package.module:Class"`` with ``checkpoint``).
+      example: ONE input ``(k,)``. The model's floating parameters take its dtype (float64 under
+        ``jax.enable_x64`` for a float64 example, as ``jcausal ace run --x64`` does).
+      checkpoint: a checkpoint written by :func:`jcausal.models.save`.
+
+    Returns:
+      :class:`jcausal.Wrapped` (its ``output`` says whether the model gives probabilities).
+
+    Raises:
+      ValueError: the reason, naming ``spec``: not importable, not callable, a wrong return value,
+        an error raised by the user's function, a checkpoint of another model, or an example the
+        model rejects.
 
     Examples:
       >>> from jcausal.ace.jobs import load_model
-      >>> load_model("no_colon")
+      >>> load_model("no_colon", [0.0, 1.0])
       Traceback (most recent call last):
       ValueError: --model must look like 'package.module:function', got 'no_colon'
     """
+    from jcausal._src.wrap import wrap
+
+    example = np.asarray(example)
+    dtype = example.dtype if np.issubdtype(example.dtype, np.floating) else np.dtype(np.float32)
+    if checkpoint is not None:
+        module = _from_checkpoint(spec, checkpoint, dtype)
+        model, params, head = module, None, jax.nn.softmax
+    else:
+        model, params = _from_factory(spec)
+        params = _cast_floats(params, dtype)
+        head = None
+    try:
+        return wrap(model, example, params=params, head=head)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--model {spec} on one row of the data (shape {example.shape}): "
+                         f"{' '.join(str(err).split())[:400]}") from None
+
+
+def _cast_floats(tree, dtype):
+    """``tree`` with its floating arrays as ``dtype`` (other leaves unchanged)."""
+    def cast(a):
+        arr = np.asarray(a)
+        return arr.astype(dtype) if np.issubdtype(arr.dtype, np.floating) else a
+
+    return None if tree is None else jax.tree.map(cast, tree)
+
+
+def _from_factory(spec: str):
+    """``(model, params)`` from the user's ``module:function``."""
     import importlib
 
     from jcausal._src.calling import Split
 
-    if checkpoint is not None:
-        return _from_checkpoint(spec, checkpoint)
     if not isinstance(spec, str) or spec.count(":") != 1:
         raise ValueError(f"--model must look like 'package.module:function', got {spec!r}")
     mod_name, fn_name = spec.split(":")
@@ -399,13 +440,14 @@ def load_model(spec: str, checkpoint: str | os.PathLike | None = None):
     return model, params
 
 
-def _from_checkpoint(spec: str, checkpoint):
+def _from_checkpoint(spec: str, checkpoint, dtype):
+    """The NNX module ``spec`` names, rebuilt from ``checkpoint``, its parameters as ``dtype``."""
     import importlib
     import inspect
 
     from flax import nnx
 
-    from jcausal.models import functional, load, split_functional
+    from jcausal.models import load
     from jcausal.models.checkpoint import CheckpointMismatchError, read_metadata
 
     if not isinstance(spec, str) or spec.count(":") != 1:
@@ -430,21 +472,8 @@ def _from_checkpoint(spec: str, checkpoint):
         load(checkpoint, module)
     except (TypeError, CheckpointMismatchError) as err:
         raise ValueError(f"cannot rebuild {spec} from {checkpoint} (recorded {kwargs}): {err}") from None
-    # class probabilities, as `jcausal ace file` computes for the same checkpoint
-    if hasattr(module, "first_affine") and hasattr(module, "after_first"):
-        split, params = split_functional(module)
-        return split.then(jax.nn.softmax), params
-    apply, params = functional(module)
-    return _Softmax(apply), params
-
-
-class _Softmax(NamedTuple):
-    """``softmax(apply(params, x))``: hashable, so a job's compiled programs are reused."""
-
-    apply: Callable
-
-    def __call__(self, params, x):
-        return jax.nn.softmax(self.apply(params, x))
+    nnx.update(module, jax.tree.map(lambda a: jax.numpy.asarray(a, dtype), nnx.state(module, nnx.Param)))
+    return module
 
 
 def load_rows(path: str | os.PathLike) -> np.ndarray:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jcausal._src.calling import Split, bind_model, unwrap_model
+from jcausal._src.checks import require_int
 from jcausal._src.xla import jit
 from jcausal.ace.estimators import make_estimator
 from jcausal.ace.interventional import interventional_expectation
@@ -147,8 +148,7 @@ def latent_ace(decoder: Callable | Split, key: jax.Array, *, num_latents: int, n
     K, C = int(num_latents), int(num_classes)
     if K < 1 or C < 1:
         raise ValueError(f"num_latents and num_classes must be >= 1, got {K}, {C}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 2:
-        raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
+    require_int(num_samples, "num_samples", minimum=2)
     if not (np.isfinite(low) and np.isfinite(high) and low < high):
         raise ValueError(f"need finite low < high, got [{low}, {high}]")
     if alphas is None:

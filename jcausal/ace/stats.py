@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.checks import require_int
 from jcausal._src.xla import jit
 
 __all__ = ["InputStats", "input_stats", "intervention_grid", "truncate", "with_domain"]
@@ -203,8 +204,7 @@ def intervention_grid(stats: InputStats, num: int, features=None) -> jax.Array:
       >>> intervention_grid(s, 3).tolist()
       [[0.0, 2.0, 4.0], [1.0, 4.5, 8.0]]
     """
-    if num < 1:
-        raise ValueError(f"num must be >= 1, got {num}")
+    require_int(num, "num")
     k = stats.mean.shape[0]
     idx = np.arange(k) if features is None else np.atleast_1d(np.asarray(features))
     if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):

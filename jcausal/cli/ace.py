@@ -270,7 +270,7 @@ def _compute(args, X, sizes, feats, ckpt, feature_names, output_names):
     from tqdm.auto import tqdm
 
     import jcausal
-    from jcausal.ace import Execution, explain, make_estimator
+    from jcausal.ace import Execution, estimators, explain, make_estimator
     from jcausal.models import MLP, load
     from jcausal.plot import plot_causal_regressors
 
@@ -283,13 +283,14 @@ def _compute(args, X, sizes, feats, ckpt, feature_names, output_names):
     method = chosen_method(args)  # eqn 2 over the rows given: the quantity asked for
     steps.set_postfix_str(f"Phase I ({method})")
     Xd = np.asarray(X, dtype)
-    # the model through the one contract: its class probabilities (Gauss-Newton takes the logits
-    # and the softmax as its smooth head) and the split wrap finds (eqn 2: the first layer once per
-    # row, a rank-one update per intervention)
-    gn = method == "gauss_newton"
-    model = jcausal.wrap(model, Xd[0], head=None if gn else jax.nn.softmax)
-    key = jax.random.key(args.seed) if method == "hutchinson" else None
-    est = make_estimator(method, rank=args.rank, key=key, head=jax.nn.softmax if gn else None)
+    # the model through the one contract: its class probabilities (an estimator that takes a smooth
+    # head, Gauss-Newton, takes the logits and the softmax as its head) and the split wrap finds
+    # (eqn 2: the first layer once per row, a rank-one update per intervention); the estimator is
+    # asked which settings it takes, never named
+    takes_head = estimators.takes_setting(method, "head")
+    model = jcausal.wrap(model, Xd[0], head=None if takes_head else jax.nn.softmax)
+    key = jax.random.key(args.seed) if estimators.takes_setting(method, "key") else None
+    est = make_estimator(method, rank=args.rank, key=key, head=jax.nn.softmax if takes_head else None)
     # eqn 2 averages over these rows; an eqn-4 method is checked against eqn 2 on them
     res = explain(model, Xd, features=feats, num_alphas=args.num_alphas, max_order=args.max_order,
                   method=est, data=Xd, run=Execution(batch_size=args.batch_size))

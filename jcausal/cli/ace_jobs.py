@@ -13,7 +13,7 @@ from jcausal.cli.core import CLIError, positive_int
 
 __all__ = ["add_options", "check_latent", "check_run", "latent", "locks", "run"]
 
-PROBE_ROWS = 64  # rows evaluated to tell probabilities from raw outputs
+PROBE_ROWS = 64  # rows the model is evaluated on before any work (NaN/inf, output shape)
 
 
 def add_options(ac) -> None:
@@ -80,21 +80,20 @@ def _bounds(values, k: int, flag: str):
 def check_run(args) -> dict:
     """Every refusal of ``ace run`` before the lock and any work: options, model, data, memory."""
     _check_run_options(args)  # the command line alone, before jax is imported
-    from jcausal.ace.jobs import load_model, load_rows
+    from jcausal.ace.jobs import load_rows
 
     if args.distributed:
         _init_distributed(args)
     _import_path()
     try:
-        model, params = load_model(args.model, args.checkpoint)
         X = load_rows(args.data)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None
     feats, low, high = _check_rows(args, X)
-    params, Xd, outputs, m = _probe(args, model, params, X)
+    model, Xd, m = _probe(args, X)
     check_memory(args, len(feats), m, rows=X.shape[0])
-    return {"model": model, "params": params, "X": Xd, "features": args.features, "low": low, "high": high,
-            "outputs": outputs}
+    return {"model": model, "X": Xd, "features": args.features, "low": low, "high": high,
+            "outputs": model.output}
 
 
 def _check_run_options(args) -> None:
@@ -167,29 +166,32 @@ def _check_rows(args, X):
     return feats, low, high
 
 
-def _probe(args, model, params, X):
-    """The model on the first rows: ``(params, rows, "probabilities" or "raw", number of outputs)``."""
+def _probe(args, X):
+    """The user's model through the one contract (``load_model``: ``jcausal.wrap``, float64
+    parameters with ``--x64``), checked on the first rows: ``(wrapped model, rows, number of
+    outputs)``."""
     import jax
     import numpy as np
 
-    k = X.shape[1]
-    dtype = np.float64 if args.x64 else np.float32
+    from jcausal.ace.jobs import load_model
+
+    Xd = X.astype(np.float64 if args.x64 else np.float32)
     with jax.enable_x64(True) if args.x64 else _null():
-        params = jax.tree.map(
-            lambda a: np.asarray(a, dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else a, params)
-        Xd = X.astype(dtype)
         try:
-            probe = np.asarray(jax.vmap(lambda x: _call(model, params, x))(Xd[:PROBE_ROWS]), np.float64)
+            model = load_model(args.model, Xd[0], args.checkpoint)
+        except (ValueError, FileNotFoundError) as err:
+            raise CLIError(str(err)) from None
+        try:
+            probe = np.asarray(jax.vmap(model.apply, in_axes=(None, 0))(model.params, Xd[:PROBE_ROWS]),
+                               np.float64)
         except Exception as err:
-            raise CLIError(f"the model does not accept one row of the data (width {k}): "
+            raise CLIError(f"the model does not accept one row of the data (width {X.shape[1]}): "
                            f"{type(err).__name__}: {' '.join(str(err).split())[:300]}") from None
     if probe.ndim != 2:
         raise CLIError(f"the model must return a vector (m,) for one input, got shape {probe.shape[1:]}")
     if not np.all(np.isfinite(probe)):
         raise CLIError("the model returns NaN/inf on the first rows of --data")
-    outputs = "probabilities" if (probe.shape[1] > 1 and probe.min() >= -1e-6 and probe.max() <= 1 + 1e-6
-                                  and np.allclose(probe.sum(1), 1.0, atol=1e-4)) else "raw"
-    return params, Xd, outputs, probe.shape[1]
+    return model, Xd, probe.shape[1]
 
 
 def _null():
@@ -213,7 +215,7 @@ def run(args, folder, prep) -> int:
     est = make_estimator(method, key=key, num_rows=args.num_rows, rank=args.rank)
     try:
         with jax.enable_x64(True) if args.x64 else _null():
-            res = run_job(prep["model"], prep["X"], out, params=prep["params"], features=prep["features"],
+            res = run_job(prep["model"], prep["X"], out, features=prep["features"],
                           num_alphas=args.num_alphas, max_order=args.max_order, low=prep["low"],
                           high=prep["high"], method=est, run=Execution(batch_size=args.batch_size),
                           chunk_features=args.chunk_features, overwrite=args.overwrite,
@@ -229,12 +231,6 @@ def run(args, folder, prep) -> int:
               f"this run: {len(meta['computed_this_run'])} of {meta['num_chunks']}")
         print(f"wrote {out / 'ace.npz'} and {out / 'ace.json'}")
     return 0
-
-
-def _call(model, params, x):
-    from jcausal._src.calling import Model
-
-    return Model(model, params is not None)(params, x)  # a callable or a Split
 
 
 def check_latent(args):

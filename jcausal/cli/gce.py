@@ -8,6 +8,7 @@ figures and a JSON summary).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import warnings
@@ -108,8 +109,8 @@ def _mnist_config(args):
     base = GCEMnistConfig.paper() if args.paper else GCEMnistConfig()
     given = {("learning_rate" if k == "lr" else k): getattr(args, k) for k in _PRESET
              if getattr(args, k) is not None}
-    return base._replace(K=args.K, L=args.L, lam=args.lam, batch_size=args.batch_size,
-                         checkpoint_every=args.checkpoint_every, **given)
+    return dataclasses.replace(base, K=args.K, L=args.L, lam=args.lam, batch_size=args.batch_size,
+                               checkpoint_every=args.checkpoint_every, **given)
 
 
 def _mnist_check(args):
@@ -171,7 +172,7 @@ def _mnist(args, folder, data) -> int:
                     kept=str(out / "explainer.msgpack"))
     s = summary(exp, clf)
     s.update(classes=list(args.classes), seed=args.seed, preset="paper" if args.paper else "default",
-             config=config._asdict())
+             config=dataclasses.asdict(config))
     names = [str(c) for c in args.classes]
     acc = exp.accuracy
     figs = {"flow.png": plot_factor_flow(exp.flows, exp.K),

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jcausal._src.calling import unwrap_model
+from jcausal._src.checks import require_int
 
 __all__ = ["RULES", "gradient_saliency", "integrated_gradients", "completeness_gap", "quadrature"]
 
@@ -34,8 +35,7 @@ def quadrature(steps: int, rule: str = "trapezoid", dtype=jnp.float32):
       >>> t.tolist(), w.tolist()
       ([0.0, 0.5, 1.0], [0.25, 0.5, 0.25])
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    require_int(steps, "steps")
     if rule == "left":
         t, w = np.arange(steps) / steps, np.full(steps, 1.0 / steps)
     elif rule == "right":

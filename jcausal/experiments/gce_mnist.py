@@ -11,6 +11,7 @@ settings (8000 steps of plain Monte Carlo: hours on a small CPU).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jcausal._src.checks import require_int
 from jcausal.data import load_mnist
 from jcausal.gce.evaluate import AccuracyDrop, FineSweep, Sweep, fine_sweeps, latent_sweeps, resample_accuracy
 from jcausal.gce.models import Generative, conv_vae, generative
@@ -57,8 +59,9 @@ class DigitExplanation(NamedTuple):
     plateau: Plateau | None = None  # C stayed near 0 at the end of training (see find_plateau)
 
 
-class GCEMnistConfig(NamedTuple):
-    """Settings of the explainer and its evaluation.
+@dataclasses.dataclass(frozen=True)
+class GCEMnistConfig:
+    """Settings of the explainer and its evaluation (validated when built).
 
     The defaults answer on MNIST 3/8 in minutes on a 2-core CPU (measured on three seeds:
     ``benchmarks/results/gce_mnist_seeds.json``): pretraining ``D`` alone, a Bernoulli likelihood,
@@ -104,13 +107,28 @@ class GCEMnistConfig(NamedTuple):
     checkpoint_every: int = 500
     sampler: str = "sobol"
 
+    def __post_init__(self):
+        for name in ("K", "steps", "batch_size", "n_alpha", "n_beta", "n_sweep", "checkpoint_every"):
+            require_int(getattr(self, name), name)
+        require_int(self.L, "L", minimum=0)
+        require_int(self.pretrain_steps, "pretrain_steps", minimum=0)
+        require_int(self.chunk, "chunk", none_ok=True)
+        if len(self.n_flow) != 2:
+            raise ValueError(f"n_flow = {self.n_flow!r}: need (n_outer, n_inner)")
+        for name, v in zip(("n_flow[0]", "n_flow[1]"), self.n_flow):
+            require_int(v, name)
+        if not (np.isfinite(self.lam) and self.lam >= 0 and np.isfinite(self.learning_rate)
+                and self.learning_rate > 0):
+            raise ValueError(f"need lam >= 0 and learning_rate > 0, got {self.lam}, {self.learning_rate}")
+
     @classmethod
     def paper(cls, **changes) -> GCEMnistConfig:
         """The authors' settings (appendix E.1 and their code): 8000 steps of plain Monte Carlo at
         ``N_alpha = 100``, ``N_beta = 25``, Adam 5e-4, SSE likelihood, no pretraining; ``changes``
         override fields."""
-        return cls(steps=8000, n_alpha=100, n_beta=25, learning_rate=5e-4, pretrain_steps=0,
-                   init_log_var=0.0, likelihood="sse", sampler="mc")._replace(**changes)
+        paper = dict(steps=8000, n_alpha=100, n_beta=25, learning_rate=5e-4, pretrain_steps=0,
+                     init_log_var=0.0, likelihood="sse", sampler="mc")
+        return cls(**{**paper, **changes})
 
 
 def load_mnist_classes(data_dir: str | os.PathLike | None, classes=(3, 8), *, seed: int = 0,

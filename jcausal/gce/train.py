@@ -9,6 +9,7 @@ Algorithm 1 can change it without recompiling.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import optax
 from flax import nnx
 
 from jcausal._src.calling import unwrap_model
-from jcausal._src.checks import require_finite
+from jcausal._src.checks import require_finite, require_int
 from jcausal._src.fit import FitResult, Loop, fit
 from jcausal._src.io import atomic_write_bytes
 from jcausal._src.xla import jit
@@ -42,8 +43,9 @@ class StepInfo(NamedTuple):
     D: jax.Array
 
 
-class ExplainerSettings(NamedTuple):
-    """Optimisation and estimator settings of :func:`fit_explainer`.
+@dataclasses.dataclass(frozen=True)
+class ExplainerSettings:
+    """Optimisation and estimator settings of :func:`fit_explainer` (validated when built).
 
     The paper's, except the estimator of ``C``: the defaults ``sampler="sobol"``,
     ``n_alpha = 128``, ``n_beta = 4`` (512 decodes per step) measured a lower error of ``C`` and
@@ -74,6 +76,19 @@ class ExplainerSettings(NamedTuple):
     fidelity_only: bool = False
     chunk: int | None = None
     sampler: str = "sobol"
+
+    def __post_init__(self):
+        require_int(self.batch_size, "batch_size")
+        for name in ("n_alpha", "n_beta"):  # shapes; the sampler's own minimum is checked with K, L
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} = {v!r}: need an int >= 1 (samples per estimate of C)")
+        require_int(self.chunk, "chunk", none_ok=True)
+        if self.optimizer is None and not (np.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate = {self.learning_rate}: must be a finite number > 0")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant = {self.variant!r}: choose one of {VARIANTS}")
+        check_sampler(self.sampler, 2, 2, inner_dims=0)  # its name; its sizes are checked with K and L
 
 
 class PlateauWarning(UserWarning):
@@ -195,11 +210,7 @@ def _check_latent_size(model, gen: Generative, data, K: int, L: int) -> None:
 def _check_request(K: int, L: int, lam: float, steps: int, settings: ExplainerSettings, loop: Loop) -> None:
     if not np.isfinite(lam) or lam < 0:
         raise ValueError(f"lam = {lam}: the weight of the data term must be a finite number >= 0")
-    if steps < 1 or loop.checkpoint_every < 1 or loop.log_every < 1:
-        raise ValueError(f"steps, checkpoint_every and log_every must be >= 1, got {steps}, "
-                         f"{loop.checkpoint_every}, {loop.log_every}")
-    if settings.variant not in VARIANTS:
-        raise ValueError(f"variant = {settings.variant!r}: choose one of {VARIANTS}")
+    require_int(steps, "steps")  # the settings and the loop were validated when built
     if settings.fidelity_only:
         if K < 0 or L < 0 or K + L < 1:
             raise ValueError(f"K = {K}, L = {L}: need K, L >= 0 and K + L >= 1")

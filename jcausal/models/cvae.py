@@ -18,6 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jcausal._src.checks import require_int
 from jcausal._src.fit import FitResult, Loop, fit
 from jcausal._src.xla import jit
 from jcausal.models.vae import (
@@ -83,9 +84,8 @@ class ConditionalVAE(nnx.Module):
 
     def __init__(self, features: int = 784, latent: int = 10, num_classes: int = 10, *,
                  hidden: Sequence[int] = (512, 256), beta: float = 10.0, rngs: nnx.Rngs):
-        if latent < 1 or num_classes < 1 or features < 1:
-            raise ValueError(f"features, latent, num_classes must be >= 1, got {features}, {latent}, "
-                             f"{num_classes}")
+        for name, v in (("features", features), ("latent", latent), ("num_classes", num_classes)):
+            require_int(v, name)
         if not beta >= 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         hidden = tuple(int(h) for h in hidden)
@@ -145,8 +145,8 @@ def train_cvae(model: ConditionalVAE, X, y, *, key: jax.Array, epochs: int = 20,
     from jcausal.models.checkpoint import save
 
     X, y = _checked_data(model, X, y)
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    require_int(epochs, "epochs")
+    require_int(batch_size, "batch_size")
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adam(learning_rate)
     with jax.numpy_dtype_promotion("standard"):

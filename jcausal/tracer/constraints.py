@@ -28,6 +28,7 @@ Every jitted function takes its arrays as arguments and works on fixed padded ch
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import NamedTuple
@@ -37,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jcausal._src.calling import Classifier
+from jcausal._src.checks import require_int
 from jcausal._src.wrap import bind_classifier, wrap
 from jcausal._src.xla import jit
 
@@ -206,8 +208,10 @@ def project(v, x, mutable, low, high):
 # ----------------------------------------------------------------------------- sparse decoding
 
 
-class Decoding(NamedTuple):
-    """How proposals (GAN outputs) become counterfactuals; see the module docstring.
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+    """How proposals (GAN outputs) become counterfactuals; see the module docstring. Validated when
+    built (``scales`` are stored ascending, as floats).
 
     Fields:
       sparse: greedy sparse decoding (``False``: the projected proposal, every feature may move).
@@ -232,15 +236,18 @@ class Decoding(NamedTuple):
         """The paper's decoding (images' default): the projected GAN output, no repair."""
         return cls(**{"sparse": False, "repair_steps": 0, **kw})
 
-    def check(self) -> Decoding:
-        sc = tuple(float(a) for a in self.scales)
+    def __post_init__(self):
+        sc = tuple(float(a) for a in np.atleast_1d(self.scales))
         if not sc or any(not (np.isfinite(a) and a > 0) for a in sc):
             raise ValueError(f"scales = {self.scales}: need one or more finite positive scales")
         if not 0.0 < self.min_prob < 1.0:
             raise ValueError(f"min_prob = {self.min_prob}: must lie in (0, 1)")
-        if self.threshold < 0 or self.repair_steps < 0 or self.step_size <= 0 or self.noise < 0:
-            raise ValueError("threshold, repair_steps and noise must be >= 0 and step_size > 0")
-        return self._replace(scales=tuple(sorted(sc)), repair_steps=int(self.repair_steps))
+        require_int(self.repair_steps, "repair_steps", minimum=0)
+        if not (self.threshold >= 0 and self.step_size > 0 and self.noise >= 0):
+            raise ValueError(f"threshold and noise must be >= 0 and step_size > 0, got {self.threshold}, "
+                             f"{self.noise}, {self.step_size}")
+        object.__setattr__(self, "scales", tuple(sorted(sc)))
+        object.__setattr__(self, "repair_steps", int(self.repair_steps))
 
 
 class Decoded(NamedTuple):
@@ -400,7 +407,10 @@ def _row_bounds(cons: Constraints, x: np.ndarray, domain) -> tuple[np.ndarray, n
 
 def _bound(model, input_shape) -> tuple[Classifier, object]:
     """The classifier through the one entry (:func:`jcausal.wrap`; a wrapped model is taken as it
-    is) and bound for the compiled programs below."""
+    is) and bound for the compiled programs below; a pair already bound (``actionable`` binds once
+    for all its rounds) is returned as it is."""
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], Classifier):
+        return model
     shape = tuple(int(s) for s in input_shape)
     return bind_classifier(wrap(model, np.zeros(shape, np.float32), split=False))
 
@@ -431,7 +441,7 @@ def sparse_decode(model, x, proposals, targets, cons: Constraints, *, input_shap
       :class:`Decoded`. Immutable features equal ``x`` bitwise; every mutable feature lies in
       ``[low, high]``; unselected mutable features equal ``clip(x, low, high)``.
     """
-    decoding = (Decoding() if decoding is None else decoding).check()
+    decoding = Decoding() if decoding is None else decoding
     scales, threshold, min_prob = decoding.scales, decoding.threshold, decoding.min_prob
     repair_steps, step_size = decoding.repair_steps, decoding.step_size
     x = np.asarray(x, np.float32).reshape(len(x), -1)
@@ -534,7 +544,7 @@ def actionable(model, propose, x, targets, cons: Constraints, decoding: Decoding
     """``num`` actionable counterfactuals of each input.
 
     Args:
-      model: the classifier (anything :func:`jcausal.wrap` takes; wrapped once here);
+      model: the classifier (anything :func:`jcausal.wrap` takes; wrapped and bound once here);
         propose: ``noise -> (n, d)`` proposals (``noise``: ``None`` or
         ``(n, latent)`` latent noise; e.g. the GAN's :func:`~jcausal.tracer.generate`).
       x: ``(n, d)``; targets: ``(n,)``; cons, decoding: :class:`Constraints`, :class:`Decoding`.
@@ -546,7 +556,7 @@ def actionable(model, propose, x, targets, cons: Constraints, decoding: Decoding
     """
     x = np.asarray(x, np.float32).reshape(len(x), -1)
     n, d = x.shape
-    model = wrap(model, np.zeros(tuple(int(s) for s in input_shape), np.float32), split=False)
+    bound = _bound(model, input_shape)  # once, for every round below
     if not decoding.sparse and num > 1 and key is None:
         raise ValueError("num > 1 with dense decoding draws latent noise: pass key=")
     out = np.zeros((n, num, d), np.float32)
@@ -558,14 +568,14 @@ def actionable(model, propose, x, targets, cons: Constraints, decoding: Decoding
               step_size=decoding.step_size, batch_size=batch_size)
     for r in range(num):
         if decoding.sparse:
-            dec = sparse_decode(model, x, prop, targets, cons, banned=banned, decoding=decoding,
+            dec = sparse_decode(bound, x, prop, targets, cons, banned=banned, decoding=decoding,
                                 domain=domain, input_shape=input_shape, batch_size=batch_size)
             has = dec.first >= 0
             banned[np.flatnonzero(has), dec.first[has]] = True
         else:
             noise = None if r == 0 else decoding.noise * np.asarray(
                 jax.random.normal(jax.random.fold_in(key, r), (n, latent)), np.float32)
-            dec = dense_decode(model, x, prop if r == 0 else propose(noise), targets, cons, **kw)
+            dec = dense_decode(bound, x, prop if r == 0 else propose(noise), targets, cons, **kw)
         out[:, r], valid[:, r], repaired[:, r], first[:, r] = dec.counterfactuals, dec.valid, dec.repaired, \
             dec.first
     return Actionable(out, valid, repaired, first)

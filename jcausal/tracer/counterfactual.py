@@ -219,7 +219,6 @@ def counterfactuals(gan: CounterfactualGAN, model, x, targets, index: NNIndex, *
     cons = make_constraints(d, **constraints)
     check_immutable_in_range(cons, xs)
     decoding = (Decoding() if gan.kind == "tabular" else Decoding.dense()) if decoding is None else decoding
-    decoding = decoding.check()
     bound = bind_classifier(model)  # once: both probability passes below use it
     probs = _probs(bound, x, batch_size)
     if probs.shape[1] != k:
@@ -235,7 +234,7 @@ def counterfactuals(gan: CounterfactualGAN, model, x, targets, index: NNIndex, *
         def propose(noise):
             return generate(gan, xs[todo], t[todo], noise=noise, batch_size=batch_size)
 
-        act = actionable(model, propose, xs[todo].reshape(len(todo), d), t[todo], cons, decoding,
+        act = actionable(bound, propose, xs[todo].reshape(len(todo), d), t[todo], cons, decoding,
                          input_shape=gan.input_shape, num=num, latent=gan.latent, key=key,
                          domain=(pts.min(0), pts.max(0)) if decoding.sparse else None)
         alts[todo] = act.counterfactuals.reshape(len(todo), num, *xs.shape[1:])

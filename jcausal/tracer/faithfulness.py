@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jcausal._src.checks import require_finite
+from jcausal._src.checks import require_finite, require_int
 
 __all__ = ["Faithfulness", "deletion_insertion"]
 
@@ -51,8 +51,7 @@ def deletion_insertion(prob: Callable, x: jax.Array, saliency: jax.Array, target
     Returns:
       :class:`Faithfulness`.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    require_int(steps, "steps")
     d = int(np.prod(x.shape))
     if int(np.prod(jnp.shape(saliency))) != d:
         raise ValueError(f"saliency has {int(np.prod(jnp.shape(saliency)))} values for {d} features")

@@ -21,6 +21,7 @@ counterfactuals with a trained GAN is :mod:`jcausal.tracer.counterfactual`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,6 +32,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jcausal._src.checks import require_int
 from jcausal._src.fit import FitResult, Loop, fit
 from jcausal._src.xla import jit
 from jcausal.models.checkpoint import save
@@ -240,9 +242,10 @@ def _save_gan(path: Path, gan, fns, g_params, d_params, meta: dict) -> None:
     save(path, gan, metadata=meta)
 
 
-class GANObjective(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class GANObjective:
     """What the generator is trained to minimise besides the GAN loss (the loss is
-    ``jcausal.tracer.gan.generator_loss``).
+    ``jcausal.tracer.gan.generator_loss``). Validated when built.
 
     Fields:
       distance: ``d``, ``"euclidean"`` (the paper's example) or ``"squared"``.
@@ -259,6 +262,12 @@ class GANObjective(NamedTuple):
     ranges: Any = None
     feature_names: Any = None
     scaler: Any = None
+
+    def __post_init__(self):
+        if self.distance not in DISTANCES:
+            raise ValueError(f"distance = {self.distance!r}: choose one of {DISTANCES}")
+        if not (np.isfinite(self.l1) and self.l1 >= 0):
+            raise ValueError(f"l1 = {self.l1}: must be finite and >= 0")
 
 
 _DEFAULT_LOOP = Loop(log_every=10)
@@ -330,12 +339,8 @@ def train_gan(gan: CounterfactualGAN, x, y, *, key: jax.Array, steps: int, lam: 
     lam, l1 = float(lam), objective.l1
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam = {lam}: lambda must lie in [0, 1]")
-    if objective.distance not in DISTANCES:
-        raise ValueError(f"distance = {objective.distance!r}: choose one of {DISTANCES}")
-    if steps < 1 or batch_size < 1 or loop.checkpoint_every < 1 or loop.log_every < 1:
-        raise ValueError("steps, batch_size, checkpoint_every and log_every must be >= 1")
-    if not (np.isfinite(l1) and l1 >= 0):
-        raise ValueError(f"l1 = {l1}: must be finite and >= 0")
+    for name, v in (("steps", steps), ("batch_size", batch_size)):  # objective and loop: checked when built
+        require_int(v, name)
     x = check_inputs(gan, x)
     cons = make_constraints(int(np.prod(gan.input_shape)), immutable=objective.immutable,
                             ranges=objective.ranges, feature_names=objective.feature_names,

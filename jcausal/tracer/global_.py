@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from jcausal._src.checks import require_finite
+from jcausal._src.checks import require_finite, require_int
 from jcausal._src.xla import jit
 from jcausal.tracer.activations import LayerOutputs, layer_outputs
 from jcausal.tracer.cka import cka_matrix_unchecked
@@ -80,8 +80,7 @@ class GlobalView(NamedTuple):
 def sample_per_class(labels, per_class: int, seed: int = 0) -> np.ndarray:
     """``per_class`` random rows of every class (fewer if a class has fewer), sorted."""
     labels = np.asarray(labels)
-    if per_class < 1:
-        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    require_int(per_class, "per_class")
     rng = np.random.default_rng(seed)
     out = [rng.choice(np.flatnonzero(labels == c), min(per_class, int(np.sum(labels == c))), replace=False)
            for c in np.unique(labels)]

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jcausal._src.checks import require_finite
+from jcausal._src.checks import require_finite, require_int
 from jcausal._src.xla import jit
 
 __all__ = [
@@ -84,8 +84,7 @@ def patch_index_sets(shape, size: int, stride: int | None = None) -> np.ndarray:
     stride = size if stride is None else int(stride)
     if size < 1 or size > min(H, W):
         raise ValueError(f"patch size {size} must be in [1, {min(H, W)}] for an image of shape {shape}")
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+    require_int(stride, "stride")
 
     def starts(n):
         s = list(range(0, n - size + 1, stride))

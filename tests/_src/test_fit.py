@@ -1,6 +1,7 @@
 """The one fit loop: a new trainer is one step function; the non-finite policy, checkpoints, seeded
 batches and history are the loop's, the same for every trainer."""
 
+import dataclasses
 import os
 
 import jax
@@ -28,7 +29,7 @@ def test_a_new_trainer_is_one_step_function():
         return w - 0.1 * g, {"loss": loss}
 
     res = fit(step, jnp.zeros(3), {"X": X, "y": y}, key=jax.random.key(0), steps=300, batch_size=64,
-              loop=QUIET._replace(log_every=100))
+              loop=dataclasses.replace(QUIET, log_every=100))
     assert isinstance(res, FitResult) and res.steps == 300 and res.nonfinite_step is None
     ref = np.linalg.lstsq(X.astype(np.float64), y.astype(np.float64), rcond=None)[0]
     np.testing.assert_allclose(np.asarray(res.state), ref, atol=1e-4)
@@ -53,7 +54,8 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_state(k, tmp_path):
     keeps the last state whose loss was measured finite (the input of step k - 1), checkpointed."""
     ck = tmp_path / "state.msgpack"
     res = fit(_counting_step(k - 1), {"w": jnp.zeros(3)}, jnp.zeros((8, 1)), key=jax.random.key(0), steps=50,
-              batch_size=4, loop=QUIET._replace(checkpoint=ck), save=lambda p, s, m: save(p, s, metadata=m))
+              batch_size=4, loop=dataclasses.replace(QUIET, checkpoint=ck),
+              save=lambda p, s, m: save(p, s, metadata=m))
     good = max(k - 2, 0)
     assert res.nonfinite_step == k and res.steps == good
     np.testing.assert_array_equal(np.asarray(res.state["w"]), np.full(3, float(good)))
@@ -72,14 +74,14 @@ def test_checkpoints_are_atomic_periodic_and_final(tmp_path):
         save(path, state, metadata=meta)
 
     res = fit(_counting_step(1e9), {"w": jnp.zeros(3)}, jnp.zeros((8, 1)), key=jax.random.key(0), steps=7,
-              batch_size=4, loop=QUIET._replace(checkpoint=ck, checkpoint_every=3), save=write)
+              batch_size=4, loop=dataclasses.replace(QUIET, checkpoint=ck, checkpoint_every=3), save=write)
     assert calls == [3, 6, 7] and res.checkpoint == ck
     assert os.listdir(tmp_path) == ["state.msgpack"]  # no temporary file left behind
     np.testing.assert_array_equal(np.asarray(load(ck, nnx.State({"w": jnp.ones(3)}))["w"]), np.full(3, 7.0))
     assert read_metadata(ck)["step"] == 7 and read_metadata(ck)["nonfinite_step"] is None
     with pytest.raises(ValueError, match="save"):
         fit(_counting_step(1e9), {"w": jnp.zeros(3)}, jnp.zeros((8, 1)), key=jax.random.key(0), steps=1,
-            batch_size=4, loop=QUIET._replace(checkpoint=ck))
+            batch_size=4, loop=dataclasses.replace(QUIET, checkpoint=ck))
 
 
 @jax.jit
@@ -105,7 +107,7 @@ def test_average_history_and_evaluate():
     """``average``: one record per window (e.g. an epoch) holding the metrics' mean; ``evaluate``
     adds its scalars to each record."""
     res = fit(_counting_step(1e9), {"w": jnp.zeros(1)}, jnp.zeros((8, 1)), key=jax.random.key(0), steps=8,
-              batch_size=2, loop=QUIET._replace(log_every=4), average=True,
+              batch_size=2, loop=dataclasses.replace(QUIET, log_every=4), average=True,
               evaluate=lambda s: {"w": float(s["w"][0])})
     assert res.history == {"step": [4, 8], "loss": [1.5, 5.5], "w": [4.0, 8.0]}
 
@@ -113,9 +115,17 @@ def test_average_history_and_evaluate():
 @pytest.mark.parametrize("kw, match", [
     (dict(steps=0), "steps"),
     (dict(batch_size=9), "exceeds the 8 rows"),
-    (dict(loop=Loop(log_every=0)), "log_every"),
 ])
 def test_bad_settings(kw, match):
     args = dict(key=jax.random.key(0), steps=1, batch_size=2, loop=QUIET) | kw
     with pytest.raises(ValueError, match=match):
         fit(_recording_step, 0.0, jnp.zeros((8, 1)), **args)
+
+
+@pytest.mark.parametrize("kw, match", [(dict(log_every=0), "log_every must be an int >= 1, got 0"),
+                                       (dict(checkpoint_every=2.5), "checkpoint_every must be an int"),
+                                       (dict(log_every=True), "log_every must be an int")])
+def test_bad_loop_is_refused_when_built(kw, match):
+    """Options are validated when they are built (STYLE.md 8): no trainer call needed."""
+    with pytest.raises(ValueError, match=match):
+        Loop(**kw)

@@ -140,7 +140,8 @@ def test_subsample_num_rows_and_target_stderr():
     assert np.all(np.abs(np.asarray(sub) - np.asarray(full)) <= 4 * np.asarray(isub.stderr) + 1e-7)
     target = float(np.max(np.asarray(ifull.stderr))) * 2.0
     _, itgt = interventional_expectation(split, stats, [0.0, 1.0], params=params, data=X, features=[0, 1],
-                                         method=E.Definition(target_stderr=target), return_info=True)
+                                         method=E.Definition(target_stderr=target, key=jax.random.key(1)),
+                                         return_info=True)
     assert 256 <= itgt.num_rows < 2000
     assert float(np.max(np.asarray(itgt.stderr))) <= 1.5 * target
 

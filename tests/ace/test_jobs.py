@@ -151,13 +151,15 @@ def test_load_model_and_rows_bad_input(tmp_path, monkeypatch):
             raise RuntimeError("no weights")
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    f, p = load_model("usermod:good")
-    assert f(p, np.ones(3, np.float32)).shape == (2,)
+    x = np.ones(3, np.float32)
+    w = load_model("usermod:good", x)
+    np.testing.assert_allclose(w(x), np.tanh(np.full(2, 3.0)), rtol=1e-6)
+    assert w.output == "raw" and w.split is not None  # the contract found the affine first layer
     for spec, match in [("usermod", "module:function"), ("nosuchmod:f", "cannot import"),
                         ("usermod:missing", "no callable"), ("usermod:wrong", r"\(model, params\)"),
-                        ("usermod:boom", "no weights")]:
+                        ("usermod:boom", "no weights"), ("usermod:good", r"shape \(4,\)")]:
         with pytest.raises(ValueError, match=match):
-            load_model(spec)
+            load_model(spec, np.ones(4 if match.startswith("shape") else 3, np.float32))
     X = np.random.default_rng(0).uniform(size=(5, 4)).astype(np.float32)
     np.save(tmp_path / "x.npy", X)
     np.savez(tmp_path / "x.npz", X=X, y=np.zeros(5))
@@ -182,18 +184,25 @@ def test_load_model_from_nnx_checkpoint(tmp_path):
 
     m = MLP((5, 7, 3), activation="tanh", rngs=nnx.Rngs(3))
     save(tmp_path / "m.msgpack", m)
-    model, params = load_model("jcausal.models:MLP", tmp_path / "m.msgpack")
-    assert isinstance(model, Split)
     x = jnp.linspace(0, 1, 5)
-    # class probabilities, as `jcausal ace file` computes for the same checkpoint (issue 21, item 4)
-    np.testing.assert_allclose(model.rest(params, model.first(params, x)), jax.nn.softmax(m(x)), rtol=1e-6)
+    w = load_model("jcausal.models:MLP", x, tmp_path / "m.msgpack")
+    assert isinstance(w.split, Split) and w.output == "probabilities"
+    # class probabilities, as `jcausal ace file` computes for the same checkpoint (issue 21, item 4),
+    # by the whole model and by its eqn-2 split
+    np.testing.assert_allclose(w(x), jax.nn.softmax(m(x)), rtol=1e-6)
+    s, p = w.split, w.params
+    np.testing.assert_allclose(s.rest(p, s.first(p, x)), jax.nn.softmax(m(x)), rtol=1e-6)
+    with jax.enable_x64(True):  # --x64: the parameters take the example's float64
+        w64 = load_model("jcausal.models:MLP", np.linspace(0, 1, 5), tmp_path / "m.msgpack")
+        assert {a.dtype for a in jax.tree.leaves(w64.params)} == {jnp.dtype("float64")}
+        np.testing.assert_allclose(w64(np.linspace(0, 1, 5)), jax.nn.softmax(m(x)), rtol=1e-6)
     with pytest.raises(ValueError, match="not a Flax NNX Module"):
-        load_model("jcausal.ace.jobs:run_job", tmp_path / "m.msgpack")
+        load_model("jcausal.ace.jobs:run_job", x, tmp_path / "m.msgpack")
     from jcausal.models import GCECNN
 
     save(tmp_path / "c.msgpack", GCECNN(4, rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match="holds a GCECNN"):
-        load_model("jcausal.models:MLP", tmp_path / "c.msgpack")
+        load_model("jcausal.models:MLP", x, tmp_path / "c.msgpack")
 
 
 # ------------------------------------------------------------- kill safety of overwrite=True

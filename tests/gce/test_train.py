@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -65,7 +66,8 @@ def test_same_seed_same_result_and_checkpoint(tmp_path):
         vae = mlp_vae(3, 2, hidden=(8,), rngs=nnx.Rngs(0))
         ck = tmp_path / "vae.msgpack"
         res = fit_explainer(vae, clf, X, key=jax.random.key(3), K=1, L=1, lam=0.1, steps=3,
-                            settings=SMALL._replace(batch_size=16), loop=Loop(ck, 2, progress=False))
+                            settings=dataclasses.replace(SMALL, batch_size=16),
+                            loop=Loop(ck, 2, progress=False))
         runs.append(res)
     np.testing.assert_array_equal(runs[0].history["loss"], runs[1].history["loss"])
     meta = json.loads((tmp_path / "vae.msgpack.json").read_text())
@@ -107,15 +109,28 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 @pytest.mark.parametrize("kw, match", [
     (dict(lam=-0.1), "lam = -0.1"),
     (dict(K=0), "K = 0"),
-    (dict(settings=ExplainerSettings(n_alpha=0, n_beta=4)), "n_alpha = 0"),
-    (dict(settings=ExplainerSettings(n_alpha=4, n_beta=0)), "n_beta = 0"),
-    (dict(settings=ExplainerSettings(n_alpha=4, n_beta=4, sampler="qmc")), "sampler = 'qmc': choose one"),
-    (dict(settings=ExplainerSettings(n_alpha=1, n_beta=4)), "2 draws to stratify, got n_alpha = 1"),
+    (dict(settings=dict(n_alpha=1, n_beta=4)), "2 draws to stratify, got n_alpha = 1"),
 ])
 def test_bad_input(kw, match):
+    if "settings" in kw:
+        kw = kw | {"settings": ExplainerSettings(**kw["settings"])}
     args = dict(key=jax.random.key(0), K=1, L=1, lam=0.1, steps=1, settings=TINY, loop=QUIET) | kw
     with pytest.raises(ValueError, match=match):
         fit_explainer(LinearGaussian(2, 1, 1, rngs=nnx.Rngs(0)), lambda x: jax.nn.softmax(x), **args)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(n_alpha=0, n_beta=4), "n_alpha = 0"),
+    (dict(n_alpha=4, n_beta=0), "n_beta = 0"),
+    (dict(n_alpha=4, n_beta=4, sampler="qmc"), "sampler = 'qmc': choose one"),
+    (dict(variant="both"), "variant = 'both'"),
+    (dict(batch_size=0), "batch_size must be an int >= 1"),
+    (dict(learning_rate=float("nan")), "learning_rate = nan"),
+])
+def test_bad_settings_are_refused_when_built(kw, match):
+    """Options are validated when they are built (STYLE.md 8): no fit_explainer call needed."""
+    with pytest.raises(ValueError, match=match):
+        ExplainerSettings(**kw)
 
 
 def test_logits_instead_of_probabilities_is_rejected():
@@ -133,7 +148,7 @@ def test_latent_size_other_than_k_plus_l_is_refused_before_any_step(tmp_path):
     kw = dict(key=jax.random.key(0), lam=0.1, steps=2, loop=QUIET)
     lg = LinearGaussian(4, 1, 2, rngs=nnx.Rngs(0))
     W0 = np.asarray(lg.W[...]).copy()
-    for settings in (TINY, TINY._replace(fidelity_only=True)):
+    for settings in (TINY, dataclasses.replace(TINY, fidelity_only=True)):
         with pytest.raises(ValueError, match=r"K \+ L = 2 \+ 2 = 4, but the generative map's latent has 3 "):
             fit_explainer(lg, clf, K=2, L=2, settings=settings, **kw | dict(loop=Loop(tmp_path / "lg.msgpack",
                                                                                        progress=False)))

@@ -1,6 +1,8 @@
 """Counterfactual GAN: exact nearest neighbours vs float64 brute force, one step lowers the generator
 loss, save/load reproduces counterfactuals, bad input, and the tabular pipeline (breast cancer)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +10,7 @@ import optax
 import pytest
 from flax import nnx
 
-from jcausal.models import MLP, Loop, load, train
+from jcausal.models import MLP, Loop, load
 from jcausal.tracer import (
     CounterfactualGAN,
     GANObjective,
@@ -115,7 +117,7 @@ def test_nonfinite_loss_keeps_last_good_checkpoint(tmp_path):
     # an infinite learning rate: the first discriminator update is non-finite, so the generator loss
     # of step 1 is NaN; training stops and keeps (and checkpoints) the initial parameters
     res = train_gan(gan, x, y, key=jax.random.key(0), steps=50, learning_rate=np.inf,
-                    loop=QUIET._replace(checkpoint=tmp_path / "g.msgpack"))
+                    loop=dataclasses.replace(QUIET, checkpoint=tmp_path / "g.msgpack"))
     assert res.nonfinite_step == 1 and res.steps == 0 and res.checkpoint.is_file()
     fresh = CounterfactualGAN(3, input_shape=(6,), kind="tabular", latent=4, hidden=(16,), rngs=nnx.Rngs(0))
     np.testing.assert_array_equal(generate(gan, x, (y + 1) % 3), generate(fresh, x, (y + 1) % 3))
@@ -127,31 +129,25 @@ def test_nonfinite_loss_keeps_last_good_checkpoint(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tabular():
-    from jcausal.data import train_test_split
-    from jcausal.tracer.datasets import load_breast_cancer
-
-    d = load_breast_cancer()
-    tr, te = train_test_split(len(d.y), test_size=0.25, seed=0)
-    clf = MLP((30, 64, 32, 2), rngs=nnx.Rngs(0))
-    train(clf, d.X[tr], d.y[tr], key=jax.random.key(0), epochs=100, learning_rate=3e-3, progress=False)
-    gan = CounterfactualGAN(2, input_shape=(30,), kind="tabular", latent=8, rngs=nnx.Rngs(0))
-    y_model, _ = model_labels(clf, d.X[tr])
-    res = train_gan(gan, d.X[tr], y_model, key=jax.random.key(1), steps=1500, lam=0.9, loop=QUIET)
-    return d, tr, te, clf, gan, res.index
+def tabular(breast_cancer_table):
+    """The breast-cancer MLP and tabular GAN of the issue-25 table (tests/tracer/conftest.py), trained
+    once per run: data, training and test rows, classifier, GAN, and the GAN's neighbour index
+    over the confident training rows."""
+    b = breast_cancer_table
+    return b["data"], b["tr"], b["te"], b["model"], b["gan"], b["index"], b["x_train"]
 
 
 def test_tabular_validity_and_feature_changes(tabular):
-    d, tr, te, clf, gan, index = tabular
+    d, tr, te, clf, gan, index, x_train = tabular
     x = d.X[te]
     pred, _ = model_labels(clf, x)
-    r = counterfactuals(gan, clf, x, 1 - pred, index, x_train=d.X[tr])
+    r = counterfactuals(gan, clf, x, 1 - pred, index, x_train=x_train)
     s = r.summary()
     print(f"\ntabular counterfactuals: {s}")
     assert s["changed"] == len(te) and s["validity_percent"] >= 80.0
     # distances recomputed independently
     np.testing.assert_allclose(r.dist_input, np.linalg.norm(r.counterfactuals - x, axis=1), rtol=1e-5)
-    np.testing.assert_allclose(r.dist_nn, np.linalg.norm(r.counterfactuals - d.X[tr][r.nn_rows], axis=1),
+    np.testing.assert_allclose(r.dist_nn, np.linalg.norm(r.counterfactuals - x_train[r.nn_rows], axis=1),
                                rtol=1e-5, atol=1e-6)
     ch = feature_changes(x[0], r.counterfactuals[0], d.scaler, d.feature_names, top=10)
     assert 0 < len(ch) <= 10
@@ -175,7 +171,7 @@ def test_tabular_validity_and_feature_changes(tabular):
 def test_tabular_contrastive_and_plots(tabular):
     from jcausal.plot.counterfactual import plot_contrastive, plot_feature_changes
 
-    d, tr, te, clf, gan, index = tabular
+    d, tr, te, clf, gan, index, _ = tabular
     x, y = d.X[te], d.y[te]
     pred, _ = model_labels(clf, x)
     wrong = np.flatnonzero(pred != y)
