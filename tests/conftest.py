@@ -16,17 +16,22 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 def _compilation_cache() -> str:
     """JAX's persistent compilation cache in a folder of this run's own, removed when the run ends:
-    a program compiled once is loaded (not compiled) again by later tests of this process and by
-    every subprocess it starts (the CLI, notebooks, killed jobs), which inherit the folder through
-    ``JAX_COMPILATION_CACHE_DIR``. Never a folder shared with another run or left from an earlier
-    one (a cache is speed only, and a stale one would hide nothing but could confuse a reader).
+    a program compiled once is loaded (not compiled) again by later tests, by the other xdist worker
+    and by every subprocess a test starts (the CLI, notebooks, killed jobs): the process that loads
+    this file first (pytest's main process, before it starts the workers) makes the folder and
+    hands it down through the environment (``JAX_COMPILATION_CACHE_DIR``), and removes it at its
+    exit. Never a folder shared with another run or left from an earlier one (a cache is speed
+    only, and a stale one would hide nothing but could confuse a reader).
     ``JCAUSAL_TEST_JAX_CACHE=0`` turns it off."""
     import atexit
     import shutil
     import tempfile
 
-    folder = tempfile.mkdtemp(prefix="jcausal-test-jax-cache-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    folder = os.environ.get("JCAUSAL_TEST_JAX_CACHE_DIR", "")
+    if not (folder and os.path.isdir(folder)):  # the first process of this run: it owns the folder
+        folder = tempfile.mkdtemp(prefix="jcausal-test-jax-cache-")
+        os.environ["JCAUSAL_TEST_JAX_CACHE_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     os.environ.update(JAX_COMPILATION_CACHE_DIR=folder, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
     jax.config.update("jax_compilation_cache_dir", folder)
