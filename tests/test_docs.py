@@ -40,7 +40,7 @@ MUST_HAVE_EXAMPLES = {
     "jcausal.data.synthetic": ["make_sequences", "make_isotropic_gaussian"],
     "jcausal.models.core": ["functional", "split_functional"],
     "jcausal.models.mlp": ["MLP"],
-    "jcausal.models.train": ["train", "accuracy"],
+    "jcausal.models.training": ["train", "accuracy"],
     "jcausal.models.checkpoint": ["save"],
     "jcausal.models.rnn": ["SequenceClassifier", "OneStepPredictor"],
     "jcausal.models.cnn": ["AlexNetSmall"],

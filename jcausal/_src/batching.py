@@ -1,5 +1,9 @@
 """Pad, batch and shard a set of independent points: the one driver loop every module shares.
 
+Inside one compiled program: :func:`pad_points` and :func:`map_sharded`. Around compiled programs
+(a host loop over a large batch, e.g. TRACER's layer outputs or counterfactual decoding):
+:func:`map_chunks`, the one pad-and-chunk loop.
+
 A *point* is one unit of work (an ACE (feature, alpha) pair, a GCE latent sample, a TRACER
 intervention). Points are stacked along a leading axis, padded to a multiple of
 ``devices x batch_size`` by repeating the first point (so padded work is valid work, never NaN),
@@ -20,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from jcausal._src.checks import require_int
 
-__all__ = ["make_mesh", "resolve_mesh", "pad_points", "map_sharded"]
+__all__ = ["make_mesh", "map_chunks", "map_sharded", "pad_points", "resolve_mesh"]
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -59,6 +63,41 @@ def pad_points(points: Any, n: int, batch_size: int, ndev: int = 1) -> tuple[Any
         return np.concatenate([x, fill], axis=0)
 
     return jax.tree.map(pad, points), bs
+
+
+def map_chunks(fn: Callable, arrays: tuple, size: int, *, shrink: bool = False, progress: bool = False,
+               desc: str | None = None, host: bool = True) -> Any:
+    """``fn(*chunk)`` over consecutive chunks of ``size`` rows of ``arrays`` (a tuple of arrays, or
+    ``None`` entries passed through, with the same leading length ``n >= 1``), concatenated.
+
+    Every chunk has ``size`` rows: the last is padded by repeating its last row (valid work, never
+    NaN), so a compiled ``fn`` compiles once; the padded rows' outputs are dropped. ``fn`` returns an
+    array or a pytree of arrays whose leaves have the chunk as leading axis.
+
+    Args:
+      shrink: fewer than ``size`` rows in all: pad them to the next power of two instead (a few
+        cached compilations; small batches do not pay for a full chunk).
+      progress, desc: a tqdm bar over chunks.
+      host: concatenate on the host (numpy); ``False``: on the device (``jax.numpy``).
+
+    Returns:
+      ``fn``'s output structure, each leaf with leading axis ``n``.
+    """
+    n = next(a for a in arrays if a is not None).shape[0]
+    require_int(size, "size")
+    size = min(int(size), 1 << max(n - 1, 0).bit_length()) if shrink else int(size)
+    xp = np if host else jax.numpy
+    outs = []
+    from tqdm.auto import tqdm
+
+    for s in tqdm(range(0, n, size), disable=not progress, desc=desc, leave=False):
+        part = [None if a is None else a[s:s + size] for a in arrays]
+        m = next(p for p in part if p is not None).shape[0]
+        if m < size:
+            part = [None if p is None else xp.concatenate([p, xp.repeat(p[-1:], size - m, 0)]) for p in part]
+        got = fn(*part)
+        outs.append(jax.tree.map(lambda o, m=m: (np.asarray(o) if host else o)[:m], got))
+    return jax.tree.map(lambda *o: xp.concatenate(o), *outs)
 
 
 MAX_UNROLL = 8  # batches of points compiled as straight-line code rather than a loop

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["class_indices", "nonfinite_counts", "require_finite", "require_int"]
+__all__ = ["class_indices", "feature_indices", "nonfinite_counts", "require_finite", "require_int"]
 
 
 def require_int(value, name: str, *, minimum: int = 1, none_ok: bool = False) -> None:
@@ -28,6 +28,33 @@ def require_int(value, name: str, *, minimum: int = 1, none_ok: bool = False) ->
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}{' or None' if none_ok else ''}, got {value!r}")
+
+
+def feature_indices(features, k: int, name: str = "features") -> np.ndarray:
+    """``features`` as ``(F,)`` int indices into ``k`` input features (``None``: all ``k``): the one
+    check of feature indices. Refuses anything but a non-empty 1-d sequence of ints, indices outside
+    ``[0, k)`` and duplicates, naming them.
+
+    Examples:
+      >>> from jcausal._src.checks import feature_indices
+      >>> feature_indices([2, 0], 3).tolist()
+      [2, 0]
+      >>> feature_indices([0, 0], 3)
+      Traceback (most recent call last):
+      ValueError: features contains duplicates: [0]
+    """
+    if features is None:
+        return np.arange(k)
+    idx = np.atleast_1d(np.asarray(features))
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"{name} must be a non-empty 1-d sequence of ints, got {features!r}")
+    bad = idx[(idx < 0) | (idx >= k)]
+    if bad.size:
+        raise ValueError(f"{name} {bad.tolist()} out of range for {k} input features")
+    uniq, counts = np.unique(idx, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(f"{name} contains duplicates: {uniq[counts > 1].tolist()}")
+    return idx
 
 
 def nonfinite_counts(a) -> tuple[int, int]:

@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 
 from jcausal._src.batching import make_mesh, map_sharded, pad_points, resolve_mesh
 from jcausal._src.calling import Model, Split, bind_model, unwrap_model
-from jcausal._src.checks import require_int
+from jcausal._src.checks import feature_indices, require_int
 from jcausal._src.xla import jit
 from jcausal.ace import estimators as E
 from jcausal.ace.stats import InputStats
@@ -123,21 +123,6 @@ def _apply_rows(model, params, X):
 def _output_shape(model, params, x):
     """The shape of ``f(x)`` for one input (traced once per model and input type, cached)."""
     return _apply_rows.eval_shape(model, params, x[None]).shape[1:]
-
-
-def _features(features, k: int) -> np.ndarray:
-    if features is None:
-        return np.arange(k)
-    idx = np.atleast_1d(np.asarray(features))
-    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"features must be a non-empty 1-d sequence of ints, got {features!r}")
-    bad = idx[(idx < 0) | (idx >= k)]
-    if bad.size:
-        raise ValueError(f"features {bad.tolist()} out of range for {k} input features")
-    uniq, counts = np.unique(idx, return_counts=True)
-    if np.any(counts > 1):
-        raise ValueError(f"features contains duplicates: {uniq[counts > 1].tolist()}")
-    return idx
 
 
 def _alphas(alphas, stats: InputStats, idx: np.ndarray, strict: bool, dtype) -> np.ndarray:
@@ -350,7 +335,7 @@ def _plan(f, stats, alphas, *, params, features, method, data, run, strict) -> _
     f, params = unwrap_model(f, params)  # a jcausal.wrap model: its Split (or apply) and params
     dtype = stats.mean.dtype
     k = stats.mean.shape[0]
-    idx = _features(features, k)
+    idx = feature_indices(features, k)
     alph = _alphas(alphas, stats, idx, strict, dtype)
     est = E.resolve(method, data)
     # Traced now: the arrays f reads enter the compiled programs as arguments (never stale).

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.batching import pad_points
 from jcausal._src.calling import trace_model
 from jcausal._src.xla import jit
 from jcausal.ace.interventional import interventional_expectation, taylor_expectation
@@ -235,9 +236,9 @@ def feedback_expectation(
     data = X[keep, : t_hat + 1]
     batches = FeedbackBatches() if batches is None else batches
     batch_size, direction_batch_size = int(batches.alphas), batches.directions
-    sbs = max(1, min(int(batches.sequences), keep.size))
-    pad = -keep.size % sbs  # fixed chunk shapes: pad the last chunk, mask it out of the moments
-    data = jnp.concatenate([data, jnp.repeat(data[:1], pad, axis=0)])
+    # fixed chunk shapes: the last chunk padded (with the first sequence), masked out of the moments
+    data, sbs = pad_points(data, keep.size, int(batches.sequences))
+    data = jnp.asarray(data)
     mask = jnp.arange(data.shape[0]) < keep.size
     alphas = jnp.asarray(alphas, X.dtype).reshape(-1)
     # traced now: the arrays step reads enter the compiled program as arguments (never stale)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jcausal._src.checks import require_int
+from jcausal._src.checks import feature_indices, require_int
 from jcausal._src.xla import jit
 
 __all__ = ["InputStats", "input_stats", "intervention_grid", "truncate", "with_domain"]
@@ -206,12 +206,7 @@ def intervention_grid(stats: InputStats, num: int, features=None) -> jax.Array:
     """
     require_int(num, "num")
     k = stats.mean.shape[0]
-    idx = np.arange(k) if features is None else np.atleast_1d(np.asarray(features))
-    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"features must be a non-empty 1-d sequence of ints, got {features!r}")
-    bad = idx[(idx < 0) | (idx >= k)]
-    if bad.size:
-        raise ValueError(f"features {bad.tolist()} out of range for {k} input features")
+    idx = feature_indices(features, k)
     t = jnp.linspace(0.0, 1.0, num, dtype=stats.mean.dtype)
     lo, hi = stats.low[idx], stats.high[idx]
     return lo[:, None] + (hi - lo)[:, None] * t[None, :]

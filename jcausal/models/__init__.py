@@ -15,7 +15,7 @@ from jcausal.models.core import (
 )
 from jcausal.models.mlp import MLP
 from jcausal.models.rnn import OneStepPredictor, SequenceClassifier
-from jcausal.models.train import accuracy, predict, train
+from jcausal.models.training import accuracy, predict, train
 from jcausal.models.vae import VAE, VAEOutput, conv_vae, elbo, gaussian_kl, mlp_vae, reparameterize
 
 __all__ = [

@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax.extend.core import Literal
-from tqdm.auto import tqdm
 
+from jcausal._src.batching import map_chunks
 from jcausal._src.checks import require_finite
 from jcausal._src.wrap import Wrapped, output_kind
 from jcausal._src.wrap_layers import nnx_captured
@@ -251,25 +251,11 @@ def activations(model: nnx.Module | LayerOutputs, X, *, layers=None, key: jax.Ar
     lo = model if isinstance(model, LayerOutputs) else layer_outputs(model, X[0], layers=layers)
     n = X.shape[0]
     bs = int(min(batch_size, n))
-    chunk = bs * max(1, 8)  # a few lax.map steps per call, so a progress bar can move
+    chunk = bs * max(1, -(-min(n, 8 * bs) // bs))  # a few lax.map steps per call: a progress bar moves
     keys = None if key is None else jax.random.split(key, n)
-    outs, vals = [], []
-    for s in tqdm(range(0, n, chunk), disable=not progress, desc="activations", leave=False):
-        xb = X[s:s + chunk]
-        m = xb.shape[0]
-        pad = (-m) % bs
-        if pad:
-            xb = jnp.concatenate([xb, jnp.repeat(xb[-1:], pad, axis=0)])
-        kb = None
-        if keys is not None:
-            kb = keys[s:s + chunk]
-            if pad:
-                kb = jnp.concatenate([kb, jnp.repeat(kb[-1:], pad, axis=0)])
-        o, v = _batched(lo.apply, lo.params, xb, kb, bs)
-        outs.append(o[:m])
-        vals.append([a[:m] for a in v])
-    values = tuple(jnp.concatenate([v[i] for v in vals]) for i in range(len(lo.names)))
-    return Activations(lo.names, values, jnp.concatenate(outs))
+    out, vals = map_chunks(lambda xb, kb: _batched(lo.apply, lo.params, xb, kb, bs), (X, keys), chunk,
+                           progress=progress, desc="activations", host=False)
+    return Activations(lo.names, tuple(vals), out)
 
 
 def _random_sources(model, x, key, names_kept):

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jcausal._src.batching import map_chunks
 from jcausal._src.calling import Classifier
 from jcausal._src.checks import require_int
 from jcausal._src.wrap import bind_classifier, wrap
@@ -375,19 +376,9 @@ def _fix(clf, steps, params, xb, pb, tb, bb, lo, hi, mut, thr, lmp, scales, step
 
 
 def _chunks(fn, arrays: tuple, batch_size: int):
-    """``fn(*chunk)`` over fixed-size padded chunks; outputs concatenated. Fewer rows than
-    ``batch_size`` are padded to the next power of two (a few compilations, cached; small repairs
-    do not pay for a full chunk)."""
-    n = arrays[0].shape[0]
-    batch_size = min(int(batch_size), 1 << max(n - 1, 0).bit_length())
-    outs = []
-    for s in range(0, n, batch_size):
-        part = [np.asarray(a[s:s + batch_size]) for a in arrays]
-        m = part[0].shape[0]
-        if m < batch_size:
-            part = [np.concatenate([p, np.repeat(p[-1:], batch_size - m, 0)]) for p in part]
-        outs.append([np.asarray(o)[:m] for o in fn(*[jnp.asarray(p) for p in part])])
-    return [np.concatenate(o) for o in zip(*outs)]
+    """``fn(*chunk)`` over padded chunks (:func:`~jcausal._src.batching.map_chunks`; fewer rows than
+    ``batch_size`` are padded to the next power of two), as a list of numpy arrays."""
+    return list(map_chunks(fn, arrays, batch_size, shrink=True))
 
 
 def _row_bounds(cons: Constraints, x: np.ndarray, domain) -> tuple[np.ndarray, np.ndarray]:

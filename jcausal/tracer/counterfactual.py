@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jcausal._src.batching import map_chunks
 from jcausal._src.calling import Classifier
 from jcausal._src.checks import class_indices
 from jcausal._src.wrap import bind_classifier, wrap
@@ -38,15 +39,9 @@ __all__ = ["CounterfactualResult", "counterfactuals", "distinct_valid", "generat
 
 def _batched(fn: Callable, params: Any, arrays: tuple, batch_size: int) -> np.ndarray:
     """``fn(params, *chunk)`` over fixed-size padded chunks (one compilation per function)."""
-    n = arrays[0].shape[0]
-    out = []
-    for s in range(0, n, batch_size):
-        part = [a[s:s + batch_size] for a in arrays]
-        m = part[0].shape[0]
-        if m < batch_size:
-            part = [jnp.concatenate([p, jnp.zeros((batch_size - m, *p.shape[1:]), p.dtype)]) for p in part]
-        out.append(np.asarray(fn(params, *part))[:m])
-    return np.concatenate(out) if out else np.zeros((0,))
+    if arrays[0].shape[0] == 0:
+        return np.zeros((0,))
+    return map_chunks(lambda *part: fn(params, *part), arrays, batch_size)
 
 
 @jit(static_argnums=0)

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
+from jcausal._src.batching import map_chunks
 from jcausal._src.checks import require_finite, require_int
 from jcausal._src.xla import jit
 from jcausal.tracer.activations import LayerOutputs, layer_outputs
@@ -143,18 +143,11 @@ def global_view(model: nnx.Module | LayerOutputs, X, labels=None, *, per_class: 
     if len(idx) < 1:
         raise ValueError("no inputs to analyse")
     run = _chunk_runner(lo.apply, kernel, baseline_kind)
-    graphs, preds = [], []
-    pad = (-len(idx)) % chunk
-    padded = np.concatenate([idx, np.repeat(idx[-1:], pad)])
     value = jnp.asarray(value, X.dtype)
-    for s in tqdm(range(0, len(padded), chunk), disable=not progress, desc="global view", leave=False):
-        rows = padded[s:s + chunk]
-        ckas, out = run(lo.params, X[rows], sets, value)
-        ckas, out = np.asarray(ckas), np.asarray(out)
-        for j in range(len(rows)):
-            if s + j < len(idx):
-                graphs.append(causal_graph(ckas[j], lo.names, eps))
-                preds.append(int(np.argmax(out[j])))
+    ckas, out = map_chunks(lambda rows: run(lo.params, X[rows], sets, value), (idx,), chunk,
+                           progress=progress, desc="global view")
+    graphs = [causal_graph(c, lo.names, eps) for c in ckas]
+    preds = [int(p) for p in np.argmax(out, -1)]
     mechs, assignment, by_nodes = summarize_mechanisms(graphs, preds)
     return GlobalView(mechs, assignment, idx, np.array(preds),
                       None if labels is None else np.asarray(labels)[idx], by_nodes, tuple(graphs))
