@@ -229,6 +229,7 @@ def test_table_flags_order0_curves_with_spread_and_probabilities_outside_unit_in
     import jax.numpy as jnp
 
     import jcausal.ace
+    import jcausal.experiments.ace_mlp as ace_mlp
 
     real = jcausal.ace.explain
 
@@ -236,7 +237,8 @@ def test_table_flags_order0_curves_with_spread_and_probabilities_outside_unit_in
         y0 = 0.5 + 1.5 * jnp.sin(40.0 * x[0])
         return jnp.stack([y0, 1.0 - y0, jnp.zeros_like(y0)])
 
-    monkeypatch.setattr(jcausal.ace, "explain", lambda f, X, **kw: real(jagged, X, params=jnp.zeros(1), **kw))
+    # the experiment `ace iris` runs (jcausal.experiments.ace_mlp) computes with this model instead
+    monkeypatch.setattr(ace_mlp, "explain", lambda f, X, **kw: real(jagged, X, params=jnp.zeros(1), **kw))
     out = _with_checkpoint(tmp_path / "o", iris_checkpoint)
     assert main(["ace", "iris", "--out", str(out), "--quiet", "--features", "0", "1"]) == 0
     text = capsys.readouterr().out

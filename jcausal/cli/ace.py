@@ -29,8 +29,6 @@ from jcausal.cli.train import IRIS_SET, check_mlp_request, fit_iris_mlp
 
 __all__ = ["register"]
 
-SMALL_SPREAD = 5e-4  # a Phase I curve with a smaller std over the grid may print as flat (0.000)
-UNIT_TOL = 1e-4  # expectations of probabilities outside [-tol, 1 + tol] are flagged
 
 
 def _rank(text: str):
@@ -244,13 +242,25 @@ def _run(args, folder, prep) -> int:
             fit_iris_mlp(folder, sizes[1:-1], args.activation, epochs=300, lr=1e-2,
                          seed=args.seed, progress=False)
             ck_meta = _check_checkpoint(ckpt, wanted, own=True, remedy="")
+    from flax import nnx
+
+    from jcausal.experiments.ace_mlp import effect_report, effect_table, mlp_ace
+    from jcausal.models import MLP, load
+
+    method = chosen_method(args)  # eqn 2 over the rows given: the quantity asked for
     with jax.enable_x64(True) if args.x64 else contextlib.nullcontext():
-        res, fig, method = _compute(args, X, sizes, feats, ckpt, feature_names, output_names)
-        report = _report(res, [feature_names[f] for f in feats], output_names)
+        model = MLP(sizes, activation=args.activation, rngs=nnx.Rngs(0))
+        load(ckpt, model)
+        Xd = np.asarray(X, np.float64 if args.x64 else np.float32)  # the parameters take its dtype
+        res, fig = mlp_ace(model, Xd, feats, method=method, num_alphas=args.num_alphas,
+                           max_order=args.max_order, rank=args.rank, seed=args.seed,
+                           batch_size=args.batch_size, names=(feature_names, output_names),
+                           progress=not args.quiet)
+        report = effect_report(res, [feature_names[f] for f in feats], output_names)
         name = f"ace_{args.dataset}"
         _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, feature_names,
                output_names, method)
-        table = format_table(res, report)
+        table = effect_table(res, report)
     eqn = "eqn 2, the definition: the mean over the data rows" if averages_rows(method) else \
         "eqn 4, the paper's second-order expansion"
     print(f"Phase I method: {method} ({eqn}; {len(X)} rows); outputs: softmax probabilities")
@@ -259,48 +269,6 @@ def _run(args, folder, prep) -> int:
         print(f"warning: {w}")
     print(f"wrote {out / (name + '.npz')}, {out / (name + '.png')} and {out / (name + '.json')}")
     return 0
-
-
-def _compute(args, X, sizes, feats, ckpt, feature_names, output_names):
-    """Phase I + II on the checkpoint's MLP (softmax outputs) and the figure."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from flax import nnx
-    from tqdm.auto import tqdm
-
-    import jcausal
-    from jcausal.ace import Execution, estimators, explain, make_estimator
-    from jcausal.models import MLP, load
-    from jcausal.plot import plot_causal_regressors
-
-    steps = tqdm(total=3, desc="jcausal ace", disable=args.quiet, leave=False)
-    model = MLP(sizes, activation=args.activation, rngs=nnx.Rngs(0))
-    load(ckpt, model)
-    dtype = jnp.float64 if args.x64 else jnp.float32  # --x64: the caller enabled float64
-    nnx.update(model, jax.tree.map(lambda a: jnp.asarray(a, dtype), nnx.state(model, nnx.Param)))
-    steps.update()
-    method = chosen_method(args)  # eqn 2 over the rows given: the quantity asked for
-    steps.set_postfix_str(f"Phase I ({method})")
-    Xd = np.asarray(X, dtype)
-    # the model through the one contract: its class probabilities (an estimator that takes a smooth
-    # head, Gauss-Newton, takes the logits and the softmax as its head) and the split wrap finds
-    # (eqn 2: the first layer once per row, a rank-one update per intervention); the estimator is
-    # asked which settings it takes, never named
-    takes_head = estimators.takes_setting(method, "head")
-    model = jcausal.wrap(model, Xd[0], head=None if takes_head else jax.nn.softmax)
-    key = jax.random.key(args.seed) if estimators.takes_setting(method, "key") else None
-    est = make_estimator(method, rank=args.rank, key=key, head=jax.nn.softmax if takes_head else None)
-    # eqn 2 averages over these rows; an eqn-4 method is checked against eqn 2 on them
-    res = explain(model, Xd, features=feats, num_alphas=args.num_alphas, max_order=args.max_order,
-                  method=est, data=Xd, run=Execution(batch_size=args.batch_size))
-    steps.update()
-    steps.set_postfix_str("figure")
-    fig = plot_causal_regressors(res, feature_names=[feature_names[i] for i in feats],
-                                 output_names=output_names)
-    steps.update()
-    steps.close()
-    return res, fig, method
 
 
 def _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, feature_names,
@@ -336,79 +304,6 @@ def _write(folder, name, args, res, fig, report, sizes, ckpt, ck_meta, feats, fe
 
 
 # ------------------------------------------------------------------------------------- the table
-
-
-def _report(res, feature_names, output_names) -> dict:
-    """Per-curve checks: Phase I spread, order 0 despite a spread, probabilities outside [0, 1]."""
-    import numpy as np
-
-    E = np.asarray(res.expectations, np.float64)  # (F, A, m)
-    spread = E.std(axis=1)  # (F, m)
-    lo, hi = E.min(axis=1), E.max(axis=1)
-    orders = np.asarray(res.orders)
-    flat = (orders == 0) & (spread >= SMALL_SPREAD)
-    outside = (lo < -UNIT_TOL) | (hi > 1.0 + UNIT_TOL)
-    rep = {
-        "spread": spread, "flat_mask": flat, "outside_mask": outside,
-        "feature_names": feature_names, "output_names": output_names,
-        "range": [float(E.min()), float(E.max())],
-        "flat_but_spread": [{"feature": feature_names[f], "output": output_names[j],
-                             "spread": float(spread[f, j])} for f, j in np.argwhere(flat)],
-        "outside": [{"feature": feature_names[f], "output": output_names[j], "min": float(lo[f, j]),
-                     "max": float(hi[f, j])} for f, j in np.argwhere(outside)],
-        "warnings": [],
-    }
-    if outside.any():
-        rep["warnings"].append(
-            f"{int(outside.sum())} curve(s) have expectations of probabilities outside [0, 1] "
-            f"(range [{E.min():.3f}, {E.max():.3f}], marked !): the Phase I estimate is not an "
-            "expectation there (e.g. the second-order expansion far from the definition, eqn 2)")
-    if flat.any():
-        rep["warnings"].append(
-            f"Phase II chose order 0 (no effect) for {int(flat.sum())} curve(s) whose Phase I values "
-            f"spread (std up to {spread[flat].max():.3g}, marked *): their row shows the Phase I "
-            "values minus their mean instead; such a curve is noise or estimator error, not 'no effect'")
-    return rep
-
-
-def _cell(v: float, mark: str = "") -> str:
-    """A signed value that never prints as +-0.000 unless it is zero."""
-    text = f"{v:+.1e}" if v != 0.0 and abs(v) < 5e-4 else f"{v:+.3f}"
-    return f"{text + mark:>9s}"
-
-
-def format_table(res, report) -> str:
-    """The ACE table: per output, one row per feature with the selected order, the Phase I spread,
-    and ACE at low / mid / high (``*``: Phase I values, order 0 chosen despite a spread; ``!``:
-    expectations outside [0, 1])."""
-    import numpy as np
-
-    feature_names, output_names = report["feature_names"], report["output_names"]
-    lo = np.asarray(res.regressor.low)[:, 0]
-    hi = np.asarray(res.regressor.high)[:, 0]
-    grid = np.stack([lo, 0.5 * (lo + hi), hi], axis=1)  # (F, 3)
-    ace = np.asarray(res.ace(grid))  # (F, 3, m)
-    E = np.asarray(res.expectations, np.float64)
-    alphas = np.asarray(res.alphas, np.float64)
-    orders = np.asarray(res.orders)
-    spread = report["spread"]
-    width = max(len(n) for n in feature_names) + 2
-    lines = ["", "Average causal effect ACE(a) = E[y | do(x = a)] - baseline at a = low / mid / high;",
-             "spread = std of the Phase I curve E[y | do(x = a)] over the grid", ""]
-    for j, out_name in enumerate(output_names):
-        lines.append(f"{out_name}")
-        lines.append(f"  {'feature':{width}s}order  spread      low      mid     high")
-        for f, name in enumerate(feature_names):
-            a, mark = ace[f, :, j], ""
-            if report["flat_mask"][f, j]:  # Phase I values, centred, at low / mid / high
-                centred = E[f, :, j] - E[f, :, j].mean()
-                a, mark = np.interp(grid[f], alphas[f], centred), "*"
-            flag = "  !" if report["outside_mask"][f, j] else ""
-            s = spread[f, j]
-            s_text = f"{s:.1e}" if 0 < s < 5e-4 else f"{s:.3f}"
-            lines.append(f"  {name:{width}s}{orders[f, j]:5d} {s_text:>7s}"
-                         + "".join(_cell(float(v), mark) for v in a) + flag)
-    return "\n".join(lines) + "\n"
 
 
 def register(sub) -> None:

@@ -110,7 +110,8 @@ def _mnist_config(args):
     given = {("learning_rate" if k == "lr" else k): getattr(args, k) for k in _PRESET
              if getattr(args, k) is not None}
     return dataclasses.replace(base, K=args.K, L=args.L, lam=args.lam, batch_size=args.batch_size,
-                               checkpoint_every=args.checkpoint_every, **given)
+                               checkpoint_every=args.checkpoint_every, n_flow=tuple(args.flow_samples),
+                               **given)
 
 
 def _mnist_check(args):
@@ -247,3 +248,7 @@ def register(sub) -> None:
     mn.add_argument("--batch-size", type=positive_int, default=64, help="VAE batch (default: %(default)s)")
     mn.add_argument("--classifier-epochs", type=positive_int, default=3, help="CNN epochs" + DEFAULT)
     mn.add_argument("--checkpoint-every", type=positive_int, default=200, help="steps (default: %(default)s)")
+    mn.add_argument("--flow-samples", type=positive_int, nargs=2, default=[100, 50],
+                    metavar=("OUTER", "INNER"),
+                    help="draws of each factor and, per draw, of the others in the per-factor flows "
+                         "(Figure 5a; the evaluation's largest cost; default: 100 50)")

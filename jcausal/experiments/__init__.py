@@ -2,6 +2,9 @@
 
 What the ``jcausal`` command, the benchmarks and the notebooks run:
 
+- :mod:`jcausal.experiments.ace_mlp`: the ACE paper's Iris experiment (section 5.1) -- ACE of a saved
+  MLP classifier's probabilities on tabular rows, its figure, checks and table (``jcausal ace iris``,
+  ``jcausal ace file``).
 - :mod:`jcausal.experiments.gce_mnist`: GCE section 5 -- the Table 1 CNN on MNIST digit classes and
   the Table 2 VAE explainer, with flows, resampled accuracies and sweeps (``jcausal gce mnist``).
 - :mod:`jcausal.experiments.tracer_compression`: TRACER's compression study (Table 1) -- plain CNNs

@@ -44,9 +44,9 @@ def test_gce_mnist_on_synthetic_idx(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["gce", "mnist", "--classes", "3", "8", "--data", str(tmp_path), "--steps", "3",
                  "--n-alpha", "3", "--n-beta", "2", "--pretrain-steps", "2", "--batch-size", "8",
-                 "--classifier-epochs", "1", "--out", str(out), "--quiet"]) == 0
+                 "--classifier-epochs", "1", "--flow-samples", "16", "8", "--out", str(out), "--quiet"]) == 0
     s = json.loads((out / "summary.json").read_text())
-    assert s["steps"] == 3 and len(s["flow_nats"]) == 8
+    assert s["steps"] == 3 and len(s["flow_nats"]) == 8 and s["config"]["n_flow"] == [16, 8]
     assert s["config"]["sampler"] == "sobol" and s["preset"] == "default"
     # 3 steps on noise: C stays near 0, which the summary and the warning report
     assert s["plateau"] is not None and "the decoder ignores z" in capsys.readouterr().err
@@ -79,11 +79,15 @@ def test_mnist_config_takes_the_preset_then_the_options():
     import argparse
 
     from jcausal.cli.gce import _mnist_config
+    from jcausal.experiments.gce_mnist import GCEMnistConfig
 
     base = dict(K=1, L=7, lam=0.05, batch_size=64, checkpoint_every=200, steps=None, n_alpha=None,
-                n_beta=None, lr=None, likelihood=None, sampler=None, pretrain_steps=None, init_log_var=None)
+                n_beta=None, lr=None, likelihood=None, sampler=None, pretrain_steps=None, init_log_var=None,
+                flow_samples=[100, 50])
     c = _mnist_config(argparse.Namespace(paper=True, **base | dict(steps=40)))
     assert (c.steps, c.sampler, c.n_alpha, c.likelihood, c.pretrain_steps) == (40, "mc", 100, "sse", 0)
+    assert c.n_flow == (100, 50) == GCEMnistConfig().n_flow  # --flow-samples' default is the config's
+    assert _mnist_config(argparse.Namespace(paper=False, **base | dict(flow_samples=[8, 4]))).n_flow == (8, 4)
     c = _mnist_config(argparse.Namespace(paper=False, **base | dict(sampler="mc")))
     assert (c.sampler, c.n_alpha, c.likelihood, c.pretrain_steps) == ("mc", 128, "bernoulli", 300)
 
