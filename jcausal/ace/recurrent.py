@@ -15,6 +15,7 @@ Sequences are ``(n, T, F)`` arrays (``(n, T)`` means ``F = 1``) with an optional
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import lru_cache, partial
 from typing import Any, NamedTuple
@@ -25,6 +26,7 @@ import numpy as np
 
 from jcausal._src.batching import pad_points
 from jcausal._src.calling import trace_model
+from jcausal._src.checks import require_int
 from jcausal._src.xla import jit
 from jcausal.ace.interventional import interventional_expectation, taylor_expectation
 from jcausal.ace.stats import InputStats, input_stats
@@ -161,8 +163,10 @@ def _teacher_forced(step, params, carry, xs):
     return jax.lax.scan(lambda c, x: step(params, c, x), carry, xs)
 
 
-class FeedbackBatches(NamedTuple):
-    """How much :func:`feedback_expectation` runs at once (memory, not results).
+@dataclasses.dataclass(frozen=True)
+class FeedbackBatches:
+    """How much :func:`feedback_expectation` runs at once (memory, not results); validated when
+    built.
 
     Fields:
       alphas: intervention values processed at once.
@@ -174,6 +178,11 @@ class FeedbackBatches(NamedTuple):
     alphas: int = 8
     sequences: int = 1024
     directions: int | None = None
+
+    def __post_init__(self):
+        require_int(self.alphas, "alphas")
+        require_int(self.sequences, "sequences")
+        require_int(self.directions, "directions", none_ok=True)
 
 
 def feedback_expectation(
