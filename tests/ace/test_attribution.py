@@ -114,28 +114,18 @@ def test_reliability_boundary_checks(tmp_path):
 def test_an_estimator_setting_given_to_explain_says_where_it_belongs():
     """The hint lists what belongs to an estimator or to Execution, derived from the registered
     classes: a test estimator's new setting is known as soon as its class is registered."""
-    from typing import ClassVar
-
     from jcausal.ace import estimators as E
+    from tests.ace.estimator_for_tests import NAME, define_at_mean_plus
 
     X = np.random.default_rng(0).uniform(size=(20, 2)).astype(np.float32)
     with pytest.raises(TypeError, match=r"rank belong\(s\) to the estimator"):
         explain(lambda x: x, X, rank=0.9)
-    with pytest.raises(TypeError, match=r"unknown ACE setting\(s\) \['wobble'\]; the settings are") as err:
-        explain(lambda x: x, X, wobble=2)
+    with pytest.raises(TypeError, match=r"unknown ACE setting\(s\) \['shift'\]; the settings are") as err:
+        explain(lambda x: x, X, shift=2)
     assert "belong" not in str(err.value)
-
-    @E.register_estimator
-    class Wobbly(E.Estimator):
-        name: ClassVar[str] = "wobbly_settings_test"
-        wobble: int = E.static(1)
-
-        def point(self, model, params, mom, i, a, pid):
-            f0 = model(params, mom.mean.at[i].set(a))
-            return f0, jnp.zeros_like(f0)
-
+    define_at_mean_plus()  # a class with the setting 'shift'
     try:
-        with pytest.raises(TypeError, match=r"wobble belong\(s\) to the estimator"):
-            explain(lambda x: x, X, wobble=2)
+        with pytest.raises(TypeError, match=r"shift belong\(s\) to the estimator"):
+            explain(lambda x: x, X, shift=2)
     finally:
-        E.unregister_estimator("wobbly_settings_test")
+        E.unregister_estimator(NAME)

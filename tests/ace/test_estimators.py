@@ -1,7 +1,6 @@
 """A new estimator is one class: registered by a decorator, it is a ``method=`` of the driver (as an
 object and by name) and a ``--method`` choice of the CLI, with neither touched."""
 
-from typing import ClassVar
 
 import jax.numpy as jnp
 import numpy as np
@@ -9,26 +8,12 @@ import pytest
 
 from jcausal.ace import estimators as E
 from jcausal.ace import input_stats, interventional_expectation
-
-
-def _define():
-    @E.register_estimator
-    class AtMeanPlus(E.Estimator):
-        """Test-only: ``f(mu_ia) + shift`` (eqn 4 without its second-order term, shifted)."""
-
-        name: ClassVar[str] = "at_mean_plus_test"
-        shift: float = E.static(0.25)
-
-        def point(self, model, params, mom, i, a, pid):
-            f0 = model(params, mom.mean.at[i].set(a))
-            return f0 + self.shift, jnp.zeros_like(f0)
-
-    return AtMeanPlus
+from tests.ace.estimator_for_tests import define_at_mean_plus
 
 
 @pytest.fixture
 def test_estimator():
-    cls = _define()
+    cls = define_at_mean_plus()
     yield cls
     E.unregister_estimator(cls.name)
     assert cls.name not in E.REGISTRY
@@ -61,7 +46,7 @@ def test_a_test_only_estimator_is_a_method_and_a_cli_choice(test_estimator):
 
 
 def test_unregistered_estimator_is_gone():
-    cls = _define()
+    cls = define_at_mean_plus()
     E.unregister_estimator(cls.name)
     assert "at_mean_plus_test" not in E.method_names()
     with pytest.raises(ValueError, match="method"):
