@@ -83,13 +83,13 @@ def map_chunks(fn: Callable, arrays: tuple, size: int, *, shrink: bool = False, 
     Returns:
       ``fn``'s output structure, each leaf with leading axis ``n``.
     """
+    from tqdm.auto import tqdm
+
     n = next(a for a in arrays if a is not None).shape[0]
     require_int(size, "size")
     size = min(int(size), 1 << max(n - 1, 0).bit_length()) if shrink else int(size)
     xp = np if host else jax.numpy
     outs = []
-    from tqdm.auto import tqdm
-
     for s in tqdm(range(0, n, size), disable=not progress, desc=desc, leave=False):
         part = [None if a is None else a[s:s + size] for a in arrays]
         m = next(p for p in part if p is not None).shape[0]

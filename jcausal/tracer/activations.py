@@ -251,7 +251,7 @@ def activations(model: nnx.Module | LayerOutputs, X, *, layers=None, key: jax.Ar
     lo = model if isinstance(model, LayerOutputs) else layer_outputs(model, X[0], layers=layers)
     n = X.shape[0]
     bs = int(min(batch_size, n))
-    chunk = bs * max(1, -(-min(n, 8 * bs) // bs))  # a few lax.map steps per call: a progress bar moves
+    chunk = min(8 * bs, bs * -(-n // bs))  # up to 8 lax.map steps per call: a progress bar moves
     keys = None if key is None else jax.random.split(key, n)
     out, vals = map_chunks(lambda xb, kb: _batched(lo.apply, lo.params, xb, kb, bs), (X, keys), chunk,
                            progress=progress, desc="activations", host=False)

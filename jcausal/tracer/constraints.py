@@ -375,12 +375,6 @@ def _fix(clf, steps, params, xb, pb, tb, bb, lo, hi, mut, thr, lmp, scales, step
         start, xb, tb, mut_b, lo, hi)
 
 
-def _chunks(fn, arrays: tuple, batch_size: int):
-    """``fn(*chunk)`` over padded chunks (:func:`~jcausal._src.batching.map_chunks`; fewer rows than
-    ``batch_size`` are padded to the next power of two), as a list of numpy arrays."""
-    return list(map_chunks(fn, arrays, batch_size, shrink=True))
-
-
 def _row_bounds(cons: Constraints, x: np.ndarray, domain) -> tuple[np.ndarray, np.ndarray]:
     """Per-row ``(low, high)`` ``(n, d)``: the user's ranges, intersected with the data's ``domain``
     widened to include each input's own value (the domain never forces a change)."""
@@ -452,18 +446,20 @@ def sparse_decode(model, x, proposals, targets, cons: Constraints, *, input_shap
 
     args = (x, prop, t, banned, lo, hi)
     consts = (mut, thr, lmp, jnp.asarray(scales, jnp.float32).reshape(-1))
-    cf, sel, first, ok = _chunks(lambda *a: _decode(clf, params, *a, *consts), args, batch_size)
+    cf, sel, first, ok = map_chunks(lambda *a: _decode(clf, params, *a, *consts), args, batch_size,
+                                    shrink=True)
     repaired = np.zeros(n, bool)
     bad = np.flatnonzero(~ok)
     if len(bad) and repair_steps > 0:
         sub = (x[bad], prop[bad], t[bad], banned[bad], lo[bad], hi[bad])
         step = jnp.asarray(step_size, jnp.float32)
-        v, found = _chunks(lambda *a: _fix(clf, int(repair_steps), params, *a, *consts, step), sub,
-                           batch_size)
+        v, found = map_chunks(lambda *a: _fix(clf, int(repair_steps), params, *a, *consts, step), sub,
+                              batch_size, shrink=True)
         hit = bad[found]
         if len(hit):
-            c2, s2, f2, ok2 = _chunks(lambda *a: _decode(clf, params, *a, *consts),
-                                      (x[hit], v[found], t[hit], banned[hit], lo[hit], hi[hit]), batch_size)
+            c2, s2, f2, ok2 = map_chunks(lambda *a: _decode(clf, params, *a, *consts),
+                                         (x[hit], v[found], t[hit], banned[hit], lo[hit], hi[hit]),
+                                         batch_size, shrink=True)
             cf[hit], sel[hit], first[hit], ok[hit] = c2, s2, f2, ok2
             repaired[hit] = True
     return Decoded(cf, sel, first.astype(int), ok.astype(bool), repaired)
@@ -501,16 +497,16 @@ def dense_decode(model, x, proposals, targets, cons: Constraints, *, input_shape
     cf = np.asarray(project(prop, x, cons.mutable, lo, hi), np.float32)
     clf, params = _bound(model, input_shape)
     lmp = jnp.asarray(np.log(min_prob), jnp.float32)
-    (ok,) = _chunks(lambda xb, tb: (_valid(clf, params, xb, tb, lmp),), (cf, t), batch_size) \
-        if n else (np.zeros(0, bool),)
+    (ok,) = map_chunks(lambda xb, tb: (_valid(clf, params, xb, tb, lmp),), (cf, t), batch_size,
+                       shrink=True) if n else (np.zeros(0, bool),)
     repaired = np.zeros(n, bool)
     bad = np.flatnonzero(~ok)
     if len(bad) and repair_steps > 0:
         consts = (mut, jnp.zeros((), jnp.float32), lmp, jnp.ones(1, jnp.float32),
                   jnp.asarray(step_size, jnp.float32))
-        v, found = _chunks(lambda *a: _fix(clf, int(repair_steps), params, *a, *consts),
-                           (x[bad], prop[bad], t[bad], np.zeros((len(bad), d), bool), lo[bad], hi[bad]),
-                           batch_size)
+        v, found = map_chunks(lambda *a: _fix(clf, int(repair_steps), params, *a, *consts),
+                              (x[bad], prop[bad], t[bad], np.zeros((len(bad), d), bool), lo[bad], hi[bad]),
+                              batch_size, shrink=True)
         cf[bad[found]] = v[found]
         ok[bad[found]] = True
         repaired[bad[found]] = True
