@@ -388,6 +388,7 @@ def wrap(
     if example.ndim == 0:
         raise ValueError("example must be ONE input with at least one axis, got a scalar")
     shape = tuple(example.shape)
+    given_split = model if isinstance(model, Split) and params is not None else None  # kept as is
     raw, params, taps, default_batched, reader = _adapt(kind, model, example, params, call_kwargs)
     tries = (
         [batched]
@@ -430,8 +431,8 @@ def wrap(
             output = output_kind(apply, params, example)
     if not split:
         found = None
-    elif isinstance(model, Split) and not isinstance(raw, JaxprFunction):  # given with params=
-        found = model if head is None else model.then(head)
+    elif given_split is not None:
+        found = given_split if head is None else given_split.then(head)
     else:
         found = find_split(apply, params, example)
     ltaps = None if taps is None else wrap_layers.PerExample(taps, shape, bool(batched), head, layers=True)
