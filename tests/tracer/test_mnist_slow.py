@@ -34,13 +34,15 @@ def test_local_analysis_signed_contributions(mnist_alexnet):
 def test_global_view_and_tables(mnist_alexnet, tmp_path):
     from tests.tracer._bench import bench
 
-    model, data = mnist_alexnet
-    res = bench.run(model, data, tmp_path, name="tracer_mnist_test", per_class=20, n_faith=4, epochs=1,
-                    max_models=2)
+    model, (x_tr, y_tr, x_te, y_te) = mnist_alexnet
+    # small data (the test checks the tables' structure; benchmarks/tracer_mnist.py is the
+    # paper-scale run and its committed results): the compressed models retrain one epoch on 2,000 digits
+    res = bench.run(model, (x_tr[:2000], y_tr[:2000], x_te, y_te), tmp_path, name="tracer_mnist_test",
+                    per_class=10, n_faith=4, epochs=1, max_models=2)
     written = json.loads((tmp_path / "tracer_mnist_test.json").read_text())
-    # the global view the benchmark computed (20 digits per class, 4x4 patches, the AlexNet's layers)
+    # the global view the benchmark computed (10 digits per class, 4x4 patches, the AlexNet's layers)
     gv = written["global"]
-    assert gv["n"] >= 200
+    assert gv["n"] >= 100
     assert sum(m["coverage"] for m in gv["mechanisms"]) == pytest.approx(100.0)
     assert max(gv["coverage_by_nodes"].values()) == pytest.approx(100.0)
     assert sum(m["count"] for m in gv["mechanisms"]) == gv["n"]
