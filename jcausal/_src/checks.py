@@ -71,6 +71,20 @@ def nonfinite_counts(a) -> tuple[int, int]:
     return int(xp.sum(rows)), int(xp.sum(bad))
 
 
+def require_real(a, name: str, *, floating: bool = False) -> None:
+    """Raise ``TypeError`` unless ``a`` holds real numbers (``floating``: real floating-point
+    numbers): booleans, complex numbers (a cast would drop the imaginary part with a mere warning),
+    strings and objects are refused, naming ``name`` and the dtype."""
+    dt = getattr(a, "dtype", None)
+    dt = np.asarray(a).dtype if dt is None else np.dtype(dt)
+    kind = "real floating-point" if floating else "real"
+    ok = np.issubdtype(dt, np.floating) if floating else (
+        np.issubdtype(dt, np.number) and not np.issubdtype(dt, np.complexfloating))  # bool is no number
+    if not ok:
+        hint = " (cast it: x.astype(np.float32))" if floating and np.issubdtype(dt, np.integer) else ""
+        raise TypeError(f"{name} must hold {kind} numbers, got dtype {dt}{hint}")
+
+
 def require_finite(a, name: str, *, rows: str | None = "rows", fix: str = "") -> None:
     """Raise ``ValueError`` if ``a`` holds NaN/inf, naming ``name``, the number of entries and of
     ``rows`` (what axis 0 counts: rows, examples...; ``None`` for ONE example, whose entries are

@@ -24,6 +24,7 @@ import numpy as np
 
 from jcausal._src import wrap_layers
 from jcausal._src.calling import Classifier, Split, bind_model
+from jcausal._src.checks import require_finite, require_real
 from jcausal._src.split_finder import JaxprFunction, find_split
 
 __all__ = ["ACCEPTED", "Wrapped", "bind_classifier", "output_kind", "wrap"]
@@ -100,6 +101,14 @@ class Wrapped:
         )
 
 
+def _parameters(fn) -> tuple[str, ...]:
+    """The parameter names of ``fn`` (empty when its signature cannot be read)."""
+    try:
+        return tuple(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return ()
+
+
 def _check_call(fn, n_inputs: int, kwargs: dict, what: str) -> None:
     """Refuse a call signature that leaves required arguments unbound, or unknown keywords."""
     try:
@@ -157,16 +166,67 @@ def _adapt_nnx(model, example, params, kwargs):
     from flax import nnx
 
     _check_call(type(model).__call__, 2, kwargs, f"{type(model).__name__}.__call__")
-    graphdef, state = nnx.split(model)
     if params is not None:
         raise ValueError("params= is not used with an nnx.Module: its current state is read at wrap time")
+    graphdef, state = nnx.split(model)
+    graphdef = _nnx_inference(model, graphdef, state, example, kwargs)
+    takes_key = "key" in _parameters(type(model).__call__) and "key" not in kwargs
     return (
         (lambda p, x: nnx.merge(graphdef, p)(x, **kwargs)),
         state,
-        wrap_layers.nnx_taps(graphdef, kwargs),
+        wrap_layers.nnx_taps(graphdef, kwargs, takes_key),
         None,
         lambda: nnx.state(model),
     )
+
+
+def _training_mode(model) -> list[str]:
+    """The submodules of an NNX model in training mode: dropout that is not deterministic, batch
+    statistics that are not running averages (``name (Type)``, by attribute path)."""
+    from flax import nnx
+
+    found = []
+    for path, m in nnx.iter_graph(model):
+        if isinstance(m, nnx.Module) and (getattr(m, "deterministic", None) is False
+                                          or getattr(m, "use_running_average", None) is False):
+            found.append(f"{'.'.join(map(str, path)) or 'the model'} ({type(m).__name__})")
+    return found
+
+
+def _nnx_inference(model, graphdef, state, example, kwargs):
+    """The graphdef to evaluate ``model`` with. A model with submodules in training mode (dropout
+    applying a mask frozen in its RNG state, batch norm normalising ONE example by itself) whose
+    output at ``example`` changes in inference mode is evaluated in inference mode: the graphdef of
+    a copy after ``.eval()`` (the user's model is left as it is; its state is read as always), with
+    a warning naming the submodules. A model whose call already fixes the mode keeps its own."""
+    from flax import nnx
+
+    modes = _training_mode(model)
+    if not modes:
+        return graphdef
+    copy = nnx.clone(model)
+    copy.eval()
+    g_eval = nnx.split(copy)[0]
+    x = jnp.asarray(example)
+    for xb in (x, x[None]):  # one example, or a batch of one
+        try:
+            now = jax.tree.leaves(nnx.merge(graphdef, state)(xb, **kwargs))
+            inference = jax.tree.leaves(nnx.merge(g_eval, state)(xb, **kwargs))
+            break
+        except Exception:  # noqa: BLE001 -- wrap names the shape the model rejects
+            continue
+    else:
+        return graphdef
+    if all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(now, inference)):
+        return graphdef
+    warnings.warn(
+        f"jcausal.wrap: the {type(model).__name__} has submodules in training mode ({', '.join(modes)}): "
+        "its output depends on a frozen dropout mask or on the batch's own statistics. jcausal "
+        "evaluates it in inference mode (as after model.eval(); your model is left as it is)",
+        UserWarning,
+        stacklevel=4,
+    )
+    return g_eval
 
 
 def _adapt_linen(model, example, params, kwargs):
@@ -384,9 +444,13 @@ def wrap(
     if output is not None and output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     kind = _framework(model)
+    require_real(example, "example")  # integers pass (token ids); bool, complex, strings do not
     example = jnp.asarray(example)
     if example.ndim == 0:
         raise ValueError("example must be ONE input with at least one axis, got a scalar")
+    if example.size == 0:
+        raise ValueError(f"example has shape {tuple(example.shape)}, with no entries: pass ONE input")
+    require_finite(example, "example", rows=None, fix="pass ONE real input the model accepts")
     shape = tuple(example.shape)
     given_split = model if isinstance(model, Split) and params is not None else None  # kept as is
     raw, params, taps, default_batched, reader = _adapt(kind, model, example, params, call_kwargs)
@@ -420,10 +484,13 @@ def wrap(
             f"the {kind} model's output {leaves[0].shape if leaves else ()} has no batch axis; "
             "pass batched=False"
         )
-    apply = wrap_layers.PerExample(raw, shape, bool(batched), head)
+    apply = wrap_layers.PerExample(raw, shape, bool(batched), head, dtype=example.dtype)
     y = jax.eval_shape(apply, params, example)
     if not isinstance(y, jax.ShapeDtypeStruct):
         raise TypeError(f"head= must return one array, got {type(y).__name__}")
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise TypeError(f"the {kind} model returns {y.dtype} values; jcausal needs real-valued outputs "
+                        "(scores, logits or probabilities), not class indices (e.g. drop an argmax)")
     if output is None:
         if head is jax.nn.softmax:
             output = "probabilities"
@@ -435,7 +502,8 @@ def wrap(
         found = given_split if head is None else given_split.then(head)
     else:
         found = find_split(apply, params, example)
-    ltaps = None if taps is None else wrap_layers.PerExample(taps, shape, bool(batched), head, layers=True)
+    ltaps = None if taps is None else wrap_layers.PerExample(taps, shape, bool(batched), head, layers=True,
+                                                             dtype=example.dtype)
     return Wrapped(apply, params, framework=kind, input_shape=shape, output=output, split=found, taps=ltaps,
                    reader=reader)
 

@@ -43,15 +43,29 @@ class PerExample:
     """A framework's call as a pure function of ONE example: ``x`` reshaped to ``shape``, the batch
     axis added and removed when ``batched``, ``head`` applied to the output. ``fn(params, x) -> y``
     gives ``y`` (``layers=False``, the wrapped model's ``apply``); ``fn(params, x) -> (y, [(name,
-    value), ...])`` gives ``(head(y), layers)`` (``layers=True``, the layer taps, named once each)."""
+    value), ...])`` gives ``(head(y), layers)`` (``layers=True``, the layer taps, named once each).
 
-    def __init__(self, fn, shape, batched, head, *, layers: bool = False):
+    ``dtype``: the example's; a model wrapped with an integer example (token ids) refuses real-valued
+    inputs with a message (never a type error deep inside XLA).
+
+    ``takes_key``: the layer taps accept ``key=`` (an NNX model whose call takes a PRNG key: its
+    exogenous layers, dropout, are active under a key); ``__call__(params, x, key=...)`` passes it on.
+    """
+
+    def __init__(self, fn, shape, batched, head, *, layers: bool = False, dtype=None):
         self.fn, self.shape, self.batched, self.head, self.layers = fn, tuple(shape), batched, head, layers
+        self.takes_key = bool(getattr(fn, "takes_key", False))
+        self.integer = dtype is not None and jnp.issubdtype(dtype, jnp.integer)
 
-    def __call__(self, params, x):
+    def __call__(self, params, x, key=None):
         x = jnp.asarray(x)
+        if self.integer and not jnp.issubdtype(x.dtype, jnp.integer):
+            raise TypeError(f"this model was wrapped with an integer example (token ids?): it takes integer "
+                            f"inputs, got {x.dtype}; wrap it with a float example to explain real-valued "
+                            "inputs")
         x = x if x.shape == self.shape else x.reshape(self.shape)
-        got = self.fn(params, x[None] if self.batched else x)
+        xb = x[None] if self.batched else x
+        got = self.fn(params, xb) if key is None else self.fn(params, xb, key=key)
         out, items = got if self.layers else (got, None)
         if self.batched:
             out = jax.tree.map(lambda a: a[0], out)
@@ -86,14 +100,18 @@ def nnx_captured(state) -> list:
     return items
 
 
-def nnx_taps(graphdef, kwargs):
+def nnx_taps(graphdef, kwargs, takes_key: bool = False):
+    """The layer taps of an NNX model: ``taps(params, x, key=None)``; ``key`` is passed to the
+    model's call (``takes_key``: its ``__call__`` has a ``key`` argument not bound in ``kwargs``)."""
     from flax import nnx
 
-    def taps(p, x):
+    def taps(p, x, key=None):
         model = nnx.merge(graphdef, p)
-        out, state = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(x, **kwargs)
+        kw = kwargs if key is None else {**kwargs, "key": key}
+        out, state = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(x, **kw)
         return out, nnx_captured(state)
 
+    taps.takes_key = takes_key
     return taps
 
 

@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 
 from jcausal._src.batching import make_mesh, map_sharded, pad_points, resolve_mesh
 from jcausal._src.calling import Model, Split, bind_model, unwrap_model
-from jcausal._src.checks import feature_indices, require_int
+from jcausal._src.checks import feature_indices, require_int, require_real
 from jcausal._src.xla import jit
 from jcausal.ace import estimators as E
 from jcausal.ace.stats import InputStats
@@ -336,6 +336,8 @@ def _plan(f, stats, alphas, *, params, features, method, data, run, strict) -> _
     dtype = stats.mean.dtype
     k = stats.mean.shape[0]
     idx = feature_indices(features, k)
+    if data is not None:
+        require_real(data, "data")  # complex rows would be cast silently
     alph = _alphas(alphas, stats, idx, strict, dtype)
     est = E.resolve(method, data)
     # Traced now: the arrays f reads enter the compiled programs as arguments (never stale).

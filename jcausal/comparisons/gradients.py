@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jcausal._src.calling import unwrap_model
-from jcausal._src.checks import require_int
+from jcausal._src.checks import require_finite, require_int, require_real
 
 __all__ = ["RULES", "gradient_saliency", "integrated_gradients", "completeness_gap", "quadrature"]
 
@@ -102,7 +102,12 @@ def integrated_gradients(
       [[1.0, 4.0]]
     """
     f, params = unwrap_model(f, params, split=False)  # a jcausal.wrap model: its apply and params
+    require_real(x, "the input x", floating=True)
     x = jnp.asarray(x)
+    require_finite(x, "the input x", rows=None, fix="the attributions of such an input are NaN")
+    if reference_input is not None:
+        require_real(reference_input, "reference_input")
+        require_finite(reference_input, "reference_input", rows=None)
     ref = jnp.zeros_like(x) if reference_input is None else jnp.asarray(reference_input, x.dtype)
     if ref.shape != x.shape:
         raise ValueError(f"reference_input shape {ref.shape} != input shape {x.shape}")

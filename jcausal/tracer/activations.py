@@ -1,5 +1,7 @@
-"""Every layer's output of a Flax NNX model, captured with Flax's own intermediate mechanism.
+"""Every layer's output of a model, in execution order, through the model contract.
 
+Any model enters once through :func:`jcausal.wrap` (an ``nnx.Module`` is wrapped here), and its
+layers are the wrapped model's taps, named as its framework names them. For Flax NNX,
 ``nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)`` sows the output of every
 public method (and ``__call__``) of every submodule while the model runs, so no model needs ``sow``
 calls or hand-written hooks and the model files stay untouched. A *layer* is one call of a submodule
@@ -20,26 +22,23 @@ source when its output depends on the key along a path that does not pass throug
 output (each captured output cuts the dependency it carries).
 
 Models are called as ``model(x)`` or ``model(x, key=key)`` on ONE example (the project's protocol:
-dropout active only when a key is given).
+dropout active only when a key is given); only an NNX model's call takes a key.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import inspect
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 from jax.extend.core import Literal
 
 from jcausal._src.batching import map_chunks
 from jcausal._src.checks import require_finite
-from jcausal._src.wrap import Wrapped, output_kind
-from jcausal._src.wrap_layers import nnx_captured
+from jcausal._src.wrap import Wrapped, wrap
 from jcausal._src.xla import jit
 
 __all__ = [
@@ -104,40 +103,12 @@ class RandomnessReport(NamedTuple):
     max_abs_diff: dict[str, float]
 
 
-def _takes_key(model) -> bool:
-    try:
-        return "key" in inspect.signature(type(model).__call__).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _run_capture(graphdef, params, x, key, takes_key):
-    """Run once; return ``(output, [(name, array), ...])`` in capture (graph) order."""
-    model = nnx.merge(graphdef, params)
-    fn = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)
-    out, state = fn(x, key=key) if takes_key else fn(x)
-    items = nnx_captured(state)
-    return out, items
-
-
 def _producer_index(jaxpr):
     idx = {}
     for e, eqn in enumerate(jaxpr.eqns):
         for v in eqn.outvars:
             idx[v] = e
     return idx
-
-
-def _trace(graphdef, params, x, key, takes_key):
-    names: list[str] = []
-
-    def f(p, x, k):
-        out, items = _run_capture(graphdef, p, x, k, takes_key)
-        names[:] = [n for n, _ in items]
-        return out, [v for _, v in items]
-
-    closed = jax.make_jaxpr(f)(params, x, key)
-    return closed, names
 
 
 def _order(closed, names):
@@ -172,11 +143,18 @@ def select_layers(names: Sequence[str], layers) -> list[str]:
     return kept
 
 
-def layer_outputs(model: nnx.Module, example: jax.Array, *, layers=None) -> LayerOutputs:
+def _wrapped(model, example) -> Wrapped:
+    """The model in jcausal's contract: a :class:`jcausal.Wrapped` as given, anything else wrapped
+    once here (an ``nnx.Module`` called on ONE example; no eqn-2 split is needed by TRACER)."""
+    return model if isinstance(model, Wrapped) else wrap(model, example, split=False)
+
+
+def layer_outputs(model, example: jax.Array, *, layers=None) -> LayerOutputs:
     """Split ``model`` into a pure ``apply(params, x, key=None) -> (output, layer outputs)``.
 
     Args:
-      model: any ``nnx.Module`` called on ONE example.
+      model: a :class:`jcausal.Wrapped` model of any framework (layers named as the framework names
+        them), or an ``nnx.Module`` called on ONE example (wrapped here with :func:`jcausal.wrap`).
       example: one input ``x`` (only its shape and dtype are used, to trace the layer order).
       layers: ``None`` (every layer), names / ``fnmatch`` patterns, or a predicate.
 
@@ -184,15 +162,12 @@ def layer_outputs(model: nnx.Module, example: jax.Array, *, layers=None) -> Laye
       :class:`LayerOutputs`.
     """
     example = jnp.asarray(example)
-    if hasattr(model, "__jcausal_taps__"):  # a jcausal.wrap model: layers named by its framework
-        taps, params = model.__jcausal_taps__()
-        run = lambda p, x, key: taps(p, x)  # noqa: E731
-        what = "the wrapped model"
-    else:
-        graphdef, params = nnx.split(model)
-        takes_key = _takes_key(model)
-        run = lambda p, x, key: _run_capture(graphdef, p, x, key if takes_key else None, takes_key)  # noqa: E731
-        what = type(model).__name__
+    w = _wrapped(model, example)
+    taps, params = w.__jcausal_taps__()
+
+    def run(p, x, key):
+        return taps(p, x) if key is None or not taps.takes_key else taps(p, x, key=key)
+
     names: list[str] = []
 
     def traced(p, x):
@@ -202,7 +177,7 @@ def layer_outputs(model: nnx.Module, example: jax.Array, *, layers=None) -> Laye
 
     closed = jax.make_jaxpr(traced)(params, example)
     if not names:
-        raise ValueError(f"{what} has no submodules: nothing to capture")
+        raise ValueError(f"the wrapped {w.framework} model has no submodules: nothing to capture")
     order = _order(closed, names)
     ordered = [names[i] for i in order]
     kept = select_layers(ordered, layers)
@@ -214,11 +189,7 @@ def layer_outputs(model: nnx.Module, example: jax.Array, *, layers=None) -> Laye
         out, items = run(params, x, key)
         return out, tuple(items[i][1] for i in pick)
 
-    if isinstance(model, Wrapped):  # what a wrapped model knows
-        probabilities = model.output == "probabilities"
-    else:  # an NNX module: its output at the example tells (as jcausal.wrap would)
-        probabilities = output_kind(lambda p, x: run(p, x, None)[0], params, example) == "probabilities"
-    return LayerOutputs(apply, params, tuple(kept), kshapes, probabilities)
+    return LayerOutputs(apply, params, tuple(kept), kshapes, w.output == "probabilities")
 
 
 @partial(jit, static_argnames=("apply", "batch_size"))
@@ -228,13 +199,13 @@ def _batched(apply, params, X, keys, batch_size):
     return jax.lax.map(lambda xk: apply(params, xk[0], key=xk[1]), (X, keys), batch_size=batch_size)
 
 
-def activations(model: nnx.Module | LayerOutputs, X, *, layers=None, key: jax.Array | None = None,
+def activations(model, X, *, layers=None, key: jax.Array | None = None,
                 batch_size: int = 128, progress: bool = False) -> Activations:
     """Every (kept) layer's output for a batch ``X`` ``(n, ...)``, named and in execution order.
 
     Args:
-      model: an ``nnx.Module`` or a :class:`LayerOutputs` from :func:`layer_outputs` (reuse it to
-        avoid re-tracing).
+      model: a :class:`jcausal.Wrapped` model, an ``nnx.Module``, or a :class:`LayerOutputs` from
+        :func:`layer_outputs` (reuse it to avoid re-tracing).
       X: ``(n, *input_shape)``.
       layers: filter (see :func:`select_layers`); ignored when ``model`` is a ``LayerOutputs``.
       key: ``None`` for deterministic layers; else one key split per example (dropout active).
@@ -258,9 +229,15 @@ def activations(model: nnx.Module | LayerOutputs, X, *, layers=None, key: jax.Ar
     return Activations(lo.names, tuple(vals), out)
 
 
-def _random_sources(model, x, key, names_kept):
-    graphdef, params = nnx.split(model)
-    closed, names = _trace(graphdef, params, x, key, True)
+def _random_sources(taps, params, x, key, names_kept):
+    names: list[str] = []
+
+    def f(p, x, k):
+        out, items = taps(p, x, key=k)
+        names[:] = [n for n, _ in items]
+        return out, [v for _, v in items]
+
+    closed = jax.make_jaxpr(f)(params, x, key)
     jaxpr = closed.jaxpr
     n_params = len(jax.tree.leaves(params))
     key_vars = set(jaxpr.invars[n_params + 1:])
@@ -283,13 +260,14 @@ def _random_sources(model, x, key, names_kept):
     return [n for n in names_kept if n in sources]
 
 
-def detect_randomness(model: nnx.Module, x: jax.Array, key1: jax.Array, key2: jax.Array, *,
+def detect_randomness(model, x: jax.Array, key1: jax.Array, key2: jax.Array, *,
                       layers=None, atol: float = 0.0) -> RandomnessReport:
     """Run ONE input ``x`` through ``model`` with two keys and report the layers that vary.
 
     Args:
-      model: an ``nnx.Module`` called as ``model(x, key=key)``; a model without a ``key`` argument
-        has no exogenous layers (empty report).
+      model: a :class:`jcausal.Wrapped` model or an ``nnx.Module``, called as ``model(x, key=key)``;
+        a model whose call takes no ``key`` (every framework but an NNX model with a ``key``
+        argument) has no exogenous layers (empty report).
       x: one input.
       key1, key2: two different PRNG keys.
       layers: filter, as in :func:`layer_outputs`.
@@ -300,8 +278,10 @@ def detect_randomness(model: nnx.Module, x: jax.Array, key1: jax.Array, key2: ja
     """
     x = jnp.asarray(x)
     require_finite(x, "the input x", rows=None, fix="NaN outputs differ from themselves under any key")
-    lo = layer_outputs(model, x, layers=layers)
-    if not _takes_key(model):
+    w = _wrapped(model, x)
+    lo = layer_outputs(w, x, layers=layers)
+    taps, params = w.__jcausal_taps__()
+    if not taps.takes_key:
         return RandomnessReport((), (), {n: 0.0 for n in lo.names})
     if bool(jnp.all(jax.random.key_data(key1) == jax.random.key_data(key2))):
         raise ValueError("detect_randomness needs two different keys")
@@ -310,6 +290,5 @@ def detect_randomness(model: nnx.Module, x: jax.Array, key1: jax.Array, key2: ja
     _, b = run(lo.params, x, key2)
     diff = {n: float(jnp.max(jnp.abs(u - v))) if u.size else 0.0 for n, u, v in zip(lo.names, a, b)}
     varying = tuple(n for n in lo.names if diff[n] > atol)
-    sources = tuple(n for n in _random_sources(model, x, key1, list(lo.names)) if n in varying)
+    sources = tuple(n for n in _random_sources(taps, params, x, key1, list(lo.names)) if n in varying)
     return RandomnessReport(varying, sources, diff)
-

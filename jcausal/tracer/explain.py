@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jcausal._src.checks import nonfinite_counts
+from jcausal._src.checks import nonfinite_counts, require_finite
 from jcausal.tracer.activations import LayerOutputs, activations, detect_randomness, layer_outputs
 from jcausal.tracer.cka import cka_matrix
 from jcausal.tracer.graph import CausalGraph, NodeContribution, causal_graph, node_contribution
@@ -82,7 +82,8 @@ def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, eps: float = 0.05
       top: units per node (default 1 filter / 3 dense units).
       batch_size: inputs per compiled step.
       randomness_keys: optional pair of keys; the layers with internal randomness are then detected
-        and stored in ``graph.exogenous`` (needs an ``nnx.Module``).
+        and stored in ``graph.exogenous`` (needs the model, not a ``LayerOutputs``; only an NNX
+        model's call takes a key).
       interventions: the keywords of :func:`jcausal.tracer.make_interventions` (``patch``,
         ``stride``, ``baseline_kind``, ``value``, ``sigma``, ``index_sets``; default: each feature
         alone, set to 0).
@@ -99,6 +100,7 @@ def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, eps: float = 0.05
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"eps must be in [0, 1), got {eps}")
     x = jnp.asarray(x)
+    require_finite(x, "the input x", rows=None, fix="interventions on it would carry NaN through the model")
     lo = model if isinstance(model, LayerOutputs) else layer_outputs(model, x, layers=layers)
     iv = make_interventions(x, **interventions)
     batch = jnp.concatenate([x[None], iv.inputs])
@@ -114,7 +116,7 @@ def trace(model: nnx.Module | LayerOutputs, x, *, layers=None, eps: float = 0.05
     exo = ()
     if randomness_keys is not None:
         if isinstance(model, LayerOutputs):
-            raise ValueError("randomness detection needs the nnx.Module, not a LayerOutputs")
+            raise ValueError("randomness_keys= needs the model itself, not a LayerOutputs")
         exo = detect_randomness(model, x, *randomness_keys).sources
     graph = causal_graph(cka, acts.names, eps, exo)
     contribs = tuple(

@@ -258,3 +258,73 @@ def test_no_affine_prefix_means_no_split_and_one_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         w.__jcausal_model__()  # said once
+
+
+class _TrainingModeNet(nnx.Module):
+    """Dropout and batch norm left in training mode (their defaults): the call fixes no mode."""
+
+    def __init__(self, rngs):
+        self.fc = nnx.Linear(4, 6, rngs=rngs)
+        self.bn = nnx.BatchNorm(6, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+        self.out = nnx.Linear(6, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(self.drop(jax.nn.relu(self.bn(self.fc(x)))))
+
+
+def test_nnx_model_in_training_mode_is_evaluated_in_inference_mode_with_a_warning():
+    """Issue 32: dropout in training mode applied the same frozen mask to every call, and batch norm
+    normalised ONE example by itself (the output was the last bias for every input). The wrapped
+    model now computes what the model computes after ``.eval()``, says so, and leaves the user's
+    model in its mode."""
+    model = _TrainingModeNet(nnx.Rngs(0))
+    X = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"training mode \(bn \(BatchNorm\), drop \(Dropout\)\)"):
+        w = jcausal.wrap(model, X[0])
+    assert model.drop.deterministic is False and model.bn.use_running_average is False  # left as it is
+    ref = nnx.clone(model)
+    ref.eval()
+    want = np.stack([np.asarray(ref(x[None])[0]) for x in X])
+    got = np.stack([np.asarray(w(x)) for x in X])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.ptp(got, axis=0).max() > 1e-3  # the inputs are told apart (training mode: one bias for all)
+    # jcausal's own models fix the mode at the call (dropout only under a key): no warning
+    from jcausal.models import MLP
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jcausal.wrap(MLP((4, 6, 3), dropout=0.5, rngs=nnx.Rngs(1)), X[0])
+
+
+def test_complex_integer_empty_or_nonfinite_inputs_refused_at_the_boundary():
+    """Issue 32: wrap accepted a complex example (a ComplexWarning only), a zero-size batch and a
+    function returning an argmax (taken as "raw"), and a model wrapped on an integer example failed
+    inside XLA at its first float call; integrated_gradients returned NaN attributions for an input
+    with NaN; interventional_expectation accepted complex data rows."""
+    from jcausal.comparisons import integrated_gradients
+
+    def f(x):
+        return jnp.tanh(x[:3] * 2.0)
+
+    x = np.array([0.1, -0.4, 0.3, 0.2], np.float32)
+    with pytest.raises(TypeError, match="example must hold real numbers, got dtype complex64"):
+        jcausal.wrap(f, x.astype(np.complex64))
+    with pytest.raises(TypeError, match="example must hold real numbers, got dtype bool"):
+        jcausal.wrap(f, x > 0)
+    w_int = jcausal.wrap(lambda v: jnp.tanh(2.0 * v[:3].astype(jnp.float32)), x.astype(np.int32))  # ids: fine
+    with pytest.raises(TypeError, match="wrapped with an integer example .* got float32"):
+        w_int(x)  # ... but a float input is refused by name, not inside XLA
+    with pytest.raises(ValueError, match=r"example has shape \(0, 4\), with no entries"):
+        jcausal.wrap(f, np.zeros((0, 4), np.float32))
+    with pytest.raises(ValueError, match="example holds NaN/inf: 1 non-finite entry of 4"):
+        jcausal.wrap(f, np.array([0.1, np.nan, 0.3, 0.2], np.float32))
+    with pytest.raises(TypeError, match="the function model returns int32 values; jcausal needs real-valued"):
+        jcausal.wrap(lambda v: jnp.argmax(v).astype(jnp.int32)[None], x)
+    with pytest.raises(ValueError, match="the input x holds NaN/inf: 1 non-finite entry of 4"):
+        integrated_gradients(f, np.array([0.1, np.nan, 0.3, 0.2], np.float32))
+    with pytest.raises(TypeError, match="the input x must hold real floating-point numbers, got dtype bool"):
+        integrated_gradients(f, x > 0)
+    X = np.random.default_rng(0).uniform(size=(20, 4)).astype(np.float32)
+    with pytest.raises(TypeError, match="data must hold real numbers, got dtype complex64"):
+        interventional_expectation(f, input_stats(X), [0.0, 0.5], data=X.astype(np.complex64))
