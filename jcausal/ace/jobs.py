@@ -4,7 +4,10 @@ A job computes Phase I for ``F`` features in chunks of ``chunk_features`` featur
 a feature stays in one chunk: eqn 2 reuses the same rows for all of them). Each finished chunk is
 written atomically to ``<out>/chunks/chunk_NNNNN.npz`` (unique temporary file, fsync, rename) and
 recorded in ``<out>/manifest.json``; the chunk file, not the manifest, is the proof of completion,
-so a SIGKILL at any moment loses at most the chunk in flight. Running the same job again continues
+so a SIGKILL at any moment loses at most the chunk in flight. Each chunk proves itself: it records
+its job id, its position and its features beside a SHA-256 of its arrays, all verified whenever it
+is read; a chunk edited by hand or swapped with another chunk's file is refused, naming the file,
+and never used. Running the same job again continues
 from the finished chunks, computes nothing twice, and gives a result bit-identical to an
 uninterrupted run (each chunk is the same deterministic program either way). A folder holding
 another job's manifest, or a result without a manifest, is refused unless ``overwrite=True``.
@@ -95,7 +98,7 @@ def job_status(out: str | os.PathLike) -> dict | None:
     out = Path(out)
     try:
         manifest = json.loads((out / MANIFEST).read_text())
-        manifest["done"] = sorted(_finished(out, manifest["job"], int(manifest["num_chunks"])))
+        manifest["done"] = sorted(_finished(out, manifest))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return manifest
@@ -131,19 +134,54 @@ def _chunk_path(out: Path, c: int) -> Path:
     return out / CHUNKS / f"chunk_{c:05d}.npz"
 
 
-def _finished(out: Path, job: str, num_chunks: int) -> set[int]:
-    done = set()
-    for c in range(num_chunks):
-        p = _chunk_path(out, c)
-        if not p.is_file():
-            continue
-        try:
-            z = read_npz_arrays(p, required=("job", "expectations"))
-        except (ValueError, FileNotFoundError):
-            continue  # unreadable (or removed since: another job's, discarded): recompute it
-        if str(z["job"]) == job:
-            done.add(c)
-    return done
+def _chunk_checksum(arrays: dict) -> str:
+    """SHA-256 of a chunk's arrays and of what it is (job id, position, features, method)."""
+    h = hashlib.sha256()
+    for name in ("job", "position", "features", "method", "expectations", "stderr"):
+        if name in arrays:
+            a = np.ascontiguousarray(np.asarray(arrays[name]))
+            h.update(f"{name}:{a.dtype.str}:{a.shape}:".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _read_chunk(out: Path, manifest: dict, c: int) -> dict | None:
+    """Chunk ``c``'s arrays when its file holds this job's chunk ``c``; ``None`` when it is absent,
+    unreadable or another job's (it is computed again).
+
+    Raises:
+      JobError: the file claims this job but is not its chunk ``c`` (its checksum does not match its
+        arrays, or it holds another position or other features: edited, or swapped with another
+        chunk's file); it is never used.
+    """
+    p = _chunk_path(out, c)
+    if not p.is_file():
+        return None
+    try:
+        z = read_npz_arrays(p, required=("job", "expectations"))
+    except (ValueError, FileNotFoundError):
+        return None  # unreadable (or removed since: another job's, discarded): recompute it
+    if str(z["job"]) != manifest["job"]:
+        return None
+    cf = int(manifest["chunk_features"])
+    feats = np.asarray(manifest["features"])[c * cf:(c + 1) * cf]
+    problems = []
+    if "checksum" not in z or str(z["checksum"]) != _chunk_checksum(z):
+        problems.append("its checksum does not match its arrays (edited by hand, or damaged)")
+    position = int(z.get("position", -1))
+    if position != c:
+        problems.append(f"it is chunk {position} of the job, not chunk {c} (a swapped file)")
+    if "features" not in z or not np.array_equal(np.asarray(z["features"]), feats):
+        problems.append(f"it holds features {np.asarray(z.get('features', [])).tolist()}, not this chunk's "
+                        f"{feats.tolist()}")
+    if problems:
+        raise JobError(f"{p} is not chunk {c} of this job: {'; '.join(problems)}. It is never used: delete "
+                       "it, and the same command computes that chunk again")
+    return z
+
+
+def _finished(out: Path, manifest: dict) -> set[int]:
+    return {c for c in range(int(manifest["num_chunks"])) if _read_chunk(out, manifest, c) is not None}
 
 
 def run_job(
@@ -215,17 +253,22 @@ def run_job(
                          f"{s.max_order + 2})")
     record = {"model": "", "outputs": None, **(record or {})}
     described = _describe(dataclasses.replace(s, data=None))
-    job = _digest(record["model"], described, grid.features.tolist(), grid.alphas.tobytes(), X.shape,
-                  _tree_digest(params), hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest(),
-                  _describe(s.data), chunk_features, s.max_order)
+    identity = {  # what makes the job itself: recorded, so that another job is refused naming the difference
+        "model": record["model"], "settings": described, "features": grid.features.tolist(),
+        "alphas": hashlib.sha256(grid.alphas.tobytes()).hexdigest(), "rows": list(X.shape),
+        "dtype": str(X.dtype), "parameters": _tree_digest(params),
+        "data": hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest(), "subsample": _describe(s.data),
+        "chunk_features": chunk_features, "max_order": s.max_order}
+    job = _digest(identity)
     num_chunks = -(-grid.features.size // chunk_features)
     pid, nproc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
-    _claim(out, job, num_chunks, overwrite, pid, distributed)
-    manifest = {"job": job, "model": record["model"], "outputs": record["outputs"], "num_chunks": num_chunks,
+    _claim(out, job, identity, num_chunks, overwrite, pid, distributed)
+    manifest = {"job": job, "identity": identity, "model": record["model"], "outputs": record["outputs"],
+                "num_chunks": num_chunks,
                 "chunk_features": chunk_features, "features": grid.features.tolist(),
                 "num_alphas": int(grid.alphas.shape[1]), "settings": described, "processes": nproc}
     if pid == 0:
-        atomic_write_json(out / MANIFEST, {**manifest, "done": sorted(_finished(out, job, num_chunks))})
+        atomic_write_json(out / MANIFEST, {**manifest, "done": sorted(_finished(out, manifest))})
     if distributed and s.run is None:
         s = dataclasses.replace(s, run=Execution(devices=jax.local_devices()))
     elif distributed and s.run.devices is None and s.run.mesh is None:
@@ -235,7 +278,7 @@ def run_job(
     computed = _compute_chunks(f, params, grid, s, out, manifest, mine, progress)
     if pid != 0:
         return None
-    parts = _collect(out, job, num_chunks, wait_timeout)
+    parts = _collect(out, manifest, wait_timeout)
     E = np.concatenate([p["expectations"] for p in parts])
     se = np.concatenate([p["stderr"] for p in parts]) if all("stderr" in p for p in parts) else None
     res = phase_two(grid, E, se, s)
@@ -283,14 +326,30 @@ def _describe(v):
     return getattr(v, "__qualname__", repr(type(v)))
 
 
-def _claim(out: Path, job: str, num_chunks: int, overwrite: bool, pid: int, distributed: bool) -> None:
-    """Refuse (or, with ``overwrite``, discard) another job's files in ``out``; clean stale temps."""
+def _differences(old: dict, new: dict) -> str:
+    """What differs between two jobs' identities (named; values shown when short)."""
+    names = {"dtype": "dtype (--x64)", "parameters": "model parameters", "data": "data rows",
+             "subsample": "row subsample"}
+    parts = []
+    for k in new:
+        if old.get(k) != new[k]:
+            a, b = old.get(k, "not recorded"), new[k]
+            short = all(isinstance(v, (str, int, float)) and len(str(v)) <= 24 for v in (a, b))
+            parts.append(f"{names.get(k, k)}{f' ({a} there, {b} now)' if short else ''}")
+    return ", ".join(parts) or "its recorded identity"
+
+
+def _claim(out: Path, job: str, identity: dict, num_chunks: int, overwrite: bool, pid: int,
+           distributed: bool) -> None:
+    """Refuse (or, with ``overwrite``, discard) another job's files in ``out``, naming what differs;
+    clean stale temps."""
     old = job_status(out)
     stray = _results_present(out) if old is None else []
     if (old is not None and old["job"] != job) or stray:
         if not overwrite:
             what = (f"another job ({old.get('model', '?')}, {old['num_chunks']} chunks, {len(old['done'])} "
-                    "done)" if old is not None else
+                    f"done; it differs in {_differences(old.get('identity', {}), identity)})"
+                    if old is not None else
                     f"a result ({', '.join(stray)}) with no job manifest, perhaps another job's")
             raise FileExistsError(f"{out} holds {what}; pass overwrite=True (--overwrite) or choose "
                                   "another folder")
@@ -305,8 +364,8 @@ def _compute_chunks(f, params, grid, s, out, manifest, mine, progress) -> list[i
     """Phase I for this process's unfinished chunks, each written atomically; the chunks computed."""
     from tqdm.auto import tqdm
 
-    job, num_chunks, cf = manifest["job"], manifest["num_chunks"], manifest["chunk_features"]
-    done = _finished(out, job, num_chunks)
+    job, cf = manifest["job"], manifest["chunk_features"]
+    done = _finished(out, manifest)
     todo = [c for c in mine if c not in done]
     A = grid.alphas.shape[1]
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="ACE chunks", unit="chunk",
@@ -321,10 +380,11 @@ def _compute_chunks(f, params, grid, s, out, manifest, mine, progress) -> list[i
             raise JobError(f"chunk {c} (features {grid.features[sl].tolist()}) failed: {type(err).__name__}: "
                            f"{err}; {len(done) + len(computed)} finished chunks are kept in {out / CHUNKS}") \
                 from err
-        arrays = {"job": np.asarray(job), "expectations": np.asarray(E),
+        arrays = {"job": np.asarray(job), "position": np.asarray(c, np.int32), "expectations": np.asarray(E),
                   "features": grid.features[sl].astype(np.int32), "method": np.asarray(info.method)}
         if info.stderr is not None:
             arrays["stderr"] = np.asarray(info.stderr)
+        arrays["checksum"] = np.asarray(_chunk_checksum(arrays))
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(_chunk_path(out, c), buf.getvalue())
@@ -338,18 +398,19 @@ def _compute_chunks(f, params, grid, s, out, manifest, mine, progress) -> list[i
     return computed
 
 
-def _collect(out: Path, job: str, num_chunks: int, wait_timeout: float) -> list[dict]:
-    """Every chunk's arrays, waiting up to ``wait_timeout`` s for the other processes' chunks."""
+def _collect(out: Path, manifest: dict, wait_timeout: float) -> list[dict]:
+    """Every chunk's arrays (each verified), waiting up to ``wait_timeout`` s for the other
+    processes' chunks."""
+    num_chunks = int(manifest["num_chunks"])
     deadline = time.monotonic() + wait_timeout
     while True:
-        done = _finished(out, job, num_chunks)
-        if len(done) == num_chunks:
-            break
+        parts = [_read_chunk(out, manifest, c) for c in range(num_chunks)]
+        missing = [c for c, z in enumerate(parts) if z is None]
+        if not missing:
+            return parts
         if time.monotonic() > deadline:
-            raise JobError(f"timed out waiting for chunks {sorted(set(range(num_chunks)) - done)[:10]} "
-                           "from the other processes")
+            raise JobError(f"timed out waiting for chunks {missing[:10]} from the other processes")
         time.sleep(0.5)
-    return [read_npz_arrays(_chunk_path(out, c)) for c in range(num_chunks)]
 
 
 def load_model(spec: str, example, checkpoint: str | os.PathLike | None = None):

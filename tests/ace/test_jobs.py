@@ -480,3 +480,80 @@ def test_run_job_and_explain_are_one_pipeline(tmp_path):
     mean, _ = one.predict(np.full((3, 1), 0.25, np.float32))
     np.testing.assert_allclose(one.baselines, mean[:, 0, :], rtol=1e-5, atol=1e-6)
     assert json.loads((tmp_path / "manifest.json").read_text())["settings"]["bayes_factor"] == 20.0
+
+
+def test_an_edited_or_swapped_chunk_is_refused_naming_the_file(tmp_path):
+    """Issue 32: a chunk edited by hand (``expectations + 1``, same job id) was used as is, and two
+    swapped chunk files permuted the features' curves silently. Each chunk now records its position,
+    features and a checksum of its arrays, verified on every read; the untouched job is unaffected
+    and a deleted bad chunk is computed again, giving the uninterrupted result bit for bit."""
+    import io
+
+    import jax.numpy as jnp
+
+    from jcausal._src.io import read_npz_arrays
+    from jcausal.ace.jobs import JobError, job_status, run_job
+
+    X = np.random.default_rng(5).normal(size=(30, 4)).astype(np.float32)
+    W = jnp.asarray(np.random.default_rng(6).normal(size=(2, 4)), jnp.float32)
+    kw = dict(params=W, num_alphas=6, max_order=2, chunk_features=2, progress=False)
+
+    def f(W, x):
+        return jnp.tanh(W @ x)
+
+    out = tmp_path / "job"
+    ref = run_job(f, X, out, **kw)
+    c0, c1 = out / "chunks" / "chunk_00000.npz", out / "chunks" / "chunk_00001.npz"
+    good0, good1 = c0.read_bytes(), c1.read_bytes()
+    (out / "ace.npz").unlink()  # the result must be assembled from the chunks again
+    (out / "ace.json").unlink()
+
+    edited = read_npz_arrays(c0)
+    edited["expectations"] = edited["expectations"] + 1.0
+    buf = io.BytesIO()
+    np.savez(buf, **edited)
+    c0.write_bytes(buf.getvalue())
+    with pytest.raises(JobError, match=r"chunk_00000\.npz is not chunk 0 of this job: its checksum does not "
+                                       r"match its arrays"):
+        run_job(f, X, out, **kw)
+    with pytest.raises(JobError, match="chunk_00000.npz"):
+        job_status(out)
+
+    c0.write_bytes(good1)  # swapped
+    c1.write_bytes(good0)
+    swapped = (r"chunk_00000\.npz is not chunk 0 of this job: it is chunk 1 of the job, not chunk 0 \(a "
+               r"swapped file\); it holds features \[2, 3\], not this chunk's \[0, 1\]")
+    with pytest.raises(JobError, match=swapped):
+        run_job(f, X, out, **kw)
+    c0.unlink()
+    c1.write_bytes(good1)
+    res = run_job(f, X, out, **kw)  # the deleted chunk is computed again
+    np.testing.assert_array_equal(res.expectations, ref.expectations)
+    assert json.loads((out / "ace.json").read_text())["computed_this_run"] == [0]
+
+
+def test_another_job_is_refused_naming_what_differs(tmp_path):
+    """Issue 32: a rerun of ``ace run --x64`` without ``--x64`` was refused as "another job" without
+    saying why, and ``ace.json`` did not record float64. The job's identity is recorded (dtype
+    included) and a refusal names the parts that differ."""
+    import jax
+    import jax.numpy as jnp
+
+    from jcausal.ace.jobs import run_job
+
+    X = np.random.default_rng(5).normal(size=(30, 3)).astype(np.float32)
+    W = jnp.asarray(np.random.default_rng(6).normal(size=(2, 3)), jnp.float32)
+    kw = dict(num_alphas=6, max_order=2, progress=False, record={"model": "m:f"})
+
+    def f(W, x):
+        return jnp.tanh(W @ x)
+
+    with jax.enable_x64(True):
+        run_job(f, X.astype(np.float64), tmp_path, params=W.astype(jnp.float64), **kw)
+    assert json.loads((tmp_path / "ace.json").read_text())["identity"]["dtype"] == "float64"
+    x64 = r"it differs in .*dtype \(--x64\) \(float64 there, float32 now\)"
+    with pytest.raises(FileExistsError, match=x64):
+        run_job(f, X, tmp_path, params=W, **kw)
+    order = r"it differs in .*max_order \(2 there, 3 now\)"
+    with jax.enable_x64(True), pytest.raises(FileExistsError, match=order):
+        run_job(f, X.astype(np.float64), tmp_path, params=W.astype(jnp.float64), **{**kw, "max_order": 3})
