@@ -60,6 +60,11 @@ def _check_options(args) -> tuple[int, ...]:
                        f"need at least {args.max_order + 2} (more alphas or a lower order)")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.method is not None and args.method not in method_kinds():
+        raise CLIError(f"--method {args.method}: not a method; the methods are {', '.join(method_kinds())}")
+    if args.setting:
+        raise CLIError(f"--setting is an option of 'jcausal ace run'; 'ace {args.dataset}' takes --method "
+                       "and --rank")
     if args.rank is not None:
         if isinstance(args.rank, int) and args.rank < 1:
             raise CLIError(f"--rank must be a positive number of directions or a fraction in (0, 1], "
@@ -328,12 +333,13 @@ def register(sub) -> None:
     ac.add_argument("--sizes", type=int, nargs="+", help="MLP widths incl. input and output "
                                                           "(iris default: 4 8 3)")
     ac.add_argument("--activation", default="relu", help="MLP hidden activation (default: relu)")
-    ac.add_argument("--method", choices=list(method_kinds()), default=None,
-                    help="Phase I estimator. Default: 'definition' (eqn 2, the mean of the model over "
-                         "the data rows with x_i = a; the MLP's first layer runs once per row). The "
-                         "eqn-4 methods ('directional', 'exact', ...) compute the paper's second-order "
-                         "expansion, which can be far off on trained networks; they are checked "
-                         "against eqn 2 on a subsample. 'finite_difference' needs --x64")
+    ac.add_argument("--method", default=None, metavar="METHOD",
+                    help=f"Phase I estimator: {', '.join(method_kinds())}, or (with 'run') an "
+                         "estimator registered by the --model module. Default: 'definition' (eqn 2, the "
+                         "mean of the model over the data rows with x_i = a; the MLP's first layer runs "
+                         "once per row). The eqn-4 methods ('directional', 'exact', ...) compute the "
+                         "paper's second-order expansion, which can be far off on trained networks; they "
+                         "are checked against eqn 2 on a subsample. 'finite_difference' needs --x64")
     ac.add_argument("--x64", action="store_true",
                     help="compute in float64 (jax_enable_x64 for this run; needed by "
                          "finite_difference)")

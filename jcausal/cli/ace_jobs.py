@@ -8,7 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from jcausal.cli.ace_methods import averages_rows, check_memory, check_rank_method, chosen_method
+from jcausal.cli.ace_methods import (
+    averages_rows,
+    check_memory,
+    check_rank_method,
+    chosen_method,
+    method_kinds,
+)
 from jcausal.cli.core import CLIError, positive_int
 
 __all__ = ["add_options", "check_latent", "check_run", "latent", "locks", "run"]
@@ -30,6 +36,10 @@ def add_options(ac) -> None:
                    help="features per saved chunk (default: %(default)s)")
     g.add_argument("--num-rows", type=int, help="eqn 2 over a subsample of this many rows (>= 2), drawn "
                                                 "with --seed")
+    g.add_argument("--setting", action="append", metavar="NAME=VALUE",
+                   help="a setting of the --method's estimator by its name (repeatable; e.g. --setting "
+                        "num_samples=64 with --method hutchinson): every number, flag or word setting of "
+                        "the estimator's class, a registered estimator of your own included")
     g.add_argument("--low", type=float, nargs="+", help="intervention range low end: one value, or one "
                                                        "per feature (default: each column's minimum)")
     g.add_argument("--high", type=float, nargs="+", help="intervention range high end (default: each "
@@ -91,9 +101,90 @@ def check_run(args) -> dict:
         raise CLIError(str(err)) from None
     feats, low, high = _check_rows(args, X)
     model, Xd, m = _probe(args, X)
+    _check_method_options(args)  # the --model module is imported: its own estimators are registered
     check_memory(args, len(feats), m, rows=X.shape[0])
     return {"model": model, "X": Xd, "features": args.features, "low": low, "high": high,
-            "outputs": model.output}
+            "outputs": model.output, "method": _estimator(args)}
+
+
+_OWN_FLAGS = {"rank": "--rank", "num_rows": "--num-rows", "key": "--seed", "data": "--data"}
+
+
+def _setting_value(name: str, text: str, default):
+    """``text`` as the type of the setting's default (a number, a flag or a word)."""
+    if isinstance(default, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise CLIError(f"--setting {name}={text}: {name} is a flag (true or false)")
+    for kind in ((int,) if isinstance(default, int) else (float,) if isinstance(default, float)
+                 else (str,) if isinstance(default, str) else (int, float, str)):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    raise CLIError(f"--setting {name}={text}: {name} is a number ({type(default).__name__})")
+
+
+def estimator_settings(args, method: str) -> dict:
+    """The ``--setting NAME=VALUE`` options as keyword settings of the estimator registered as
+    ``method``, each converted to the type of its default; read from the class, so an estimator
+    registered by the user's own code takes its settings here with no edit of the CLI."""
+    import dataclasses
+
+    from jcausal.ace import estimators
+
+    fields = {f.name: f for f in dataclasses.fields(estimators.lookup(method))}
+    settable = sorted(n for n, f in fields.items() if n not in _OWN_FLAGS and (
+        f.default is None or isinstance(f.default, (bool, int, float, str))))
+    out = {}
+    for item in args.setting or []:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise CLIError(f"--setting takes NAME=VALUE, got {item!r}")
+        if name in _OWN_FLAGS and name in fields:
+            raise CLIError(f"--setting {name}: pass it as {_OWN_FLAGS[name]}")
+        if name not in settable:
+            raise CLIError(f"--setting {name}: --method {method} has no such setting; its settings are "
+                           f"{settable or 'none'}")
+        if name in out:
+            raise CLIError(f"--setting {name} is given twice")
+        out[name] = _setting_value(name, text.strip(), fields[name].default)
+    return out
+
+
+def _estimator(args):
+    """The estimator of ``--method`` with its settings (``--rank``, ``--num-rows``, ``--seed`` for one
+    that draws, and every ``--setting``), built and validated before the lock."""
+    import jax
+
+    from jcausal.ace import estimators, make_estimator
+
+    method = chosen_method(args)
+    settings = estimator_settings(args, method)
+    key = jax.random.key(args.seed) if estimators.takes_setting(method, "key") else None  # rows or probes
+    try:
+        return make_estimator(method, key=key, num_rows=args.num_rows, rank=args.rank, **settings)
+    except (TypeError, ValueError) as err:
+        raise CLIError(f"--method {method}: {err}") from None
+
+
+def _check_method_options(args) -> None:
+    """The options that depend on the ``--method`` (a registered estimator by now)."""
+    method = chosen_method(args)
+    if method not in method_kinds():
+        raise CLIError(f"--method {method}: no estimator is registered under this name; the methods are "
+                       f"{', '.join(method_kinds())} (an estimator of your own is registered when the "
+                       "--model module is imported)")
+    if args.num_rows is not None and not averages_rows(method):
+        raise CLIError(f"--num-rows subsamples the rows of eqn 2 (--method definition); --method "
+                       f"{method} computes eqn 4 from the moments of all rows")
+    check_rank_method(args)
+    if method == "finite_difference" and not args.x64:
+        raise CLIError("--method finite_difference needs float64 (in float32 its second differences "
+                       "are rounding noise): add --x64")
 
 
 def _check_run_options(args) -> None:
@@ -107,18 +198,11 @@ def _check_run_options(args) -> None:
     if args.num_alphas < args.max_order + 2:
         raise CLIError(f"--num-alphas {args.num_alphas} is too few for --max-order {args.max_order}: "
                        f"need at least {args.max_order + 2}")
-    method = chosen_method(args)
-    if args.num_rows is not None:
-        if args.num_rows < 2:
-            raise CLIError(f"--num-rows must be >= 2 (rows of the subsample eqn 2 averages over), got "
-                           f"{args.num_rows}")
-        if not averages_rows(method):
-            raise CLIError(f"--num-rows subsamples the rows of eqn 2 (--method definition); --method "
-                           f"{method} computes eqn 4 from the moments of all rows")
-    check_rank_method(args)
-    if method == "finite_difference" and not args.x64:
-        raise CLIError("--method finite_difference needs float64 (in float32 its second differences "
-                       "are rounding noise): add --x64")
+    if args.num_rows is not None and args.num_rows < 2:
+        raise CLIError(f"--num-rows must be >= 2 (rows of the subsample eqn 2 averages over), got "
+                       f"{args.num_rows}")
+    if chosen_method(args) in method_kinds():  # else the --model module may register it: checked then
+        _check_method_options(args)
     feats_given = args.features
     if feats_given is not None and (min(feats_given) < 0 or len(set(feats_given)) != len(feats_given)):
         raise CLIError(f"--features must be distinct indices >= 0, got {args.features}")
@@ -206,13 +290,11 @@ def run(args, folder, prep) -> int:
     import jax
     import numpy as np
 
-    from jcausal.ace import Execution, estimators, make_estimator
+    from jcausal.ace import Execution
     from jcausal.ace.jobs import JobError, run_job
 
     out = Path(args.out)
-    method = chosen_method(args)
-    key = jax.random.key(args.seed) if estimators.takes_setting(method, "key") else None  # rows or probes
-    est = make_estimator(method, key=key, num_rows=args.num_rows, rank=args.rank)
+    est = prep["method"]
     try:
         with jax.enable_x64(True) if args.x64 else _null():
             res = run_job(prep["model"], prep["X"], out, features=prep["features"],
@@ -236,6 +318,8 @@ def run(args, folder, prep) -> int:
 def check_latent(args):
     from jcausal.data import load_mnist
 
+    if args.setting:
+        raise CLIError("--setting is an option of 'jcausal ace run' (the latents' ACE takes --samples)")
     if args.epochs < 1 or args.samples < 2 or not args.beta >= 0:
         raise CLIError(f"need --epochs >= 1, --samples >= 2, --beta >= 0; got {args.epochs}, {args.samples}, "
                        f"{args.beta}")
@@ -252,8 +336,14 @@ def latent(args, folder, data) -> int:
     from flax import nnx
 
     from jcausal.ace.latent import latent_ace, rank_latents, traversals
-    from jcausal.cli.core import publish, require_trained, reuse_checkpoint
-    from jcausal.models import load, save, split_functional
+    from jcausal.cli.core import (
+        finish_checkpoint,
+        partial_checkpoint,
+        publish,
+        require_trained,
+        reuse_checkpoint,
+    )
+    from jcausal.models import load, split_functional
     from jcausal.models.cvae import ConditionalVAE, train_cvae
     from jcausal.plot.latent import plot_class_ace, plot_latent_ace_rows, plot_latent_ranking, plot_traversals
 
@@ -272,10 +362,10 @@ def latent(args, folder, data) -> int:
         remedy = "use another --out, or the --seed/--epochs/--beta it was trained with"
         if not reuse_checkpoint(ckpt, model, record, remedy=remedy):
             fit = train_cvae(model, data.x_train, data.y_train, key=jax.random.key(args.seed),
-                             epochs=args.epochs, progress=not args.quiet, checkpoint=ckpt)
+                             epochs=args.epochs, progress=not args.quiet, checkpoint=partial_checkpoint(ckpt))
             history = fit.history
             require_trained(fit.steps, None, what="training the cVAE")
-            save(ckpt, model, metadata=record)
+            finish_checkpoint(ckpt, model, record)
     split, params = split_functional(model.decoder)
     alphas = np.linspace(-3, 3, 7)
     res = latent_ace(split, jax.random.key(args.seed + 1), num_latents=10, num_classes=10, params=params,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from jcausal.cli.core import CLIError
+from jcausal.cli.core import CLIError, available_bytes
 
 __all__ = ["DEFAULT_METHOD", "METHOD_KINDS", "RANK_METHODS", "averages_rows", "check_memory",
            "check_rank_method", "chosen_method", "estimate_bytes", "method_kinds", "rank_methods"]
@@ -67,7 +67,7 @@ def check_rank_method(args) -> None:
 def check_memory(args, num_features: int, num_outputs: int, rows: int = 0) -> None:
     """Refuse a grid whose arrays alone would not fit in memory (estimated before any work)."""
     need = estimate_bytes(num_features, args.num_alphas, num_outputs, rows)
-    have = _available_bytes()
+    have = available_bytes()
     if have and need > have // 2:
         raise CLIError(f"--num-alphas {args.num_alphas} x {num_features} features x {num_outputs} outputs "
                        f"needs about {need / 2**30:.1f} GiB (expectations, standard errors and the "
@@ -82,12 +82,3 @@ def estimate_bytes(num_features: int, num_alphas: int, num_outputs: int, rows: i
     ``(A, m)`` partial sums per row block (``rows`` > 0)."""
     grid = num_features * num_alphas
     return int(grid * num_outputs * 8 * 6 + grid * 8 * 2 + (num_alphas * num_outputs * 4 * 64 if rows else 0))
-
-
-def _available_bytes() -> int:
-    import os
-
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
