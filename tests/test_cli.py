@@ -15,7 +15,7 @@ import pytest
 
 import jcausal
 from jcausal._src import io
-from jcausal.cli import CLIError, main
+from jcausal.cli import main
 from tests.conftest import read_only_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -323,11 +323,27 @@ def test_unusable_out_folder_refused_before_any_work(tmp_path, capsys, monkeypat
     _one_line_error(capsys, ["ace", "iris", "--out", str(ro)], "cannot write in output folder")
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    with pytest.raises(CLIError, match="too few"):
-        main(["--debug", "ace", "iris", "--num-alphas", "3", "--out", str(tmp_path)])
-    with pytest.raises(CLIError, match="too few"):
-        main(["ace", "iris", "--num-alphas", "3", "--out", str(tmp_path), "--debug"])
+def test_debug_shows_the_traceback_and_keeps_the_exit_status(tmp_path, capsys):
+    """Issue 32: ``--debug`` turned a refusal's status 2 into 1; it now changes only what is printed."""
+    for argv in (["--debug", "ace", "iris", "--num-alphas", "3", "--out", str(tmp_path)],
+                 ["ace", "iris", "--num-alphas", "3", "--out", str(tmp_path), "--debug"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and "CLIError" in err
+        assert err.strip().splitlines()[-1].startswith("jcausal: --num-alphas 3 is too few")
+
+
+def test_no_command_and_a_user_system_exit_are_errors(tmp_path, capsys, monkeypatch):
+    """Issue 32: ``jcausal`` alone exited 0, and ``ace run --model builtins:exit`` exited 0 with
+    nothing written (the factory's SystemExit was taken as success)."""
+    assert main([]) == 2
+    assert "jcausal: name a command" in capsys.readouterr().err
+    np.save(tmp_path / "X.npy", np.random.default_rng(0).uniform(size=(10, 3)).astype(np.float32))
+    monkeypatch.chdir(tmp_path)
+    assert main(["ace", "run", "--model", "builtins:exit", "--data", "X.npy", "--out", "job", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "jcausal: the run was stopped by SystemExit(None) raised inside it" in err
+    assert not (tmp_path / "job" / "ace.npz").exists()
 
 
 def test_error_exit_status_from_the_shell(tmp_path, sub_env):
@@ -527,10 +543,37 @@ def test_ace_latent_vae_on_a_tiny_idx_folder(tmp_path, capsys):
     rng = np.random.default_rng(0)
     write_idx(tmp_path / "t10k-images-idx3-ubyte", (rng.uniform(size=(60, 28, 28)) * 255).astype(np.uint8))
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(60, dtype=np.uint8) % 10)
-    assert main(["ace", "latent-vae", "--data", str(tmp_path), "--epochs", "1", "--samples", "4",
-                 "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    argv = ["ace", "latent-vae", "--data", str(tmp_path), "--epochs", "2", "--samples", "4", "--out",
+            str(tmp_path / "o"), "--quiet"]
+    # issue 32: a run killed during training left a periodic checkpoint that recorded no settings, and
+    # every rerun was refused ("trained with other settings (seed: not recorded ...)")
+    from jcausal.models import checkpoint
+
+    real = checkpoint.save
+
+    def killed_after_first(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt  # as a kill right after the first periodic checkpoint
+
+    checkpoint.save = killed_after_first
+    try:
+        assert main(argv) == 130
+    finally:
+        checkpoint.save = real
+    assert not (tmp_path / "o" / "latent_ace.json").exists()
+    assert main(argv) == 0  # the same command again: it trains again and completes
     summary = _json.loads((tmp_path / "o" / "latent_ace.json").read_text())
     assert len(summary["ranking"]) == 10 and len(summary["figures"]) == 4
     for name in summary["figures"]:
         assert (tmp_path / "o" / name).stat().st_size > 1000
     assert "total effect" in capsys.readouterr().out
+
+
+def test_training_that_diverges_exits_3_in_every_command(tmp_path, capsys):
+    """Issue 32: ``train iris --lr 1e30`` exited 1 ("internal error (FloatingPointError ...)") where
+    the README promises 3 for failed training. Every trainer raises TrainingDiverged; the CLI maps it
+    to 3."""
+    assert main(["train", "iris", "--lr", "1e30", "--epochs", "5", "--out", str(tmp_path), "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "jcausal: training failed: training loss became non-finite at step" in err
+    assert "internal error" not in err

@@ -323,8 +323,10 @@ def test_bad_input_exits_2_everywhere_and_debug_shows_the_traceback(tmp_path, ca
              "--target must be in [0, 2)")
     from jcausal.cli.core import CLIError
 
-    with pytest.raises(CLIError):
-        main(["gce", "linear", "--dim", "1", "--out", str(tmp_path), "--debug"])
+    capsys.readouterr()
+    assert main(["gce", "linear", "--dim", "1", "--out", str(tmp_path), "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and CLIError.__name__ in err
 
 
 # ------------------------------------------------------------------- found by the re-probe
@@ -352,3 +354,23 @@ def test_ace_run_nan_data_named_as_data(job_dir, capsys):
     np.save(job_dir / "N.npy", X)
     _refused(capsys, [*RUN[:5], "N.npy", *RUN[6:], "--out", "n"],
              "holds 1 NaN/inf values (first at row 5, column 1")
+
+
+def test_out_empty_or_too_long_is_refused_before_any_work(tmp_path, capsys):
+    """Issue 32: ``--out ""`` wrote into the working folder, and ``gce linear --out <4,046-character
+    path>`` trained for 18 s before failing at publication ("File name too long")."""
+    _refused(capsys, ["gce", "linear", "--out", ""], "--out: must name a folder")
+    deep = tmp_path / "/".join(["d" * 200] * 20)  # about 4,050 characters
+    _refused(capsys, ["gce", "linear", "--out", str(deep)], "leaves no room for the run's files")
+    _refused(capsys, ["gce", "linear", "--out", str(tmp_path / ("n" * 300))], "a folder name of 300 bytes")
+
+
+def test_constraints_against_the_inputs_are_checked_before_any_training(tmp_path, capsys):
+    """Issue 32: an immutable feature whose range excludes some inputs' values was refused only after
+    the classifier and the GAN were trained (47 s)."""
+    out = tmp_path / "o"
+    _refused(capsys, ["tracer", "counterfactual", "tabular", "--immutable", "mean area", "--range",
+                      "mean area:300:1500", "--out", str(out), "--quiet"],
+             "--immutable/--range: feature 'mean area' is immutable but its range excludes the value of "
+             "input(s)")
+    assert not out.exists() or not any(out.iterdir())  # nothing trained, nothing written

@@ -33,7 +33,12 @@ import numpy as np
 from jcausal._src.checks import require_int
 from jcausal._src.xla import jit
 
-__all__ = ["FitResult", "Loop", "batch_order", "fit"]
+__all__ = ["FitResult", "Loop", "TrainingDiverged", "batch_order", "fit"]
+
+
+class TrainingDiverged(FloatingPointError):
+    """A training loss became NaN/inf (the message names the step or epoch). Every trainer raises
+    it, so a caller (the command line: exit status 3) tells failed training from other errors."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -108,12 +108,56 @@ def seed_int(text: str) -> int:
     return v
 
 
+# room left in a path for what the run writes under --out: the lock, the staging folders of a set
+# (``.<name>.<random>.stage/<file>``) and the files' temporary names
+_OUT_ROOM = 160
+_NAME_MAX = 255
+
+
+def out_folder(text: str) -> str:
+    """An output folder that a run can write into: refused at parse time when empty (it would
+    write into the working folder: pass ``.`` for that) or when the run's files under it could not
+    be named (a folder name over 255 bytes, or a path near the system's limit), never after the
+    work."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder (an empty name would write into the working "
+                                          "folder; pass . for that)")
+    path = Path(text).expanduser().absolute()
+    long = [part for part in path.parts if len(part.encode()) > _NAME_MAX]
+    if long:
+        raise argparse.ArgumentTypeError(f"a folder name of {len(long[0].encode())} bytes is over the "
+                                          f"{_NAME_MAX} a file system allows")
+    limit = _path_max(path)
+    if len(str(path).encode()) + _OUT_ROOM > limit:
+        raise argparse.ArgumentTypeError(f"a path of {len(str(path).encode())} bytes leaves no room for the "
+                                          f"run's files (the system allows {limit}); choose a shorter one")
+    return text
+
+
+def _path_max(path: Path) -> int:
+    for p in (path, *path.parents):
+        if p.exists():
+            try:
+                return int(os.pathconf(p, "PC_PATH_MAX"))
+            except (OSError, ValueError, AttributeError):
+                break
+    return 4096
+
+
 def fraction(text: str) -> float:
     """A number in [0, 1]."""
     v = _number(float, text)
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v:g}")
     return v
+
+
+def available_bytes() -> int:
+    """The memory available now (bytes; 0 when the system does not say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 # ----------------------------------------------------------------------------------- registration
@@ -143,8 +187,8 @@ def command(sub, name: str, *, help: str, description: str, run: Callable, out: 
       seed: add ``--seed``.
     """
     p = sub.add_parser(name, help=help, description=description, **kw)
-    p.add_argument("--out", default=out, help="output folder, locked while the run lasts (default: "
-                                              "%(default)s)")
+    p.add_argument("--out", type=out_folder, default=out,
+                   help="output folder, locked while the run lasts (default: %(default)s)")
     if seed:
         p.add_argument("--seed", type=seed_int, default=0, help="seed, 0 to 2**31 - 1 (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -218,6 +262,23 @@ def reuse_checkpoint(path: Path, model, record: dict, *, remedy: str) -> bool:
     except CheckpointMismatchError as err:
         raise CLIError(str(err)) from None
     return True
+
+
+def partial_checkpoint(path: Path) -> Path:
+    """Where a command's training writes its periodic checkpoints: beside ``path`` (``name.partial.msgpack``),
+    never at ``path`` itself. ``path`` is written once, complete and with its settings
+    (:func:`finish_checkpoint`), so a run killed during training leaves nothing a rerun refuses: the
+    same command trains again from the start."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
+def finish_checkpoint(path: Path, model, record: dict) -> None:
+    """Save the trained ``model`` at ``path`` with the settings ``record`` (what a rerun compares), then
+    remove its periodic checkpoint."""
+    from jcausal.models import save
+
+    save(path, model, metadata=record)
+    partial_checkpoint(path).unlink(missing_ok=True)
 
 
 def require_trained(steps_done: int, nonfinite_step: int | None, *, what: str, kept: str = "") -> None:

@@ -17,10 +17,12 @@ from pathlib import Path
 from jcausal.cli.core import (
     CLIError,
     TrainingFailed,
+    available_bytes,
     command,
     finite_float,
     nonneg_float,
     nonneg_int,
+    partial_checkpoint,
     positive_float,
     positive_int,
     publish,
@@ -114,6 +116,23 @@ def _mnist_config(args):
                                **given)
 
 
+# bytes one decoded 28 x 28 image costs a training step of the information-flow term: the image, the
+# classifier's activations on it, and both kept for the backward pass (a generous round figure)
+_BYTES_PER_DECODE = 784 * 4 * 64
+
+
+def _check_step_memory(config) -> None:
+    """Refuse ``--n-alpha`` x ``--n-beta`` decodes per step that cannot fit in memory, for every
+    sampler, before the classifier is trained."""
+    decodes = config.n_alpha * config.n_beta
+    need, have = decodes * _BYTES_PER_DECODE, available_bytes()
+    if have and need > have // 2:
+        raise CLIError(f"--n-alpha {config.n_alpha} x --n-beta {config.n_beta} = {decodes:,} decodes per "
+                       f"step need about {need / 2**30:,.0f} GiB, more than half the {have / 2**30:.1f} GiB "
+                       "available: the defaults (128 x 4 with --sampler sobol) estimate the flow as well as "
+                       "the paper's 100 x 25")
+
+
 def _mnist_check(args):
     from jcausal.experiments.gce_mnist import load_mnist_classes
     from jcausal.gce.objectives import check_sampler
@@ -124,6 +143,7 @@ def _mnist_check(args):
     except ValueError as err:
         raise CLIError(str(err).replace("sampler=", "--sampler ").replace("n_alpha", "--n-alpha")
                        .replace("n_beta", "--n-beta")) from None
+    _check_step_memory(config)
 
     classes = list(args.classes)
     if len(classes) < 2 or len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
@@ -158,6 +178,9 @@ def _mnist(args, folder, data) -> int:
         if diffs:
             raise CLIError(f"{ck} was trained with other settings ({'; '.join(diffs)}): use another --out, "
                            "or the settings it was trained with")
+    # the explainer's periodic checkpoints go beside the set; the trained explainer is published WITH
+    # the summary and figures (one set: a kill never leaves one run's explainer beside another's summary)
+    partial = partial_checkpoint(out / "explainer.msgpack")
     key = jax.random.key(args.seed)
     k_clf, k_exp = jax.random.split(key)
     clf = fit_classifier(data, key=k_clf, epochs=args.classifier_epochs, checkpoint=ck,
@@ -167,10 +190,8 @@ def _mnist(args, folder, data) -> int:
     config = _mnist_config(args)
     with warnings.catch_warnings():  # a plateau is reported below, with the command's options
         warnings.simplefilter("ignore", PlateauWarning)
-        exp = explain_digits(data, clf, key=k_exp, config=config, checkpoint=out / "explainer.msgpack",
-                             progress=not args.quiet)
-    require_trained(exp.fit.steps, exp.fit.nonfinite_step, what="jcausal gce mnist",
-                    kept=str(out / "explainer.msgpack"))
+        exp = explain_digits(data, clf, key=k_exp, config=config, checkpoint=partial, progress=not args.quiet)
+    require_trained(exp.fit.steps, exp.fit.nonfinite_step, what="jcausal gce mnist", kept=str(partial))
     s = summary(exp, clf)
     s.update(classes=list(args.classes), seed=args.seed, preset="paper" if args.paper else "default",
              config=dataclasses.asdict(config))
@@ -186,7 +207,9 @@ def _mnist(args, folder, data) -> int:
     fine = exp.fine
     figs["fine_sweep.png"] = plot_fine_sweep(fine.images, fine.probs, fine.offsets, factor=fine.factor,
                                              K=exp.K, class_names=names)
-    publish(folder, "summary", figs, s)
+    figs["explainer.msgpack"] = partial.read_bytes()  # the end state of training (the last checkpoint)
+    publish(folder, "summary", figs, s)  # summary.json records the explainer's SHA-256 with the others
+    partial.unlink(missing_ok=True)
     if exp.plateau is not None:
         p = exp.plateau
         print(f"warning: C stayed below {p.C_max:.2g} nats from step {p.since} to the end: the decoder "

@@ -12,8 +12,10 @@ from pathlib import Path
 from jcausal.cli.core import (
     CLIError,
     command,
+    finish_checkpoint,
     fraction,
     nonneg_int,
+    partial_checkpoint,
     positive_int,
     publish,
     require_trained,
@@ -126,14 +128,17 @@ def _check_counterfactual(args, dataset):
     if args.gan_checkpoint and not Path(args.gan_checkpoint).is_file():
         raise CLIError(f"--gan-checkpoint not found: {args.gan_checkpoint}")
     t = _task(args, dataset)
-    if dataset == "tabular":
-        _constraints(args, t)  # unknown names and empty ranges are refused before any training
+    if dataset == "tabular":  # unknown names, empty ranges and ranges that exclude an immutable
+        # feature's value in one of the inputs are refused before any training
+        _constraints(args, t, inputs=t.x_val[:args.count])
     return t
 
 
-def _constraints(args, t) -> dict:
-    """``--immutable`` and ``--range`` as the keyword arguments of ``counterfactuals``."""
+def _constraints(args, t, inputs=None) -> dict:
+    """``--immutable`` and ``--range`` as the keyword arguments of ``counterfactuals``, checked
+    against the ``inputs`` to explain when given."""
     from jcausal.tracer import make_constraints
+    from jcausal.tracer.constraints import check_immutable_in_range
 
     names = list(t.data.feature_names)
     immutable = [n.strip() for spec in (args.immutable or []) for n in spec.split(",") if n.strip()]
@@ -152,7 +157,9 @@ def _constraints(args, t) -> dict:
     kw = {"immutable": immutable or None, "ranges": ranges or None, "feature_names": names,
           "scaler": t.data.scaler}
     try:
-        make_constraints(len(names), **kw)
+        cons = make_constraints(len(names), **kw)
+        if inputs is not None:
+            check_immutable_in_range(cons, inputs)
     except ValueError as err:
         raise CLIError(f"--immutable/--range: {err}") from None
     return kw
@@ -162,7 +169,7 @@ def _gan(args, out: Path, model, t, dataset: str, sha: str):
     """The counterfactual GAN: ``--gan-checkpoint``, or the one trained into ``--out`` with the same
     settings, or trained now and saved there; returns ``(setup, checkpoint, training summary or None)``."""
     from jcausal.experiments.counterfactuals import NoConfidentInputs, fit_gan, gan_setup, training_summary
-    from jcausal.models import load, save
+    from jcausal.models import load
 
     try:
         setup = gan_setup(model, t, mnist=dataset == "mnist", seed=args.seed,
@@ -184,9 +191,10 @@ def _gan(args, out: Path, model, t, dataset: str, sha: str):
     if reuse_checkpoint(gan_ckpt, setup.gan, record,
                         remedy="use another --out, or the settings it was trained with"):
         return setup, gan_ckpt, None
-    res = fit_gan(setup, seed=args.seed, checkpoint=gan_ckpt, progress=not args.quiet)
-    require_trained(res.steps, res.nonfinite_step, what="the counterfactual GAN", kept=str(gan_ckpt))
-    save(gan_ckpt, setup.gan, metadata=record)
+    partial = partial_checkpoint(gan_ckpt)
+    res = fit_gan(setup, seed=args.seed, checkpoint=partial, progress=not args.quiet)
+    require_trained(res.steps, res.nonfinite_step, what="the counterfactual GAN", kept=str(partial))
+    finish_checkpoint(gan_ckpt, setup.gan, record)
     return setup, gan_ckpt, training_summary(setup, res)
 
 
@@ -200,8 +208,10 @@ def _counterfactual(args, folder, t, dataset: str) -> int:
     kw = _constraints(args, t) if not mnist else {}
     cont = dict(eps=args.eps, patch=args.patch, stride=args.stride) if mnist else dict(eps=args.eps)
     r, found, figs = evaluate(model, setup, t, seed=args.seed, count=args.count, target=args.target,
-                              num=args.num, constraints=kw, contrastive_kw=cont)
+                              num=args.num, constraints=kw, contrastive_kw=cont,
+                              on_unreachable="keep" if args.keep_unreachable else "raise")
     pfx = f"counterfactual_{dataset}"
+    figs[f"{pfx}.npz"] = _result_npz(r)  # every input and every alternative (the JSON shows a few)
     summary = {"dataset": dataset, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "seed": args.seed,
                "gan_checkpoint": str(gan_ckpt), "test_accuracy": acc, "training": training, **found}
     publish(folder, pfx, figs, summary)
@@ -209,8 +219,22 @@ def _counterfactual(args, folder, t, dataset: str) -> int:
     print(f"test accuracy {acc:.2f}%; {lines[0]}")
     for line in lines[1:]:
         print(line)
-    print(f"wrote {out / (pfx + '.json')} and figures {pfx}_*.png")
+    print(f"wrote {out / (pfx + '.json')}, every counterfactual in {pfx}.npz and figures {pfx}_*.png")
     return 0
+
+
+def _result_npz(r) -> bytes:
+    """A :class:`jcausal.tracer.CounterfactualResult` as ``.npz`` bytes: every field, the messages
+    as strings (no pickle)."""
+    import io
+
+    import numpy as np
+
+    arrays = {k: np.asarray(v) for k, v in r._asdict().items() if v is not None and k != "messages"}
+    arrays["messages"] = np.asarray(r.messages, dtype=str)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------ registration
@@ -288,5 +312,8 @@ def register(sub) -> None:
             c.add_argument("--range", action="append", metavar="NAME:LOW:HIGH",
                            help="allowed values of a feature in the data's own units (repeatable; "
                                 "leave LOW or HIGH empty for an open side)")
+            c.add_argument("--keep-unreachable", action="store_true",
+                           help="an input whose target no search reaches under the constraints comes back "
+                                "marked invalid (with a message) instead of stopping the run")
         else:
-            c.set_defaults(immutable=None, range=None)
+            c.set_defaults(immutable=None, range=None, keep_unreachable=False)

@@ -108,7 +108,8 @@ def training_summary(setup: GANSetup, res) -> dict:
 
 
 def evaluate(model, setup: GANSetup, task: Task, *, seed: int, count: int = 200, target: int | None = None,
-             num: int = 1, constraints: dict | None = None, contrastive_kw: dict | None = None):
+             num: int = 1, constraints: dict | None = None, contrastive_kw: dict | None = None,
+             on_unreachable: str = "raise"):
     """Counterfactuals of the first ``count`` test inputs and the contrastive analysis of the first
     misclassified one.
 
@@ -119,6 +120,8 @@ def evaluate(model, setup: GANSetup, task: Task, *, seed: int, count: int = 200,
         random class other than the prediction); num: counterfactuals per input.
       constraints: keyword arguments of :func:`jcausal.tracer.counterfactuals` (tabular).
       contrastive_kw: keyword arguments of :func:`jcausal.tracer.contrastive` (``eps``, ``patch`` ...).
+      on_unreachable: as :func:`jcausal.tracer.counterfactuals` (``"keep"``: an unreachable input
+        comes back invalid with a message; ``"raise"``: the run stops naming it).
 
     Returns:
       ``(result, summary, figures)``: the :class:`jcausal.tracer.CounterfactualResult`, a JSON-ready
@@ -136,7 +139,7 @@ def evaluate(model, setup: GANSetup, task: Task, *, seed: int, count: int = 200,
     rng = np.random.default_rng(seed)
     targets = np.full(n, target) if target is not None else (pred + rng.integers(1, s.k, n)) % s.k
     r = counterfactuals(s.gan, model, xs, targets, s.index, x_train=s.x_train, num=num,
-                        key=jax.random.key(seed), **kw)
+                        key=jax.random.key(seed), on_unreachable=on_unreachable, **kw)
     pfx = f"counterfactual_{'mnist' if s.mnist else 'tabular'}"
     summary = {"immutable": kw.get("immutable"), "ranges": kw.get("ranges"), "num": num,
                **r.to_dict(limit=20)}

@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from jcausal._src.checks import require_int
-from jcausal._src.fit import FitResult, Loop, fit
+from jcausal._src.fit import FitResult, Loop, TrainingDiverged, fit
 from jcausal._src.xla import jit
 from jcausal.models.vae import (
     ConvDecoder,
@@ -164,7 +164,7 @@ def train_cvae(model: ConditionalVAE, X, y, *, key: jax.Array, epochs: int = 20,
               steps=epochs * nb, batch_size=bs, loop=loop, save=write, desc="cVAE", average=True)
     nnx.update(model, res.state[0])
     if res.nonfinite_step is not None:
-        raise FloatingPointError(
+        raise TrainingDiverged(
             f"cVAE loss became non-finite in epoch {(res.nonfinite_step - 1) // nb}"
             + (f"; the last good checkpoint is kept at {checkpoint}" if checkpoint else ""))
     history = {k: v for k, v in res.history.items() if k != "step"}  # one value per epoch

@@ -12,7 +12,7 @@ import optax
 from flax import nnx
 
 from jcausal._src.calling import trace_model
-from jcausal._src.fit import FitResult, Loop, fit
+from jcausal._src.fit import FitResult, Loop, TrainingDiverged, fit
 from jcausal._src.xla import jit
 from jcausal.models.core import functional
 
@@ -147,7 +147,7 @@ def train(
               loop=Loop(log_every=nb, progress=progress), desc=f"train {type(model).__name__}",
               average=True, evaluate=evaluate)
     if res.nonfinite_step is not None:
-        raise FloatingPointError(f"training loss became non-finite at step {res.nonfinite_step} (epoch "
+        raise TrainingDiverged(f"training loss became non-finite at step {res.nonfinite_step} (epoch "
                                  f"{(res.nonfinite_step - 1) // nb + 1}); lower the learning rate")
     nnx.update(model, res.state[0])
     history = {k: v for k, v in res.history.items() if k != "step"}  # one value per epoch

@@ -178,15 +178,25 @@ def make_constraints(d: int, *, immutable: Sequence[int | str] | None = None,
     return Constraints(mutable, low, high, names)
 
 
+def _outside(cons: Constraints, x) -> np.ndarray:
+    """``(n, d)`` bool: the entries of ``x`` ``(n, ...)`` outside their feature's range, with two
+    ulps of slack (the bounds were rounded inwards: an input on a bound is in range)."""
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    lo = np.nextafter(np.nextafter(cons.low, np.float32(-np.inf)), np.float32(-np.inf))
+    hi = np.nextafter(np.nextafter(cons.high, np.float32(np.inf)), np.float32(np.inf))
+    return (x < lo[None, :]) | (x > hi[None, :])
+
+
+def out_of_range(cons: Constraints, x) -> np.ndarray:
+    """``(n,)`` bool: inputs with a mutable feature outside its range (already of the target class,
+    such an input is not an answer as it is: it is searched like the others, and projected)."""
+    return (cons.mutable[None, :] & _outside(cons, x)).any(1)
+
+
 def check_immutable_in_range(cons: Constraints, x) -> None:
     """Raise ValueError when an immutable feature's range excludes an input's own value (no
     counterfactual can satisfy both), naming the feature and the inputs. ``x``: ``(n, d)``."""
-    x = np.asarray(x, np.float32).reshape(len(x), -1)
-    fixed = ~cons.mutable
-    # two ulps of slack: the bounds were rounded inwards, an input on a bound is in range
-    lo = np.nextafter(np.nextafter(cons.low, np.float32(-np.inf)), np.float32(-np.inf))
-    hi = np.nextafter(np.nextafter(cons.high, np.float32(np.inf)), np.float32(np.inf))
-    bad = fixed[None, :] & ((x < lo[None, :]) | (x > hi[None, :]))
+    bad = ~cons.mutable[None, :] & _outside(cons, x)
     if bad.any():
         j = int(np.flatnonzero(bad.any(0))[0])
         rows = np.flatnonzero(bad[:, j])

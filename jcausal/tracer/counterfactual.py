@@ -26,6 +26,7 @@ from jcausal.tracer.constraints import (
     actionable,
     check_immutable_in_range,
     make_constraints,
+    out_of_range,
     pairwise_diversity,
 )
 from jcausal.tracer.gan import CounterfactualGAN, check_inputs
@@ -82,7 +83,9 @@ class CounterfactualResult(NamedTuple):
 
     Fields:
       inputs, counterfactuals: ``(n, *input_shape)``; ``counterfactuals[i] = inputs[i]`` where
-        ``unchanged[i]`` (the target already is the prediction: the input is returned, as asked).
+        ``unchanged[i]`` (the target already is the prediction and the input satisfies the
+        constraints: the input is returned, as asked; an input of the target class with a feature
+        outside its range is searched like any other and comes back within the ranges).
       targets, predictions, cf_predictions: ``(n,)`` ints (classifier on input / counterfactual).
       cf_target_probs: ``(n,)`` classifier probability of the target on the counterfactual.
       valid: ``(n,)`` bool, ``cf_predictions == targets``.
@@ -219,7 +222,7 @@ def counterfactuals(gan: CounterfactualGAN, model, x, targets, index: NNIndex, *
     if probs.shape[1] != k:
         raise ValueError(f"the classifier has {probs.shape[1]} outputs, the GAN {k} classes")
     pred = probs.argmax(1)
-    unchanged = pred == t
+    unchanged = (pred == t) & ~out_of_range(cons, xs)  # of the target class AND within the constraints
     alts = np.repeat(xs[:, None], num, 1)
     todo = np.flatnonzero(~unchanged)
     real = np.asarray(index.rows).reshape(-1) >= 0

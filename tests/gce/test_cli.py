@@ -53,6 +53,11 @@ def test_gce_mnist_on_synthetic_idx(tmp_path, capsys):
     for name in ("flow.png", "accuracy.png", "sweeps_0.png", "fine_sweep.png", "training.png",
                  "classifier.msgpack", "explainer.msgpack"):
         assert (out / name).stat().st_size > 0
+    # issue 32: the explainer is published with the summary, which records its hash (no mixed folder)
+    from jcausal._src.io import file_sha256
+
+    assert s["files"]["explainer.msgpack"]["sha256"] == file_sha256(out / "explainer.msgpack")
+    assert not list(out.glob("*.partial.msgpack"))
     fine = s["fine_sweep"]  # what benchmarks/gce_mnist_runs.py --check reads of the fine sweep
     assert (fine["factor"], fine["classes"]) == (0, 2) and 0 <= fine["decision_changes"] <= fine["inputs"]
     assert fine["max_probability_sum_error"] <= 1e-4
@@ -96,6 +101,9 @@ def test_mnist_config_takes_the_preset_then_the_options():
     (["--n-alpha", "1"], "needs at least 2 draws to stratify, got --n-alpha = 1"),
     (["--sampler", "qmc"], "invalid choice: 'qmc'"),
     (["--init-log-var", "nan"], "must be a finite number"),
+    # issue 32: 1.6e9 decodes per step were accepted under --sampler mc and ran for minutes
+    (["--sampler", "mc", "--n-alpha", "40000", "--n-beta", "40000"],
+     "--n-alpha 40000 x --n-beta 40000 = 1,600,000,000 decodes per step need about"),
 ])
 def test_mnist_bad_sampler_options_are_refused_before_any_work(tmp_path, capsys, args, match):
     out = tmp_path / "o"

@@ -96,3 +96,31 @@ def test_unreachable_target_names_the_inputs(breast_cancer_table):
     with pytest.raises(ValueError, match=r"no counterfactual reaches the target for input\(s\) 0 \(target"):
         counterfactuals(b["gan"], b["model"], x[:3], t[:3], b["index"], immutable=names[1:],
                         ranges={keep: (lo_raw, lo_raw * 1.001)}, feature_names=names, scaler=d.scaler)
+
+
+def test_an_input_of_the_target_class_outside_a_range_comes_back_inside(breast_cancer_table):
+    """Issue 32: an input already of the target class was returned unchanged and counted valid even
+    when it violated ``ranges=`` ("mean area" 201.9 against 300-1500). Such an input is now searched
+    like the others: it comes back within the range and of the target class; one inside every range
+    is still returned as it is."""
+    b = breast_cancer_table
+    d, x = b["data"], b["x"]
+    names = list(d.feature_names)
+    j = names.index("mean area")
+    pred = _predict(b["model"], x)
+    raw = d.scaler.inverse_transform(x)[:, j]
+    lo, hi = np.quantile(raw, 0.3), np.quantile(raw, 0.9)
+    outside = np.flatnonzero((raw < lo) | (raw > hi))[:10]
+    inside = np.flatnonzero((raw >= lo) & (raw <= hi))[:5]
+    rows = np.concatenate([outside, inside])
+    assert len(outside) >= 5 and len(inside) >= 3
+    r = counterfactuals(b["gan"], b["model"], x[rows], pred[rows], b["index"], x_train=b["x_train"],
+                        ranges={"mean area": (lo, hi)}, feature_names=names, scaler=d.scaler,
+                        on_unreachable="keep")
+    got = d.scaler.inverse_transform(r.counterfactuals)[:, j]
+    n_out = len(outside)
+    assert not r.unchanged[:n_out].any() and r.unchanged[n_out:].all()
+    assert np.all((got >= lo) & (got <= hi)), got  # every counterfactual within the range
+    np.testing.assert_array_equal(r.counterfactuals[n_out:], x[rows[n_out:]])
+    assert r.valid.mean() >= 0.9
+    np.testing.assert_array_equal(_predict(b["model"], r.counterfactuals) == pred[rows], r.valid)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from jcausal.cli import main
@@ -20,6 +21,10 @@ def test_counterfactual_tabular_cli(tmp_path):
     assert all(set(c) == {"feature", "before", "after", "delta", "scaled_delta"}
                for ex in s["changed_features"] for c in ex)
     assert (tmp_path / "counterfactual_tabular_changes.png").stat().st_size > 0
+    # issue 32: every input and every alternative is written (the JSON shows 20 of them)
+    z = np.load(tmp_path / "counterfactual_tabular.npz")
+    assert z["alternatives"].shape == (40, 1, 30) and z["valid"].shape == (40,) and len(z["messages"]) == 40
+    assert 100 * z["valid"].mean() == pytest.approx(s["summary"]["validity_percent"])
     if s["contrastive"] is not None:
         assert s["contrastive"]["label"] != s["contrastive"]["prediction"]
         assert (tmp_path / "counterfactual_tabular_contrastive.png").stat().st_size > 0
@@ -43,6 +48,22 @@ def test_counterfactual_tabular_cli(tmp_path):
         for c in changes:
             if c["feature"] == "mean area":
                 assert 300.0 - 1e-3 <= c["after"] <= 1500.0 + 1e-3
+    z3 = np.load(tmp_path / "counterfactual_tabular.npz")
+    assert z3["alternatives"].shape == (20, 2, 30) and z3["alternatives_valid"].shape == (20, 2)
+    # issue 32: one unreachable input stopped the run and discarded the others; --keep-unreachable
+    # keeps them all, the unreachable ones marked invalid with a message
+    from sklearn.datasets import load_breast_cancer
+
+    names = [str(n) for n in load_breast_cancer().feature_names]
+    tight = ["--immutable", ",".join(n for n in names if n != "mean area"), "--range", "mean area:400:410"]
+    base = ["tracer", "counterfactual", "tabular", "--count", "20", "--epochs", "40", "--gan-steps", "300",
+            *tight, "--out", str(tmp_path), "--quiet"]
+    assert main(base) == 2
+    assert main([*base, "--keep-unreachable"]) == 0
+    z4 = np.load(tmp_path / "counterfactual_tabular.npz")
+    assert z4["alternatives"].shape == (20, 1, 30) and not z4["valid"].all()
+    assert all("no valid counterfactual found under the constraints" in str(m)
+               for m, v, u in zip(z4["messages"], z4["valid"], z4["unchanged"]) if not v and not u)
 
 
 def test_counterfactual_cli_bad_input(tmp_path, capsys):
