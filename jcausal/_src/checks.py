@@ -75,8 +75,10 @@ def require_real(a, name: str, *, floating: bool = False) -> None:
     """Raise ``TypeError`` unless ``a`` holds real numbers (``floating``: real floating-point
     numbers): booleans, complex numbers (a cast would drop the imaginary part with a mere warning),
     strings and objects are refused, naming ``name`` and the dtype."""
-    dt = getattr(a, "dtype", None)
-    dt = np.asarray(a).dtype if dt is None else np.dtype(dt)
+    try:
+        dt = np.dtype(a.dtype)
+    except (AttributeError, TypeError):  # no dtype, or another library's (a torch tensor's)
+        dt = np.asarray(a).dtype
     kind = "real floating-point" if floating else "real"
     ok = np.issubdtype(dt, np.floating) if floating else (
         np.issubdtype(dt, np.number) and not np.issubdtype(dt, np.complexfloating))  # bool is no number
