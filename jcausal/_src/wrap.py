@@ -127,16 +127,23 @@ def _check_call(fn, n_inputs: int, kwargs: dict, what: str) -> None:
         )
     rest = positional[n_inputs:] + [p for p in ps if p.kind == kinds.KEYWORD_ONLY]
     missing = [p.name for p in rest if p.default is inspect.Parameter.empty and p.name not in kwargs]
-    if missing:
+    if n_inputs == 1 and len(positional) >= 2 and missing and missing[0] == positional[1].name:
+        first, second = positional[0].name, positional[1].name
+        raise TypeError(
+            f"{what} takes ({first}, {second}, ...) and no params= was given: a function f(params, x) "
+            f"needs its parameters, jcausal.wrap(f, x, params=...); or bind {second!r} by keyword"
+        )
+    names = {p.name for p in rest}
+    takes_any = any(p.kind == kinds.VAR_KEYWORD for p in ps)
+    unknown = [] if takes_any else [k for k in kwargs if k not in names]
+    also = f"; and it takes no argument(s) {unknown} (misspelt?)" if unknown else ""
+    if missing:  # both named at once: a misspelt keyword is usually the missing one
         raise TypeError(
             f"{what} has required argument(s) {missing} that jcausal cannot supply: bind "
-            f"them by keyword, e.g. jcausal.wrap(model, x, {missing[0]}=...)"
+            f"them by keyword, e.g. jcausal.wrap(model, x, {missing[0]}=...){also}"
         )
-    if not any(p.kind == kinds.VAR_KEYWORD for p in ps):
-        names = {p.name for p in rest}
-        unknown = [k for k in kwargs if k not in names]
-        if unknown:
-            raise TypeError(f"{what} takes no argument(s) {unknown}; its arguments are {sorted(names)}")
+    if unknown:
+        raise TypeError(f"{what} takes no argument(s) {unknown}; its arguments are {sorted(names)}")
 
 
 def _framework(model) -> str:

@@ -155,6 +155,8 @@ def _read_chunk(out: Path, manifest: dict, c: int) -> dict | None:
         chunk's file); it is never used.
     """
     p = _chunk_path(out, c)
+    if p.exists() and not p.is_file():
+        raise JobError(f"{p} is a folder where the job writes its chunk {c}: move it away")
     if not p.is_file():
         return None
     try:
@@ -295,6 +297,9 @@ def _check_job(out, X, chunk_features) -> tuple[Path, np.ndarray]:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output folder {out} exists and is not a folder")
+    if (out / CHUNKS).exists() and not (out / CHUNKS).is_dir():
+        raise NotADirectoryError(f"{out / CHUNKS} is a file; a job keeps its chunks in a folder of that "
+                                 "name: move the file away, or choose another output folder")
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"X must be (n, k), got shape {X.shape}")
@@ -529,12 +534,30 @@ def _from_checkpoint(spec: str, checkpoint, dtype):
     params_ok = set(inspect.signature(cls.__init__).parameters) - {"self", "rngs"}
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta.items() if k in params_ok}
     try:
+        _check_shapes(cls, kwargs, checkpoint)  # the record is untrusted: nothing built from it yet
         module = cls(**kwargs, rngs=nnx.Rngs(0))
         load(checkpoint, module)
     except (TypeError, CheckpointMismatchError) as err:
         raise ValueError(f"cannot rebuild {spec} from {checkpoint} (recorded {kwargs}): {err}") from None
     nnx.update(module, jax.tree.map(lambda a: jax.numpy.asarray(a, dtype), nnx.state(module, nnx.Param)))
     return module
+
+
+def _check_shapes(cls, kwargs: dict, checkpoint) -> None:
+    """Compare the shapes the recorded configuration implies (an abstract module: no array of the
+    recorded size is allocated) with the checkpoint's state; raise ``CheckpointMismatchError`` on
+    a difference. A class that cannot be built abstractly is checked when it is built."""
+    from flax import nnx
+
+    from jcausal.models import load
+
+    try:
+        abstract = nnx.eval_shape(lambda: cls(**kwargs, rngs=nnx.Rngs(0)))
+    except TypeError:
+        raise
+    except Exception:  # noqa: BLE001 -- an __init__ that needs concrete values
+        return
+    load(checkpoint, nnx.state(abstract))
 
 
 def load_rows(path: str | os.PathLike) -> np.ndarray:

@@ -37,6 +37,10 @@ DEFAULT = " (default: %(default)s)"
 def _linear_check(args):
     if args.dim < 2:
         raise CLIError(f"--dim must be >= 2 (K = 1 causal and dim - 1 noncausal factors), got {args.dim}")
+    small = [f"{flag} {v}" for flag, v in (("--n-alpha", args.n_alpha), ("--n-beta", args.n_beta)) if v < 2]
+    if small:  # this command has no --sampler: name what it does, not the library's sampler= option
+        raise CLIError(f"{' and '.join(small)}: gce linear draws alpha and beta from a randomized Sobol "
+                       "sequence, which needs at least 2 draws of each: raise it")
 
 
 def _linear(args, folder, _) -> int:

@@ -79,7 +79,8 @@ def _flat(tree) -> dict[str, tuple[tuple[int, ...], str]]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {
         "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): (
-            tuple(np.shape(v)), str(np.asarray(v).dtype))
+            (tuple(v.shape), str(np.dtype(v.dtype))) if isinstance(v, jax.ShapeDtypeStruct)  # abstract
+            else (tuple(np.shape(v)), str(np.asarray(v).dtype)))
         for path, v in leaves
     }
 

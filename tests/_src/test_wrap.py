@@ -222,6 +222,10 @@ def test_call_arguments_bound_by_keyword_or_refused_by_name():
         jcausal.wrap(m, ex)
     with pytest.raises(TypeError, match=r"takes no argument\(s\) \['train'\]"):
         jcausal.wrap(m, ex, deterministic=True, train=False)
+    # issue 32: a misspelt keyword was not named, only the argument it missed
+    with pytest.raises(TypeError, match=r"required argument\(s\) \['deterministic'\] .*; and it takes no "
+                                        r"argument\(s\) \['determinstic'\] \(misspelt\?\)"):
+        jcausal.wrap(m, ex, determinstic=True)
 
 
 def test_linen_needs_its_variables():
@@ -328,3 +332,10 @@ def test_complex_integer_empty_or_nonfinite_inputs_refused_at_the_boundary():
     X = np.random.default_rng(0).uniform(size=(20, 4)).astype(np.float32)
     with pytest.raises(TypeError, match="data must hold real numbers, got dtype complex64"):
         interventional_expectation(f, input_stats(X), [0.0, 0.5], data=X.astype(np.complex64))
+
+
+def test_a_two_argument_function_without_params_is_told_about_params():
+    """Issue 32: ``wrap(lambda p, v: ..., x)`` without ``params=`` suggested binding ``v`` by keyword."""
+    with pytest.raises(TypeError, match=r"takes \(p, v, \.\.\.\) and no params= was given: a function "
+                                        r"f\(params, x\) needs its parameters"):
+        jcausal.wrap(lambda p, v: p * v, np.ones(3, np.float32))

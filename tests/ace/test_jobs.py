@@ -557,3 +557,49 @@ def test_another_job_is_refused_naming_what_differs(tmp_path):
     order = r"it differs in .*max_order \(2 there, 3 now\)"
     with jax.enable_x64(True), pytest.raises(FileExistsError, match=order):
         run_job(f, X.astype(np.float64), tmp_path, params=W.astype(jnp.float64), **{**kw, "max_order": 3})
+
+
+def test_a_chunks_path_that_is_a_file_or_a_chunk_that_is_a_folder_is_named(tmp_path):
+    """Issue 32: a ``chunks`` path that is a file gave "[Errno 17] File exists", and a chunk path
+    that is a folder named the temporary file of the failed write."""
+    import jax.numpy as jnp
+
+    from jcausal.ace.jobs import JobError, run_job
+
+    X = np.random.default_rng(5).normal(size=(20, 2)).astype(np.float32)
+    kw = dict(params=jnp.ones(2, jnp.float32), num_alphas=4, max_order=1, chunk_features=1, progress=False)
+
+    def f(w, x):
+        return jnp.tanh(w * x)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "chunks").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=r"chunks is a file; a job keeps its chunks in a folder"):
+        run_job(f, X, tmp_path / "a", **kw)
+    (tmp_path / "b" / "chunks" / "chunk_00001.npz").mkdir(parents=True)
+    with pytest.raises(JobError, match=r"chunk_00001\.npz is a folder where the job writes its chunk 1"):
+        run_job(f, X, tmp_path / "b", **kw)
+
+
+def test_untrusted_checkpoint_metadata_is_checked_before_anything_is_built(tmp_path):
+    """Issue 32: a checkpoint whose record claimed sizes [4, 60000, 60000, 3] had the MLP built from
+    it before its state was compared: XLA aborted the process (exit 134). The implied shapes are now
+    compared on an abstract module first, and the mismatch is refused by name."""
+    import json as _json
+
+    from flax import nnx, serialization
+
+    from jcausal.ace.jobs import load_model
+    from jcausal.models import MLP, save
+
+    path = tmp_path / "m.msgpack"
+    save(path, MLP((4, 8, 3), rngs=nnx.Rngs(0)))
+    raw = serialization.msgpack_restore(path.read_bytes())
+    head = next(k for k in raw if k != "state")
+    meta = _json.loads(raw[head]["metadata"])
+    meta["sizes"] = [4, 60000, 60000, 3]  # 3.6e9 parameters (14 GB) if built
+    raw[head]["metadata"] = _json.dumps(meta)
+    path.write_bytes(serialization.msgpack_serialize(raw))
+    refusal = r"cannot rebuild jcausal.models:MLP from .* does not match the model's structure"
+    with pytest.raises(ValueError, match=refusal):
+        load_model("jcausal.models:MLP", np.zeros(4, np.float32), path)

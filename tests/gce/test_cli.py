@@ -30,6 +30,14 @@ def test_gce_linear_bad_lambda(tmp_path, capsys):
     assert "--lam: must be >= 0, got -1" in capsys.readouterr().err
 
 
+def test_gce_linear_one_draw_names_the_commands_flags(tmp_path, capsys):
+    """Issue 32: ``gce linear --n-beta 1`` suggested "pass sampler='mc'", an option the command lacks."""
+    assert main(["gce", "linear", "--n-beta", "1", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--n-beta 1: gce linear draws alpha and beta from a randomized Sobol sequence" in err
+    assert "sampler=" not in err and not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_gce_mnist_on_synthetic_idx(tmp_path, capsys):
     from jcausal.data import write_idx
