@@ -122,9 +122,14 @@ def lookup(method: str) -> type:
     return REGISTRY[name]
 
 
+def setting_fields(method: str) -> dict[str, dataclasses.Field]:
+    """The settings of the estimator registered as ``method``: ``{name: dataclass field}``."""
+    return {f.name: f for f in dataclasses.fields(lookup(method))}
+
+
 def takes_setting(method: str, setting: str) -> bool:
     """Whether the estimator registered as ``method`` has the setting ``setting``."""
-    return setting in {f.name for f in dataclasses.fields(lookup(method))}
+    return setting in setting_fields(method)
 
 
 def default_method(has_rows: bool) -> str:

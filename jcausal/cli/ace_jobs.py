@@ -127,15 +127,13 @@ def _setting_value(name: str, text: str, default):
     raise CLIError(f"--setting {name}={text}: {name} is a number ({type(default).__name__})")
 
 
-def estimator_settings(args, method: str) -> dict:
+def _estimator_settings(args, method: str) -> dict:
     """The ``--setting NAME=VALUE`` options as keyword settings of the estimator registered as
     ``method``, each converted to the type of its default; read from the class, so an estimator
     registered by the user's own code takes its settings here with no edit of the CLI."""
-    import dataclasses
-
     from jcausal.ace import estimators
 
-    fields = {f.name: f for f in dataclasses.fields(estimators.lookup(method))}
+    fields = estimators.setting_fields(method)
     settable = sorted(n for n, f in fields.items() if n not in _OWN_FLAGS and (
         f.default is None or isinstance(f.default, (bool, int, float, str))))
     out = {}
@@ -163,7 +161,7 @@ def _estimator(args):
     from jcausal.ace import estimators, make_estimator
 
     method = chosen_method(args)
-    settings = estimator_settings(args, method)
+    settings = _estimator_settings(args, method)
     key = jax.random.key(args.seed) if estimators.takes_setting(method, "key") else None  # rows or probes
     try:
         return make_estimator(method, key=key, num_rows=args.num_rows, rank=args.rank, **settings)
